@@ -11,6 +11,7 @@
 pub mod field;
 pub mod patch;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod strategy;
 pub mod table;

@@ -1,0 +1,833 @@
+//! The one generic registry every kind goes through (upstream `k8s.io/apiserver/pkg/registry/generic/registry`
+//! `Store`): create, get, list, update, patch and delete over the revisioned store, with per-kind behaviour
+//! coming from `api::strategy` and the few stateful additions (ClusterIP and NodePort allocation, namespace
+//! lifecycle, graceful pod deletion) that upstream also keeps in the registry layer.
+
+use crate::alloc;
+use crate::error::{ApiError, ApiResult, Subject};
+use crate::object::{self, meta_mut};
+use api::resources::{self, Resource, Subresource};
+use api::selector::{FieldSelector, LabelSelector};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use store::{KeyValue, Revision, Store};
+
+/// Settings of the registry that come from `berth server` flags.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// `--service-cidr`: the range ClusterIPs are allocated from (IPv4 CIDR).
+    pub service_cidr: String,
+    /// Inclusive NodePort range (upstream default 30000-32767).
+    pub node_port_range: (u16, u16),
+    /// Whether pods bound to a node are deleted gracefully (the node agent confirms). With
+    /// `--disable-agent` nothing would ever confirm, so pods are removed at once.
+    pub graceful_pod_deletion: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { service_cidr: "10.43.0.0/16".into(), node_port_range: (30000, 32767), graceful_pod_deletion: true }
+    }
+}
+
+/// The generic registry: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: RegistryConfig,
+    /// Serialises Service creates/updates so IP and port allocation never hands out a value twice.
+    service_lock: tokio::sync::Mutex<()>,
+}
+
+/// Options of a write, from the query string.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+    /// `dryRun=All`: validate and answer, write nothing.
+    pub dry_run: bool,
+    /// `fieldValidation`: `Strict`, `Warn` or `Ignore` (upstream default for non-kubectl clients: `Warn`).
+    pub field_validation: Option<String>,
+    /// `force` (server-side apply).
+    pub force: bool,
+}
+
+/// `DeleteOptions` that matter here.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: `Orphan`, `Background` or `Foreground`.
+    pub propagation_policy: Option<String>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub precondition_resource_version: Option<String>,
+    /// `dryRun`.
+    pub dry_run: bool,
+}
+
+/// A list request's filters and paging.
+#[derive(Debug, Default)]
+pub struct ListOptions {
+    /// `labelSelector`.
+    pub label_selector: Option<LabelSelector>,
+    /// `fieldSelector`.
+    pub field_selector: Option<FieldSelector>,
+    /// `limit` (0 = all).
+    pub limit: usize,
+    /// `continue` token.
+    pub continue_token: Option<String>,
+}
+
+/// The result of a list: items (with resourceVersion set), the list's resourceVersion and a continue token.
+pub struct ListResult {
+    /// Matching objects.
+    pub items: Vec<Value>,
+    /// The store revision the list saw.
+    pub revision: Revision,
+    /// Set when `limit` cut the list.
+    pub continue_token: Option<String>,
+    /// Objects left after this page (upstream's `remainingItemCount`), when known.
+    pub remaining: Option<i64>,
+}
+
+/// How a write ended, for the HTTP status code.
+pub enum Written {
+    /// A new object (201).
+    Created(Value),
+    /// An existing object changed, or nothing changed (200).
+    Updated(Value),
+}
+
+pub(crate) fn subject(resource: &Resource, name: &str) -> Subject {
+    Subject {
+        qualified: resource.qualified(),
+        group: resource.group.to_string(),
+        plural: resource.plural.to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+/// Decode a stored object and stamp its resourceVersion from the store revision.
+pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::Internal(format!("corrupt object at {}: {e}", kv.key)))?;
+    meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+    Ok(obj)
+}
+
+fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
+    let mut copy = obj.clone();
+    meta_mut(&mut copy).remove("resourceVersion");
+    serde_json::to_vec(&copy).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+}
+
+fn generate_suffix() -> String {
+    // Upstream's `utilrand.String(5)` alphabet: no vowels, no confusable characters.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes.iter().take(5).map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect()
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Store, config: RegistryConfig) -> Self {
+        Self { inner: Arc::new(Inner { store, config, service_lock: tokio::sync::Mutex::new(()) }) }
+    }
+
+    /// The underlying store (for watch and health checks).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The registry's settings.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    /// Read one object.
+    pub async fn get(&self, res: &'static Resource, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        Ok(self.get_kv(res, ns, name).await?.1)
+    }
+
+    async fn get_kv(&self, res: &'static Resource, ns: Option<&str>, name: &str) -> ApiResult<(KeyValue, Value)> {
+        let key = object::key(res, ns, name);
+        let kv = self.inner.store.get(&key).await?.ok_or_else(|| ApiError::NotFound(subject(res, name)))?;
+        let obj = decode(&kv)?;
+        Ok((kv, obj))
+    }
+
+    /// List objects, filtered and paged. Items are in key order (namespace, then name), as etcd returns them.
+    pub async fn list(&self, res: &'static Resource, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
+        let prefix = object::prefix(res, ns);
+        // A field selector pinning metadata.name is a point read (kubectl wait/rollout/delete do this).
+        let (start_after, mut revision_floor) = match &opts.continue_token {
+            Some(tok) => {
+                let (key, rev) = decode_continue(tok)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::BadRequest("invalid continue token".into()));
+                }
+                (Some(key), rev)
+            }
+            None => (None, 0),
+        };
+        let mut items = Vec::new();
+        let mut last_key: Option<String> = start_after.clone();
+        let mut more;
+        let page = if opts.limit == 0 { 0 } else { opts.limit.max(1) };
+        let mut revision;
+        loop {
+            // Fetch a chunk; filters may drop items so keep reading until the page is full.
+            let chunk = if page == 0 { 0 } else { page.max(64) };
+            let res_list = self.inner.store.list(&prefix, last_key.as_deref(), chunk).await?;
+            revision = res_list.revision;
+            more = res_list.more;
+            let n = res_list.kvs.len();
+            for kv in &res_list.kvs {
+                last_key = Some(kv.key.clone());
+                let obj = decode(kv)?;
+                if matches_filters(&obj, opts) {
+                    items.push(obj);
+                    if page != 0 && items.len() == page {
+                        // Is anything left after this one?
+                        let idx = res_list.kvs.iter().position(|k| k.key == kv.key).unwrap_or(n);
+                        more = more || idx + 1 < n;
+                        break;
+                    }
+                }
+            }
+            if page == 0 || items.len() >= page || !more || n == 0 {
+                break;
+            }
+        }
+        if revision_floor == 0 {
+            revision_floor = revision;
+        }
+        let continue_token = if page != 0 && more && items.len() == page {
+            last_key.map(|k| encode_continue(&k, revision_floor))
+        } else {
+            None
+        };
+        Ok(ListResult { items, revision: revision_floor, continue_token, remaining: None })
+    }
+
+    /// Create an object (POST). `obj` has already been decoded from the body.
+    pub async fn create(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest("the body of the request was in an unknown format".into()));
+        }
+        check_type_meta(res, &mut obj)?;
+        self.check_namespace_for_write(res, ns, &mut obj).await?;
+        {
+            let meta = meta_mut(&mut obj);
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            if name.is_empty()
+                && let Some(gen_name) = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty())
+            {
+                let full = format!("{gen_name}{}", generate_suffix());
+                meta.insert("name".into(), Value::String(full));
+            }
+            for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+                meta.remove(k);
+            }
+            meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), Value::String(object::timestamp(now())));
+        }
+        api::strategy::prepare_for_create(res.group, res.kind, &mut obj);
+        api::strategy::default(res.group, res.kind, &mut obj);
+        let name = object::name(&obj).to_string();
+        let mut errors = api::strategy::validate(res.group, res.kind, &obj);
+        if name.is_empty() && !errors.iter().any(|e| e.field == "metadata.name") {
+            errors.push(api::field::FieldError::required("metadata.name", "name or generateName is required"));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Invalid { subject: subject(res, &name), kind: res.qualified_kind(), errors });
+        }
+        if let Some(manager) = &opts.field_manager {
+            api::patch::record_update(res.group, res.kind, None, &mut obj, manager, &object::micro_timestamp(now()));
+        }
+        let _guard = if res.kind == "Service" && res.group.is_empty() {
+            Some(self.inner.service_lock.lock().await)
+        } else {
+            None
+        };
+        if res.kind == "Service" && res.group.is_empty() {
+            let existing = self.all_services().await?;
+            alloc::allocate_service(&mut obj, None, &existing, &self.inner.config)
+                .map_err(|errors| ApiError::Invalid { subject: subject(res, &name), kind: res.qualified_kind(), errors })?;
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        let key = object::key(res, ns, &name);
+        match self.inner.store.create(&key, encode(&obj)?).await {
+            Ok(kv) => {
+                meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+                Ok(obj)
+            }
+            Err(store::Error::AlreadyExists { .. }) => Err(ApiError::AlreadyExists(subject(res, &name))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn all_services(&self) -> ApiResult<Vec<Value>> {
+        let svc = resources::find("", "v1", "services").ok_or_else(|| ApiError::Internal("no services".into()))?;
+        let list = self.inner.store.list(&object::prefix(svc, None), None, 0).await?;
+        list.kvs.iter().map(decode).collect()
+    }
+
+    /// NamespaceLifecycle admission (upstream `plugin/pkg/admission/namespace/lifecycle`): objects go only
+    /// into namespaces that exist and are not terminating; the body's namespace must agree with the path.
+    async fn check_namespace_for_write(&self, res: &'static Resource, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
+        if !res.namespaced {
+            meta_mut(obj).remove("namespace");
+            return Ok(());
+        }
+        let ns = ns.ok_or_else(|| ApiError::BadRequest("namespace is required".into()))?;
+        let body_ns = object::namespace(obj).to_string();
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
+        }
+        meta_mut(obj).insert("namespace".into(), Value::String(ns.to_string()));
+        let ns_res = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::Internal("no ns".into()))?;
+        match self.inner.store.get(&object::key(ns_res, None, ns)).await? {
+            None => Err(ApiError::NotFound(subject(ns_res, ns))),
+            Some(kv) => {
+                let ns_obj = decode(&kv)?;
+                if object::is_deleting(&ns_obj) {
+                    return Err(ApiError::Forbidden(
+                        subject(res, object::name(obj)),
+                        format!("unable to create new content in namespace {ns} because it is being terminated"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Replace an object (PUT), on the main resource or its `/status` (or `/finalize` for namespaces).
+    /// A stale `metadata.resourceVersion` is a 409; an update that changes nothing writes nothing.
+    pub async fn update(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<Subresource>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest("the body of the request was in an unknown format".into()));
+        }
+        check_type_meta(res, &mut obj)?;
+        let body_name = object::name(&obj).to_string();
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let (kv, old) = self.get_kv(res, ns, name).await?;
+        if let Some(rv) = object::str_at(&obj, &["metadata", "resourceVersion"]).filter(|s| !s.is_empty()) {
+            if rv != kv.mod_revision.to_string() {
+                return Err(ApiError::Conflict(
+                    subject(res, name),
+                    "the object has been modified; please apply your changes to the latest version and try again"
+                        .into(),
+                ));
+            }
+        }
+        self.write_update(res, ns, name, sub, kv, old, obj, opts).await.map(|w| match w {
+            Written::Created(v) | Written::Updated(v) => v,
+        })
+    }
+
+    /// The common tail of update and patch: strategy, validation, no-op detection, CAS write, and the
+    /// finalizer check that completes a pending deletion.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn write_update(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<Subresource>,
+        kv: KeyValue,
+        old: Value,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        // Metadata the client may not change (upstream `rest.FillObjectMetaSystemFields` / `BeforeUpdate`).
+        {
+            let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+            let meta = meta_mut(&mut obj);
+            meta.insert("name".into(), Value::String(name.to_string()));
+            if let Some(n) = ns.filter(|_| res.namespaced) {
+                meta.insert("namespace".into(), Value::String(n.to_string()));
+            } else {
+                meta.remove("namespace");
+            }
+            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                match old_meta.get(k) {
+                    Some(v) => {
+                        meta.insert(k.into(), v.clone());
+                    }
+                    None => {
+                        meta.remove(k);
+                    }
+                }
+            }
+            meta.insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+            if object::is_deleting(&old) {
+                // Upstream: no new finalizers once deletion started (removal is allowed).
+                let old_fin = object::finalizers(&old);
+                if let Some(Value::Array(fins)) = meta.get_mut("finalizers") {
+                    fins.retain(|f| f.as_str().is_some_and(|s| old_fin.iter().any(|o| o == s)));
+                }
+            }
+        }
+        match sub {
+            Some(Subresource::Status) => {
+                api::strategy::prepare_for_status_update(res.group, res.kind, &mut obj, &old);
+            }
+            Some(Subresource::Finalize) => {
+                // namespaces/finalize changes only spec.finalizers.
+                let fins = obj.pointer("/spec/finalizers").cloned();
+                let mut next = old.clone();
+                match fins {
+                    Some(f) => next["spec"]["finalizers"] = f,
+                    None => {
+                        if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                            spec.remove("finalizers");
+                        }
+                    }
+                }
+                obj = next;
+            }
+            _ => {
+                api::strategy::prepare_for_update(res.group, res.kind, &mut obj, &old);
+                api::strategy::default(res.group, res.kind, &mut obj);
+            }
+        }
+        let errors = api::strategy::validate_update(res.group, res.kind, &obj, &old);
+        if !errors.is_empty() {
+            return Err(ApiError::Invalid { subject: subject(res, name), kind: res.qualified_kind(), errors });
+        }
+        let _guard = if res.kind == "Service" && res.group.is_empty() && sub.is_none() {
+            Some(self.inner.service_lock.lock().await)
+        } else {
+            None
+        };
+        if res.kind == "Service" && res.group.is_empty() && sub.is_none() {
+            let existing = self.all_services().await?;
+            alloc::allocate_service(&mut obj, Some(&old), &existing, &self.inner.config)
+                .map_err(|errors| ApiError::Invalid { subject: subject(res, name), kind: res.qualified_kind(), errors })?;
+        }
+        if let Some(manager) = &opts.field_manager {
+            api::patch::record_update(res.group, res.kind, Some(&old), &mut obj, manager, &object::micro_timestamp(now()));
+        }
+        // No-op writes neither bump the resourceVersion nor notify watchers (upstream `GuaranteedUpdate`).
+        if without_volatile(&obj) == without_volatile(&old) {
+            return Ok(Written::Updated(old));
+        }
+        if opts.dry_run {
+            return Ok(Written::Updated(obj));
+        }
+        // A deletion waiting on finalizers completes when the last one is gone.
+        if object::is_deleting(&obj) && pending_finalizers(res, &obj).is_empty() {
+            let key = object::key(res, ns, name);
+            return match self.inner.store.delete(&key, Some(kv.mod_revision)).await {
+                Ok(deleted) => {
+                    meta_mut(&mut obj)
+                        .insert("resourceVersion".into(), Value::String(deleted.mod_revision.to_string()));
+                    Ok(Written::Updated(obj))
+                }
+                Err(e) => Err(self.map_cas_error(res, name, e)),
+            };
+        }
+        let key = object::key(res, ns, name);
+        match self.inner.store.update(&key, encode(&obj)?, kv.mod_revision).await {
+            Ok(new_kv) => {
+                meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(new_kv.mod_revision.to_string()));
+                Ok(Written::Updated(obj))
+            }
+            Err(e) => Err(self.map_cas_error(res, name, e)),
+        }
+    }
+
+    fn map_cas_error(&self, res: &'static Resource, name: &str, e: store::Error) -> ApiError {
+        match e {
+            store::Error::Conflict { .. } => ApiError::Conflict(
+                subject(res, name),
+                "the object has been modified; please apply your changes to the latest version and try again".into(),
+            ),
+            store::Error::NotFound { .. } => ApiError::NotFound(subject(res, name)),
+            other => other.into(),
+        }
+    }
+
+    /// Delete an object with upstream's semantics: preconditions, graceful pod deletion, finalizers and the
+    /// `orphan` / `foregroundDeletion` finalizers for the propagation policy. Returns the object as it is
+    /// afterwards (with `deletionTimestamp` while finalizers are pending) and whether it is gone.
+    pub async fn delete(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<(Value, bool)> {
+        for _attempt in 0..8 {
+            let (kv, old) = self.get_kv(res, ns, name).await?;
+            if let Some(uid) = &opts.precondition_uid
+                && object::str_at(&old, &["metadata", "uid"]) != Some(uid.as_str())
+            {
+                return Err(ApiError::Conflict(
+                    subject(res, name),
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object::str_at(&old, &["metadata", "uid"]).unwrap_or("")
+                    ),
+                ));
+            }
+            if let Some(rv) = &opts.precondition_resource_version
+                && *rv != kv.mod_revision.to_string()
+            {
+                return Err(ApiError::Conflict(
+                    subject(res, name),
+                    format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
+            }
+            let mut obj = old.clone();
+            let now_ts = now();
+            // Graceful deletion of pods (upstream `pkg/registry/core/pod/strategy.go` CheckGracefulDelete):
+            // a pod on a node waits for its node agent; an unscheduled or finished pod goes at once.
+            let mut graceful = false;
+            if res.kind == "Pod" && res.group.is_empty() && self.inner.config.graceful_pod_deletion {
+                let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+                let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+                let terminal = phase == "Succeeded" || phase == "Failed";
+                let grace = opts.grace_period_seconds.unwrap_or_else(|| {
+                    obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+                });
+                if scheduled && !terminal && grace > 0 {
+                    graceful = true;
+                    let current = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+                    if current.is_none_or(|c| grace < c) {
+                        let deadline = now_ts + jiff::SignedDuration::from_secs(grace);
+                        let meta = meta_mut(&mut obj);
+                        meta.insert("deletionTimestamp".into(), Value::String(object::timestamp(deadline)));
+                        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    }
+                }
+            }
+            // Propagation finalizers (upstream `deletionFinalizersForGarbageCollection`).
+            let policy = opts.propagation_policy.as_deref().unwrap_or("Background");
+            let mut fins = object::finalizers(&obj);
+            let add = match policy {
+                "Orphan" => Some("orphan"),
+                "Foreground" => Some("foregroundDeletion"),
+                "Background" => None,
+                other => {
+                    return Err(ApiError::Invalid {
+                        subject: subject(res, name),
+                        kind: res.qualified_kind(),
+                        errors: vec![api::field::FieldError::not_supported(
+                            "propagationPolicy",
+                            other,
+                            &["Foreground", "Background", "Orphan"],
+                        )],
+                    });
+                }
+            };
+            if !object::is_deleting(&old) {
+                if let Some(f) = add
+                    && !fins.iter().any(|x| x == f)
+                {
+                    fins.push(f.to_string());
+                }
+                if policy != "Orphan" {
+                    fins.retain(|f| f != "orphan");
+                }
+                if !fins.is_empty() {
+                    meta_mut(&mut obj).insert("finalizers".into(), json!(fins));
+                }
+            }
+            if res.kind == "Namespace" && res.group.is_empty() {
+                obj["status"]["phase"] = json!("Terminating");
+            }
+            let pending = !pending_finalizers(res, &obj).is_empty();
+            if (pending || graceful) && !(res.kind == "Pod" && opts.grace_period_seconds == Some(0) && !pending) {
+                if !object::is_deleting(&obj) {
+                    let meta = meta_mut(&mut obj);
+                    meta.insert("deletionTimestamp".into(), Value::String(object::timestamp(now_ts)));
+                    meta.entry("deletionGracePeriodSeconds").or_insert(json!(0));
+                }
+                if opts.dry_run {
+                    return Ok((obj, false));
+                }
+                if without_volatile(&obj) == without_volatile(&old) {
+                    return Ok((old, false));
+                }
+                let key = object::key(res, ns, name);
+                match self.inner.store.update(&key, encode(&obj)?, kv.mod_revision).await {
+                    Ok(new_kv) => {
+                        meta_mut(&mut obj)
+                            .insert("resourceVersion".into(), Value::String(new_kv.mod_revision.to_string()));
+                        return Ok((obj, false));
+                    }
+                    Err(store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(self.map_cas_error(res, name, e)),
+                }
+            }
+            if opts.dry_run {
+                return Ok((old, true));
+            }
+            let key = object::key(res, ns, name);
+            match self.inner.store.delete(&key, Some(kv.mod_revision)).await {
+                Ok(deleted) => {
+                    let mut gone = old;
+                    meta_mut(&mut gone)
+                        .insert("resourceVersion".into(), Value::String(deleted.mod_revision.to_string()));
+                    return Ok((gone, true));
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(self.map_cas_error(res, name, e)),
+            }
+        }
+        Err(ApiError::Conflict(subject(res, name), "too many concurrent writes, try again".into()))
+    }
+
+    /// Patch an object (PATCH) with one of the four patch types; server-side apply may create it.
+    /// Conflicts on the final write are retried against the latest object, as upstream's patcher does.
+    pub async fn patch(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<Subresource>,
+        patch_type: PatchType,
+        patch: &Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let mut last_err = None;
+        for _attempt in 0..8 {
+            let current = match self.get_kv(res, ns, name).await {
+                Ok(found) => Some(found),
+                Err(ApiError::NotFound(_)) if patch_type == PatchType::Apply && sub.is_none() => None,
+                Err(e) => return Err(e),
+            };
+            let Some((kv, old)) = current else {
+                // Server-side apply of a missing object creates it.
+                let manager = opts.field_manager.clone().unwrap_or_default();
+                let mut applied = patch.clone();
+                check_type_meta(res, &mut applied)?;
+                let created = api::patch::server_side_apply(
+                    res.group,
+                    res.kind,
+                    None,
+                    &applied,
+                    &manager,
+                    opts.force,
+                    &object::micro_timestamp(now()),
+                )
+                .map_err(|e| patch_error(res, name, e))?;
+                let create_opts = WriteOptions { field_manager: None, ..opts.clone() };
+                return match self.create(res, ns, created, &create_opts).await {
+                    Ok(v) => Ok(Written::Created(v)),
+                    Err(ApiError::AlreadyExists(_)) => continue,
+                    Err(e) => Err(e),
+                };
+            };
+            let patched = apply_patch(res, &old, patch_type, patch, opts).map_err(|e| patch_error(res, name, e))?;
+            let write_opts = if patch_type == PatchType::Apply {
+                WriteOptions { field_manager: None, ..opts.clone() }
+            } else {
+                opts.clone()
+            };
+            match self.write_update(res, ns, name, sub, kv, old, patched, &write_opts).await {
+                Err(ApiError::Conflict(s, m)) => last_err = Some(ApiError::Conflict(s, m)),
+                other => return other,
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ApiError::Internal("patch retries exhausted".into())))
+    }
+}
+
+/// The four patch content types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// `application/json-patch+json`.
+    Json,
+    /// `application/merge-patch+json`.
+    Merge,
+    /// `application/strategic-merge-patch+json`.
+    Strategic,
+    /// `application/apply-patch+yaml`.
+    Apply,
+}
+
+impl PatchType {
+    /// From a Content-Type header value.
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        let base = ct.split(';').next().unwrap_or("").trim();
+        match base {
+            "application/json-patch+json" => Some(PatchType::Json),
+            "application/merge-patch+json" => Some(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchType::Apply),
+            _ => None,
+        }
+    }
+}
+
+fn patch_error(res: &'static Resource, name: &str, e: api::patch::PatchError) -> ApiError {
+    match e {
+        api::patch::PatchError::Conflict(conflicts) => ApiError::ApplyConflict(
+            subject(res, name),
+            conflicts.into_iter().map(|c| (c.manager, c.field)).collect(),
+        ),
+        other => ApiError::Invalid {
+            subject: subject(res, name),
+            kind: res.qualified_kind(),
+            errors: vec![api::field::FieldError::invalid("patch", Value::Null, other.to_string())],
+        },
+    }
+}
+
+/// Apply a patch of `patch_type` to `old` (pure).
+pub fn apply_patch(
+    res: &'static Resource,
+    old: &Value,
+    patch_type: PatchType,
+    patch: &Value,
+    opts: &WriteOptions,
+) -> Result<Value, api::patch::PatchError> {
+    match patch_type {
+        PatchType::Json => api::patch::json_patch(old, patch),
+        PatchType::Merge => api::patch::merge_patch(old, patch),
+        PatchType::Strategic => api::patch::strategic_merge_patch(res.group, res.kind, old, patch),
+        PatchType::Apply => api::patch::server_side_apply(
+            res.group,
+            res.kind,
+            Some(old),
+            patch,
+            opts.field_manager.as_deref().unwrap_or(""),
+            opts.force,
+            &object::micro_timestamp(now()),
+        ),
+    }
+}
+
+/// Finalizers that still hold an object: `metadata.finalizers`, plus `spec.finalizers` of a Namespace.
+fn pending_finalizers(res: &Resource, obj: &Value) -> Vec<String> {
+    let mut out = object::finalizers(obj);
+    if res.kind == "Namespace" && res.group.is_empty() {
+        if let Some(a) = obj.pointer("/spec/finalizers").and_then(Value::as_array) {
+            out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
+        }
+    }
+    out
+}
+
+/// The object without fields that change on every write (resourceVersion, managedFields timestamps), for no-op
+/// detection.
+fn without_volatile(obj: &Value) -> Value {
+    let mut c = obj.clone();
+    if let Some(meta) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        if let Some(Value::Array(mf)) = meta.get_mut("managedFields") {
+            for entry in mf.iter_mut() {
+                if let Some(e) = entry.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
+    }
+    c
+}
+
+/// `kind`/`apiVersion` must name the resource when present, and are filled in when absent.
+fn check_type_meta(res: &'static Resource, obj: &mut Value) -> ApiResult<()> {
+    let api_version = res.api_version();
+    if let Some(k) = obj.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty())
+        && k != res.kind
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the API version in the data ({}) does not match the expected API version ({api_version})",
+            obj.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+        ))
+        .with_kind_mismatch(k, res.kind));
+    }
+    if let Some(v) = obj.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+        && v != api_version
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the API version in the data ({v}) does not match the expected API version ({api_version})"
+        )));
+    }
+    let map = obj.as_object_mut().ok_or_else(|| ApiError::BadRequest("object expected".into()))?;
+    map.insert("kind".into(), Value::String(res.kind.into()));
+    map.insert("apiVersion".into(), Value::String(api_version));
+    Ok(())
+}
+
+impl ApiError {
+    fn with_kind_mismatch(self, got: &str, want: &str) -> ApiError {
+        ApiError::BadRequest(format!("the kind in the data ({got}) does not match the expected kind ({want})"))
+    }
+}
+
+fn matches_filters(obj: &Value, opts: &ListOptions) -> bool {
+    if let Some(ls) = &opts.label_selector {
+        let empty = serde_json::Map::new();
+        let labels = obj.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
+        if !ls.matches(labels) {
+            return false;
+        }
+    }
+    if let Some(fs) = &opts.field_selector
+        && !fs.matches(obj)
+    {
+        return false;
+    }
+    true
+}
+
+/// Whether an object passes a list/watch filter (label and field selectors).
+pub fn passes(obj: &Value, opts: &ListOptions) -> bool {
+    matches_filters(obj, opts)
+}
+
+fn encode_continue(key: &str, rev: Revision) -> String {
+    use base64::Engine;
+    let raw = json!({"v": "berth.dev/v1", "start": key, "rv": rev}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(tok: &str) -> ApiResult<(String, Revision)> {
+    use base64::Engine;
+    let bad = || ApiError::BadRequest("invalid continue token".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    Ok((start.to_string(), rev))
+}
