@@ -59,10 +59,21 @@ fn typed_round_trip(group: &str, kind: &str, obj: &Value) -> Option<Result<Value
 ///
 /// # Errors
 /// [`DecodeError`] when a known field has the wrong type (upstream answers 400 BadRequest with this text).
-pub fn unknown_fields(group: &str, version: &str, kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError> {
+pub fn unknown_fields(
+    group: &str,
+    version: &str,
+    kind: &str,
+    obj: &Value,
+) -> Result<Vec<String>, DecodeError> {
     // kind/apiVersion are set by the server from the path, so they are never "unknown".
-    let Some(r) = typed_round_trip(group, kind, obj) else { return Ok(Vec::new()) };
-    let back = r.map_err(|detail| DecodeError { kind: kind.to_string(), version: version.to_string(), detail })?;
+    let Some(r) = typed_round_trip(group, kind, obj) else {
+        return Ok(Vec::new());
+    };
+    let back = r.map_err(|detail| DecodeError {
+        kind: kind.to_string(),
+        version: version.to_string(),
+        detail,
+    })?;
     let mut out = Vec::new();
     diff_keys(obj, &back, "", &mut out);
     Ok(out)
@@ -72,7 +83,11 @@ fn diff_keys(input: &Value, back: &Value, path: &str, out: &mut Vec<String>) {
     match (input, back) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match b.get(k) {
                     Some(bv) => diff_keys(v, bv, &child, out),
                     // A null or empty value may legitimately vanish in the round trip.
@@ -109,20 +124,29 @@ mod tests {
         let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web"},
             "spec": {"foo": 1, "selector": {}, "template": {"spec": {"containers": [{"name": "c", "imagee": "x"}]}}}});
         let unknown = unknown_fields("apps", "v1", "StatefulSet", &sts).expect("decodes");
-        assert_eq!(unknown, vec!["spec.foo", "spec.template.spec.containers[0].imagee"]);
+        assert_eq!(
+            unknown,
+            vec!["spec.foo", "spec.template.spec.containers[0].imagee"]
+        );
     }
 
     #[test]
     fn wrongly_typed_field_is_a_decode_error() {
         let sts = json!({"spec": {"replicas": "two", "selector": {}, "template": {}}});
         let err = unknown_fields("apps", "v1", "StatefulSet", &sts).expect_err("bad type");
-        assert!(err.to_string().starts_with("StatefulSet in version \"v1\" cannot be handled as a StatefulSet"));
+        assert!(
+            err.to_string()
+                .starts_with("StatefulSet in version \"v1\" cannot be handled as a StatefulSet")
+        );
     }
 
     #[test]
     fn a_clean_pod_has_no_unknown_fields() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
             "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]}});
-        assert_eq!(unknown_fields("", "v1", "Pod", &pod).expect("decodes"), Vec::<String>::new());
+        assert_eq!(
+            unknown_fields("", "v1", "Pod", &pod).expect("decodes"),
+            Vec::<String>::new()
+        );
     }
 }

@@ -48,7 +48,11 @@ pub fn allocate_service(
     existing: &[Value],
     config: &RegistryConfig,
 ) -> Result<(), Vec<FieldError>> {
-    let uid = svc.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let uid = svc
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let others: Vec<&Value> = existing
         .iter()
         .filter(|s| s.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("") != uid)
@@ -57,14 +61,24 @@ pub fn allocate_service(
     if !svc.get("spec").is_some_and(Value::is_object) {
         svc["spec"] = json!({});
     }
-    let svc_type = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let svc_type = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     if svc_type == "ExternalName" {
         return Ok(());
     }
     // ClusterIP: keep the old one on update when the client left it out.
-    let mut cluster_ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+    let mut cluster_ip = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if cluster_ip.is_empty()
-        && let Some(o) = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str)
+        && let Some(o) = old
+            .and_then(|o| o.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str)
     {
         cluster_ip = o.to_string();
     }
@@ -137,9 +151,15 @@ pub fn allocate_service(
         .flatten()
         .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
         .collect();
-    let old_ports: Vec<Value> =
-        old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
-    let (lo, hi) = (i64::from(config.node_port_range.0), i64::from(config.node_port_range.1));
+    let old_ports: Vec<Value> = old
+        .and_then(|o| o.pointer("/spec/ports"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (lo, hi) = (
+        i64::from(config.node_port_range.0),
+        i64::from(config.node_port_range.1),
+    );
     if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for (i, port) in ports.iter_mut().enumerate() {
             if !wants_node_ports {
@@ -158,7 +178,9 @@ pub fn allocate_service(
             };
             let chosen = match requested.or_else(carried) {
                 Some(p) => {
-                    let was_ours = old_ports.iter().any(|o| o.get("nodePort").and_then(Value::as_i64) == Some(p));
+                    let was_ours = old_ports
+                        .iter()
+                        .any(|o| o.get("nodePort").and_then(Value::as_i64) == Some(p));
                     if !(lo..=hi).contains(&p) {
                         errors.push(FieldError::invalid(
                             format!("spec.ports[{i}].nodePort"),
@@ -231,7 +253,8 @@ mod tests {
         allocate_service(&mut s, None, &[], &cfg()).expect("allocates");
         assert_eq!(s["spec"]["ports"][0]["nodePort"], 30000);
         let old = s.clone();
-        let mut upd = json!({"metadata": {"uid": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        let mut upd =
+            json!({"metadata": {"uid": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
         allocate_service(&mut upd, Some(&old), std::slice::from_ref(&old), &cfg()).expect("keeps");
         assert_eq!(upd["spec"]["ports"][0]["nodePort"], 30000);
         assert_eq!(upd["spec"]["clusterIP"], old["spec"]["clusterIP"]);

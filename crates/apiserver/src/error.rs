@@ -29,7 +29,11 @@ pub enum ApiError {
     /// 409 `Conflict`: stale resourceVersion.
     Conflict(Subject, String),
     /// 422 `Invalid`: every bad field; `kind` is the qualified kind (`StatefulSet.apps`).
-    Invalid { subject: Subject, kind: String, errors: Vec<FieldError> },
+    Invalid {
+        subject: Subject,
+        kind: String,
+        errors: Vec<FieldError>,
+    },
     /// 400 `BadRequest`.
     BadRequest(String),
     /// 403 `Forbidden`.
@@ -86,15 +90,22 @@ impl ApiError {
             d
         };
         let (reason, message, details): (&str, String, Option<Value>) = match self {
-            ApiError::NotFound(s) => {
-                ("NotFound", format!("{} \"{}\" not found", s.qualified, s.name), Some(details(s)))
-            }
-            ApiError::AlreadyExists(s) => {
-                ("AlreadyExists", format!("{} \"{}\" already exists", s.qualified, s.name), Some(details(s)))
-            }
+            ApiError::NotFound(s) => (
+                "NotFound",
+                format!("{} \"{}\" not found", s.qualified, s.name),
+                Some(details(s)),
+            ),
+            ApiError::AlreadyExists(s) => (
+                "AlreadyExists",
+                format!("{} \"{}\" already exists", s.qualified, s.name),
+                Some(details(s)),
+            ),
             ApiError::Conflict(s, why) => (
                 "Conflict",
-                format!("Operation cannot be fulfilled on {} \"{}\": {}", s.qualified, s.name, why),
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": {}",
+                    s.qualified, s.name, why
+                ),
                 Some(details(s)),
             ),
             ApiError::ApplyConflict(s, conflicts) => {
@@ -105,30 +116,47 @@ impl ApiError {
                                "message": format!("conflict with \"{manager}\""), "field": field})
                     })
                     .collect();
-                let lines: Vec<String> =
-                    conflicts.iter().map(|(m, f)| format!("- conflict with \"{m}\": {f}")).collect();
+                let lines: Vec<String> = conflicts
+                    .iter()
+                    .map(|(m, f)| format!("- conflict with \"{m}\": {f}"))
+                    .collect();
                 let mut d = details(s);
                 d["causes"] = Value::Array(causes);
                 (
                     "Conflict",
-                    format!("Apply failed with {} conflict(s): {}", conflicts.len(), lines.join("\n")),
+                    format!(
+                        "Apply failed with {} conflict(s): {}",
+                        conflicts.len(),
+                        lines.join("\n")
+                    ),
                     Some(d),
                 )
             }
-            ApiError::Invalid { subject, kind, errors } => {
+            ApiError::Invalid {
+                subject,
+                kind,
+                errors,
+            } => {
                 let causes: Vec<Value> = errors
                     .iter()
                     .map(|e| json!({"reason": e.error_type.reason(), "message": e.body(), "field": e.field}))
                     .collect();
                 let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-                let joined =
-                    if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+                let joined = if list.len() == 1 {
+                    list[0].clone()
+                } else {
+                    format!("[{}]", list.join(", "))
+                };
                 let mut d = json!({"name": subject.name, "kind": kind.split('.').next().unwrap_or(kind)});
                 if !subject.group.is_empty() {
                     d["group"] = json!(subject.group);
                 }
                 d["causes"] = Value::Array(causes);
-                ("Invalid", format!("{} \"{}\" is invalid: {}", kind, subject.name, joined), Some(d))
+                (
+                    "Invalid",
+                    format!("{} \"{}\" is invalid: {}", kind, subject.name, joined),
+                    Some(d),
+                )
             }
             ApiError::BadRequest(m) => ("BadRequest", m.clone(), None),
             ApiError::Forbidden(s, why) => (

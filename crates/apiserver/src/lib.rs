@@ -1,1 +1,56 @@
-//! placeholder
+//! Berth's Kubernetes API server: the REST API over axum that the real kubectl, kube-rs and client-go
+//! drive unchanged — discovery, OpenAPI, CRUD, list/watch, the four patch types, status and scale
+//! subresources, deletion with finalizers and grace periods, Table output and authentication.
+//!
+//! Invariant: this is the only crate that knows HTTP status codes and `metav1.Status` ([`error`]).
+//! Handlers keep no state between requests besides the store; every kind goes through the one generic
+//! [`registry::Registry`] with per-kind rules from `api::strategy`.
+
+pub mod alloc;
+pub mod discovery;
+pub mod error;
+pub mod http;
+pub mod object;
+pub mod protobuf;
+pub mod registry;
+pub mod request;
+pub mod scale;
+pub mod server;
+pub mod table;
+pub mod tls;
+pub mod watch;
+
+use registry::{Registry, WriteOptions};
+use serde_json::json;
+
+/// Create what a fresh cluster has from the start (upstream's bootstrap controllers): the namespaces
+/// `default`, `kube-system`, `kube-public` and `kube-node-lease`, and the `kubernetes` Service in `default`
+/// on the first address of the service range. Existing objects are left alone.
+pub async fn bootstrap(reg: &Registry, https_port: u16) -> Result<(), error::ApiError> {
+    let ns_res =
+        api::resources::find("", "v1", "namespaces").ok_or_else(|| error::ApiError::Internal("ns".into()))?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match reg.create(ns_res, None, obj, &WriteOptions::default()).await {
+            Ok(_) | Err(error::ApiError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let svc_res =
+        api::resources::find("", "v1", "services").ok_or_else(|| error::ApiError::Internal("svc".into()))?;
+    let first_ip = alloc::nth_ip(&reg.config().service_cidr, 1)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": first_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": https_port}],
+                 "sessionAffinity": "None", "type": "ClusterIP"}});
+    match reg
+        .create(svc_res, Some("default"), svc, &WriteOptions::default())
+        .await
+    {
+        Ok(_) | Err(error::ApiError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -45,7 +45,8 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
 
 /// Whether `metadata.deletionTimestamp` is set.
 pub fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// The store key of one object: `/registry/<group|core>/<plural>/[<namespace>/]<name>`.
@@ -57,7 +58,11 @@ pub fn key(resource: &Resource, namespace: Option<&str>, name: &str) -> String {
 
 /// The store prefix of a list: every object of a resource, or those of one namespace.
 pub fn prefix(resource: &Resource, namespace: Option<&str>) -> String {
-    let group = if resource.group.is_empty() { "core" } else { resource.group };
+    let group = if resource.group.is_empty() {
+        "core"
+    } else {
+        resource.group
+    };
     match namespace {
         Some(ns) if resource.namespaced => format!("/registry/{group}/{}/{ns}/", resource.plural),
         _ => format!("/registry/{group}/{}/", resource.plural),

@@ -26,7 +26,11 @@ pub struct RegistryConfig {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { service_cidr: "10.43.0.0/16".into(), node_port_range: (30000, 32767), graceful_pod_deletion: true }
+        Self {
+            service_cidr: "10.43.0.0/16".into(),
+            node_port_range: (30000, 32767),
+            graceful_pod_deletion: true,
+        }
     }
 }
 
@@ -121,7 +125,10 @@ fn now() -> jiff::Timestamp {
 pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::Internal(format!("corrupt object at {}: {e}", kv.key)))?;
-    meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+    meta_mut(&mut obj).insert(
+        "resourceVersion".into(),
+        Value::String(kv.mod_revision.to_string()),
+    );
     Ok(obj)
 }
 
@@ -135,13 +142,23 @@ fn generate_suffix() -> String {
     // Upstream's `utilrand.String(5)` alphabet: no vowels, no confusable characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes.iter().take(5).map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
 }
 
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store, config: RegistryConfig) -> Self {
-        Self { inner: Arc::new(Inner { store, config, service_lock: tokio::sync::Mutex::new(()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                service_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
     }
 
     /// The underlying store (for watch and health checks).
@@ -159,15 +176,30 @@ impl Registry {
         Ok(self.get_kv(res, ns, name).await?.1)
     }
 
-    async fn get_kv(&self, res: &'static Resource, ns: Option<&str>, name: &str) -> ApiResult<(KeyValue, Value)> {
+    async fn get_kv(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<(KeyValue, Value)> {
         let key = object::key(res, ns, name);
-        let kv = self.inner.store.get(&key).await?.ok_or_else(|| ApiError::NotFound(subject(res, name)))?;
+        let kv = self
+            .inner
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(subject(res, name)))?;
         let obj = decode(&kv)?;
         Ok((kv, obj))
     }
 
     /// List objects, filtered and paged. Items are in key order (namespace, then name), as etcd returns them.
-    pub async fn list(&self, res: &'static Resource, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
+    pub async fn list(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<ListResult> {
         let prefix = object::prefix(res, ns);
         // A field selector pinning metadata.name is a point read (kubectl wait/rollout/delete do this).
         let (start_after, mut revision_floor) = match &opts.continue_token {
@@ -217,7 +249,12 @@ impl Registry {
         } else {
             None
         };
-        Ok(ListResult { items, revision: revision_floor, continue_token, remaining: None })
+        Ok(ListResult {
+            items,
+            revision: revision_floor,
+            continue_token,
+            remaining: None,
+        })
     }
 
     /// Create an object (POST). `obj` has already been decoded from the body.
@@ -229,7 +266,9 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
         if !obj.is_object() {
-            return Err(ApiError::BadRequest("the body of the request was in an unknown format".into()));
+            return Err(ApiError::BadRequest(
+                "the body of the request was in an unknown format".into(),
+            ));
         }
         check_type_meta(res, &mut obj)?;
         self.check_namespace_for_write(res, ns, &mut obj).await?;
@@ -237,29 +276,54 @@ impl Registry {
             let meta = meta_mut(&mut obj);
             let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
             if name.is_empty()
-                && let Some(gen_name) = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty())
+                && let Some(gen_name) = meta
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|g| !g.is_empty())
             {
                 let full = format!("{gen_name}{}", generate_suffix());
                 meta.insert("name".into(), Value::String(full));
             }
-            for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            for k in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+            ] {
                 meta.remove(k);
             }
             meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
-            meta.insert("creationTimestamp".into(), Value::String(object::timestamp(now())));
+            meta.insert(
+                "creationTimestamp".into(),
+                Value::String(object::timestamp(now())),
+            );
         }
         api::strategy::prepare_for_create(res.group, res.kind, &mut obj);
         api::strategy::default(res.group, res.kind, &mut obj);
         let name = object::name(&obj).to_string();
         let mut errors = api::strategy::validate(res.group, res.kind, &obj);
         if name.is_empty() && !errors.iter().any(|e| e.field == "metadata.name") {
-            errors.push(api::field::FieldError::required("metadata.name", "name or generateName is required"));
+            errors.push(api::field::FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            ));
         }
         if !errors.is_empty() {
-            return Err(ApiError::Invalid { subject: subject(res, &name), kind: res.qualified_kind(), errors });
+            return Err(ApiError::Invalid {
+                subject: subject(res, &name),
+                kind: res.qualified_kind(),
+                errors,
+            });
         }
         if let Some(manager) = &opts.field_manager {
-            api::patch::record_update(res.group, res.kind, None, &mut obj, manager, &object::micro_timestamp(now()));
+            api::patch::record_update(
+                res.group,
+                res.kind,
+                None,
+                &mut obj,
+                manager,
+                &object::micro_timestamp(now()),
+            );
         }
         let _guard = if res.kind == "Service" && res.group.is_empty() {
             Some(self.inner.service_lock.lock().await)
@@ -268,8 +332,13 @@ impl Registry {
         };
         if res.kind == "Service" && res.group.is_empty() {
             let existing = self.all_services().await?;
-            alloc::allocate_service(&mut obj, None, &existing, &self.inner.config)
-                .map_err(|errors| ApiError::Invalid { subject: subject(res, &name), kind: res.qualified_kind(), errors })?;
+            alloc::allocate_service(&mut obj, None, &existing, &self.inner.config).map_err(|errors| {
+                ApiError::Invalid {
+                    subject: subject(res, &name),
+                    kind: res.qualified_kind(),
+                    errors,
+                }
+            })?;
         }
         if opts.dry_run {
             return Ok(obj);
@@ -277,7 +346,10 @@ impl Registry {
         let key = object::key(res, ns, &name);
         match self.inner.store.create(&key, encode(&obj)?).await {
             Ok(kv) => {
-                meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+                meta_mut(&mut obj).insert(
+                    "resourceVersion".into(),
+                    Value::String(kv.mod_revision.to_string()),
+                );
                 Ok(obj)
             }
             Err(store::Error::AlreadyExists { .. }) => Err(ApiError::AlreadyExists(subject(res, &name))),
@@ -286,14 +358,20 @@ impl Registry {
     }
 
     async fn all_services(&self) -> ApiResult<Vec<Value>> {
-        let svc = resources::find("", "v1", "services").ok_or_else(|| ApiError::Internal("no services".into()))?;
+        let svc =
+            resources::find("", "v1", "services").ok_or_else(|| ApiError::Internal("no services".into()))?;
         let list = self.inner.store.list(&object::prefix(svc, None), None, 0).await?;
         list.kvs.iter().map(decode).collect()
     }
 
     /// NamespaceLifecycle admission (upstream `plugin/pkg/admission/namespace/lifecycle`): objects go only
     /// into namespaces that exist and are not terminating; the body's namespace must agree with the path.
-    async fn check_namespace_for_write(&self, res: &'static Resource, ns: Option<&str>, obj: &mut Value) -> ApiResult<()> {
+    async fn check_namespace_for_write(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        obj: &mut Value,
+    ) -> ApiResult<()> {
         if !res.namespaced {
             meta_mut(obj).remove("namespace");
             return Ok(());
@@ -302,11 +380,13 @@ impl Registry {
         let body_ns = object::namespace(obj).to_string();
         if !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::BadRequest(
-                "the namespace of the provided object does not match the namespace sent on the request".into(),
+                "the namespace of the provided object does not match the namespace sent on the request"
+                    .into(),
             ));
         }
         meta_mut(obj).insert("namespace".into(), Value::String(ns.to_string()));
-        let ns_res = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::Internal("no ns".into()))?;
+        let ns_res =
+            resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::Internal("no ns".into()))?;
         match self.inner.store.get(&object::key(ns_res, None, ns)).await? {
             None => Err(ApiError::NotFound(subject(ns_res, ns))),
             Some(kv) => {
@@ -314,7 +394,9 @@ impl Registry {
                 if object::is_deleting(&ns_obj) {
                     return Err(ApiError::Forbidden(
                         subject(res, object::name(obj)),
-                        format!("unable to create new content in namespace {ns} because it is being terminated"),
+                        format!(
+                            "unable to create new content in namespace {ns} because it is being terminated"
+                        ),
                     ));
                 }
                 Ok(())
@@ -334,7 +416,9 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
         if !obj.is_object() {
-            return Err(ApiError::BadRequest("the body of the request was in an unknown format".into()));
+            return Err(ApiError::BadRequest(
+                "the body of the request was in an unknown format".into(),
+            ));
         }
         check_type_meta(res, &mut obj)?;
         let body_name = object::name(&obj).to_string();
@@ -353,9 +437,11 @@ impl Registry {
                 ));
             }
         }
-        self.write_update(res, ns, name, sub, kv, old, obj, opts).await.map(|w| match w {
-            Written::Created(v) | Written::Updated(v) => v,
-        })
+        self.write_update(res, ns, name, sub, kv, old, obj, opts)
+            .await
+            .map(|w| match w {
+                Written::Created(v) | Written::Updated(v) => v,
+            })
     }
 
     /// The common tail of update and patch: strategy, validation, no-op detection, CAS write, and the
@@ -382,7 +468,13 @@ impl Registry {
             } else {
                 meta.remove("namespace");
             }
-            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match old_meta.get(k) {
                     Some(v) => {
                         meta.insert(k.into(), v.clone());
@@ -392,7 +484,10 @@ impl Registry {
                     }
                 }
             }
-            meta.insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+            meta.insert(
+                "resourceVersion".into(),
+                Value::String(kv.mod_revision.to_string()),
+            );
             if object::is_deleting(&old) {
                 // Upstream: no new finalizers once deletion started (removal is allowed).
                 let old_fin = object::finalizers(&old);
@@ -426,7 +521,11 @@ impl Registry {
         }
         let errors = api::strategy::validate_update(res.group, res.kind, &obj, &old);
         if !errors.is_empty() {
-            return Err(ApiError::Invalid { subject: subject(res, name), kind: res.qualified_kind(), errors });
+            return Err(ApiError::Invalid {
+                subject: subject(res, name),
+                kind: res.qualified_kind(),
+                errors,
+            });
         }
         let _guard = if res.kind == "Service" && res.group.is_empty() && sub.is_none() {
             Some(self.inner.service_lock.lock().await)
@@ -435,11 +534,23 @@ impl Registry {
         };
         if res.kind == "Service" && res.group.is_empty() && sub.is_none() {
             let existing = self.all_services().await?;
-            alloc::allocate_service(&mut obj, Some(&old), &existing, &self.inner.config)
-                .map_err(|errors| ApiError::Invalid { subject: subject(res, name), kind: res.qualified_kind(), errors })?;
+            alloc::allocate_service(&mut obj, Some(&old), &existing, &self.inner.config).map_err(
+                |errors| ApiError::Invalid {
+                    subject: subject(res, name),
+                    kind: res.qualified_kind(),
+                    errors,
+                },
+            )?;
         }
         if let Some(manager) = &opts.field_manager {
-            api::patch::record_update(res.group, res.kind, Some(&old), &mut obj, manager, &object::micro_timestamp(now()));
+            api::patch::record_update(
+                res.group,
+                res.kind,
+                Some(&old),
+                &mut obj,
+                manager,
+                &object::micro_timestamp(now()),
+            );
         }
         // No-op writes neither bump the resourceVersion nor notify watchers (upstream `GuaranteedUpdate`).
         if without_volatile(&obj) == without_volatile(&old) {
@@ -453,17 +564,27 @@ impl Registry {
             let key = object::key(res, ns, name);
             return match self.inner.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(deleted) => {
-                    meta_mut(&mut obj)
-                        .insert("resourceVersion".into(), Value::String(deleted.mod_revision.to_string()));
+                    meta_mut(&mut obj).insert(
+                        "resourceVersion".into(),
+                        Value::String(deleted.mod_revision.to_string()),
+                    );
                     Ok(Written::Updated(obj))
                 }
                 Err(e) => Err(self.map_cas_error(res, name, e)),
             };
         }
         let key = object::key(res, ns, name);
-        match self.inner.store.update(&key, encode(&obj)?, kv.mod_revision).await {
+        match self
+            .inner
+            .store
+            .update(&key, encode(&obj)?, kv.mod_revision)
+            .await
+        {
             Ok(new_kv) => {
-                meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(new_kv.mod_revision.to_string()));
+                meta_mut(&mut obj).insert(
+                    "resourceVersion".into(),
+                    Value::String(new_kv.mod_revision.to_string()),
+                );
                 Ok(Written::Updated(obj))
             }
             Err(e) => Err(self.map_cas_error(res, name, e)),
@@ -474,7 +595,8 @@ impl Registry {
         match e {
             store::Error::Conflict { .. } => ApiError::Conflict(
                 subject(res, name),
-                "the object has been modified; please apply your changes to the latest version and try again".into(),
+                "the object has been modified; please apply your changes to the latest version and try again"
+                    .into(),
             ),
             store::Error::NotFound { .. } => ApiError::NotFound(subject(res, name)),
             other => other.into(),
@@ -521,19 +643,29 @@ impl Registry {
             // a pod on a node waits for its node agent; an unscheduled or finished pod goes at once.
             let mut graceful = false;
             if res.kind == "Pod" && res.group.is_empty() && self.inner.config.graceful_pod_deletion {
-                let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+                let scheduled = obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
                 let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
                 let terminal = phase == "Succeeded" || phase == "Failed";
                 let grace = opts.grace_period_seconds.unwrap_or_else(|| {
-                    obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+                    obj.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
                 });
                 if scheduled && !terminal && grace > 0 {
                     graceful = true;
-                    let current = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+                    let current = obj
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64);
                     if current.is_none_or(|c| grace < c) {
                         let deadline = now_ts + jiff::SignedDuration::from_secs(grace);
                         let meta = meta_mut(&mut obj);
-                        meta.insert("deletionTimestamp".into(), Value::String(object::timestamp(deadline)));
+                        meta.insert(
+                            "deletionTimestamp".into(),
+                            Value::String(object::timestamp(deadline)),
+                        );
                         meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
                 }
@@ -574,10 +706,15 @@ impl Registry {
                 obj["status"]["phase"] = json!("Terminating");
             }
             let pending = !pending_finalizers(res, &obj).is_empty();
-            if (pending || graceful) && !(res.kind == "Pod" && opts.grace_period_seconds == Some(0) && !pending) {
+            if (pending || graceful)
+                && !(res.kind == "Pod" && opts.grace_period_seconds == Some(0) && !pending)
+            {
                 if !object::is_deleting(&obj) {
                     let meta = meta_mut(&mut obj);
-                    meta.insert("deletionTimestamp".into(), Value::String(object::timestamp(now_ts)));
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        Value::String(object::timestamp(now_ts)),
+                    );
                     meta.entry("deletionGracePeriodSeconds").or_insert(json!(0));
                 }
                 if opts.dry_run {
@@ -587,10 +724,17 @@ impl Registry {
                     return Ok((old, false));
                 }
                 let key = object::key(res, ns, name);
-                match self.inner.store.update(&key, encode(&obj)?, kv.mod_revision).await {
+                match self
+                    .inner
+                    .store
+                    .update(&key, encode(&obj)?, kv.mod_revision)
+                    .await
+                {
                     Ok(new_kv) => {
-                        meta_mut(&mut obj)
-                            .insert("resourceVersion".into(), Value::String(new_kv.mod_revision.to_string()));
+                        meta_mut(&mut obj).insert(
+                            "resourceVersion".into(),
+                            Value::String(new_kv.mod_revision.to_string()),
+                        );
                         return Ok((obj, false));
                     }
                     Err(store::Error::Conflict { .. }) => continue,
@@ -604,15 +748,20 @@ impl Registry {
             match self.inner.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(deleted) => {
                     let mut gone = old;
-                    meta_mut(&mut gone)
-                        .insert("resourceVersion".into(), Value::String(deleted.mod_revision.to_string()));
+                    meta_mut(&mut gone).insert(
+                        "resourceVersion".into(),
+                        Value::String(deleted.mod_revision.to_string()),
+                    );
                     return Ok((gone, true));
                 }
                 Err(store::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(self.map_cas_error(res, name, e)),
             }
         }
-        Err(ApiError::Conflict(subject(res, name), "too many concurrent writes, try again".into()))
+        Err(ApiError::Conflict(
+            subject(res, name),
+            "too many concurrent writes, try again".into(),
+        ))
     }
 
     /// Patch an object (PATCH) with one of the four patch types; server-side apply may create it.
@@ -649,20 +798,30 @@ impl Registry {
                     &object::micro_timestamp(now()),
                 )
                 .map_err(|e| patch_error(res, name, e))?;
-                let create_opts = WriteOptions { field_manager: None, ..opts.clone() };
+                let create_opts = WriteOptions {
+                    field_manager: None,
+                    ..opts.clone()
+                };
                 return match self.create(res, ns, created, &create_opts).await {
                     Ok(v) => Ok(Written::Created(v)),
                     Err(ApiError::AlreadyExists(_)) => continue,
                     Err(e) => Err(e),
                 };
             };
-            let patched = apply_patch(res, &old, patch_type, patch, opts).map_err(|e| patch_error(res, name, e))?;
+            let patched =
+                apply_patch(res, &old, patch_type, patch, opts).map_err(|e| patch_error(res, name, e))?;
             let write_opts = if patch_type == PatchType::Apply {
-                WriteOptions { field_manager: None, ..opts.clone() }
+                WriteOptions {
+                    field_manager: None,
+                    ..opts.clone()
+                }
             } else {
                 opts.clone()
             };
-            match self.write_update(res, ns, name, sub, kv, old, patched, &write_opts).await {
+            match self
+                .write_update(res, ns, name, sub, kv, old, patched, &write_opts)
+                .await
+            {
                 Err(ApiError::Conflict(s, m)) => last_err = Some(ApiError::Conflict(s, m)),
                 other => return other,
             }
@@ -707,7 +866,11 @@ fn patch_error(res: &'static Resource, name: &str, e: api::patch::PatchError) ->
         other => ApiError::Invalid {
             subject: subject(res, name),
             kind: res.qualified_kind(),
-            errors: vec![api::field::FieldError::invalid("patch", Value::Null, other.to_string())],
+            errors: vec![api::field::FieldError::invalid(
+                "patch",
+                Value::Null,
+                other.to_string(),
+            )],
         },
     }
 }
@@ -776,14 +939,19 @@ fn check_type_meta(res: &'static Resource, obj: &mut Value) -> ApiResult<()> {
         ))
         .with_kind_mismatch(k, res.kind));
     }
-    if let Some(v) = obj.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+    if let Some(v) = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
         && v != api_version
     {
         return Err(ApiError::BadRequest(format!(
             "the API version in the data ({v}) does not match the expected API version ({api_version})"
         )));
     }
-    let map = obj.as_object_mut().ok_or_else(|| ApiError::BadRequest("object expected".into()))?;
+    let map = obj
+        .as_object_mut()
+        .ok_or_else(|| ApiError::BadRequest("object expected".into()))?;
     map.insert("kind".into(), Value::String(res.kind.into()));
     map.insert("apiVersion".into(), Value::String(api_version));
     Ok(())
@@ -791,14 +959,19 @@ fn check_type_meta(res: &'static Resource, obj: &mut Value) -> ApiResult<()> {
 
 impl ApiError {
     fn with_kind_mismatch(self, got: &str, want: &str) -> ApiError {
-        ApiError::BadRequest(format!("the kind in the data ({got}) does not match the expected kind ({want})"))
+        ApiError::BadRequest(format!(
+            "the kind in the data ({got}) does not match the expected kind ({want})"
+        ))
     }
 }
 
 fn matches_filters(obj: &Value, opts: &ListOptions) -> bool {
     if let Some(ls) = &opts.label_selector {
         let empty = serde_json::Map::new();
-        let labels = obj.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
+        let labels = obj
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         if !ls.matches(labels) {
             return false;
         }
@@ -825,7 +998,9 @@ fn encode_continue(key: &str, rev: Revision) -> String {
 fn decode_continue(tok: &str) -> ApiResult<(String, Revision)> {
     use base64::Engine;
     let bad = || ApiError::BadRequest("invalid continue token".into());
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;

@@ -27,7 +27,11 @@ pub enum PathError {
 
 /// Parse a resource path (without query).
 pub fn parse_path(path: &str) -> Result<Target, PathError> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -68,7 +72,12 @@ pub fn parse_path(path: &str) -> Result<Target, PathError> {
     if resource.namespaced && namespace.is_none() && name.is_some() {
         return Err(PathError::NotFound);
     }
-    Ok(Target { resource, namespace, name, subresource })
+    Ok(Target {
+        resource,
+        namespace,
+        name,
+        subresource,
+    })
 }
 
 /// Query parameters as a multimap; empty parameters (kube-rs sends `?&watch=true`) are skipped and unknown
@@ -91,7 +100,11 @@ impl Query {
 
     /// The first value of `key`, if present and non-empty.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.first()).map(String::as_str).filter(|s| !s.is_empty())
+        self.0
+            .get(key)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// All values of `key`.
@@ -108,7 +121,10 @@ impl Query {
     pub fn int(&self, key: &str) -> Result<Option<i64>, String> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.parse::<i64>().map(Some).map_err(|_| format!("invalid value for {key}: {v:?}")),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| format!("invalid value for {key}: {v:?}")),
         }
     }
 }
@@ -121,7 +137,9 @@ fn decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -157,7 +175,10 @@ mod tests {
         assert_eq!(t.name.as_deref(), Some("demo"));
         assert_eq!(t.subresource, Some(Subresource::Status));
         let t = parse_path("/api/v1/namespaces/demo").expect("path");
-        assert_eq!((t.resource.plural, t.name.as_deref(), t.namespace), ("namespaces", Some("demo"), None));
+        assert_eq!(
+            (t.resource.plural, t.name.as_deref(), t.namespace),
+            ("namespaces", Some("demo"), None)
+        );
     }
 
     #[test]
@@ -167,7 +188,10 @@ mod tests {
         assert_eq!(parse_path("/api/v1/widgets"), Err(PathError::NotFound));
         assert_eq!(parse_path("/api/v1/pods/web-0"), Err(PathError::NotFound));
         assert_eq!(parse_path("/api/v1/namespaces/x/nodes"), Err(PathError::NotFound));
-        assert_eq!(parse_path("/api/v1/namespaces/x/pods/a/scale"), Err(PathError::NotFound));
+        assert_eq!(
+            parse_path("/api/v1/namespaces/x/pods/a/scale"),
+            Err(PathError::NotFound)
+        );
     }
 
     #[test]

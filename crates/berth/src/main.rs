@@ -1,1 +1,255 @@
-fn main() {}
+//! `berth`: one binary that serves the Kubernetes API and runs stateful workloads.
+//!
+//! This crate only wires components together: flags → config, the store, the API server, the
+//! in-process controllers, signals and exit codes. No business logic lives here.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Default data directory, as k3s's `/var/lib/rancher/k3s`.
+const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Kubernetes StatefulSets on a machine of your own"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the all-in-one server: API server, store, controllers.
+    Server(ServerArgs),
+    /// Print the path of the admin kubeconfig.
+    Kubeconfig {
+        /// Data directory.
+        #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Flags named as k3s names them.
+#[derive(Parser, Clone)]
+pub struct ServerArgs {
+    /// Directory holding the store, certificates and kubeconfig.
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    /// HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Also write the admin kubeconfig to this path.
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Do not run a node agent on this machine (pods are not run; unscheduled pods are deleted at once).
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// External datastore (etcd) endpoint; the embedded store is used when absent.
+    #[arg(long)]
+    pub datastore_endpoint: Option<String>,
+    /// Shared secret accepted as a bearer token (and used by agents to join).
+    #[arg(long, env = "BERTH_TOKEN")]
+    pub token: Option<String>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Pod network range.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Service ClusterIP range.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Cluster DNS service address.
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+    /// Cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Server(args) => run_async(server(args)),
+        Command::Kubeconfig { data_dir } => {
+            println!("{}", data_dir.join("kubeconfig.yaml").display());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(f)
+}
+
+fn node_name(args: &ServerArgs) -> String {
+    args.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "berth".into())
+    })
+}
+
+/// A running server, for `berth server` and `berth bench`.
+pub struct Running {
+    /// The admin kubeconfig path.
+    pub kubeconfig: PathBuf,
+    /// The API URL.
+    pub url: String,
+    /// The in-process router.
+    pub router: axum::Router,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    serve: tokio::task::JoinHandle<()>,
+}
+
+/// Start the store, API server and controllers; returns once the API answers.
+pub async fn start(args: &ServerArgs) -> Result<Running> {
+    if let Some(ep) = &args.datastore_endpoint {
+        bail!(
+            "--datastore-endpoint {ep}: the etcd datastore is not available in this build yet; omit it to use the embedded store"
+        );
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store = store::Store::open_embedded(&args.data_dir.join("store"), store::Options::default())
+        .context("opening the embedded store")?;
+    let reg_cfg = apiserver::registry::RegistryConfig {
+        service_cidr: args.service_cidr.clone(),
+        graceful_pod_deletion: !args.disable_agent,
+        ..Default::default()
+    };
+    let registry = apiserver::registry::Registry::new(store, reg_cfg);
+    apiserver::bootstrap(&registry, args.https_listen_port)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.status()))?;
+    let node = node_name(args);
+    let first_service_ip = apiserver::alloc::nth_ip(&args.service_cidr, 1)
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    let mut sans = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        node.clone(),
+        first_service_ip,
+    ];
+    if !args.bind_address.is_unspecified() {
+        sans.push(args.bind_address.to_string());
+    }
+    sans.push("kubernetes.default.svc".into());
+    sans.push(format!("kubernetes.default.svc.{}", args.cluster_domain));
+    let pki = apiserver::tls::Pki::load_or_create(&args.data_dir.join("tls"), &sans)
+        .context("preparing certificates")?;
+    let listener = tokio::net::TcpListener::bind((args.bind_address, args.https_listen_port))
+        .await
+        .with_context(|| format!("listening on {}:{}", args.bind_address, args.https_listen_port))?;
+    let local = listener.local_addr()?;
+    let host = if args.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        args.bind_address.to_string()
+    };
+    let url = format!("https://{host}:{}", local.port());
+    let kubeconfig = pki.kubeconfig(&url);
+    let kc_path = args.data_dir.join("kubeconfig.yaml");
+    write_file(&kc_path, &kubeconfig)?;
+    if let Some(p) = &args.write_kubeconfig {
+        write_file(p, &kubeconfig)?;
+    }
+    let state = apiserver::http::AppState {
+        registry,
+        server_address: format!("{host}:{}", local.port()),
+    };
+    let router = apiserver::http::router(state);
+    let tls = pki.server_config().context("tls")?;
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let serve = tokio::spawn(apiserver::server::serve_tls(
+        listener,
+        tls,
+        router.clone(),
+        args.token.clone(),
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        },
+    ));
+    // Controllers reach the API through a kube-rs client over the in-process router (no socket).
+    let client = kube::Client::new(apiserver::server::in_process(router.clone()), "default");
+    controllers::spawn_all(client);
+    tracing::info!(%url, kubeconfig = %kc_path.display(), "berth server ready");
+    Ok(Running {
+        kubeconfig: kc_path,
+        url,
+        router,
+        shutdown: tx,
+        serve,
+    })
+}
+
+impl Running {
+    /// Stop accepting connections.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.serve.await;
+    }
+}
+
+fn write_file(path: &std::path::Path, contents: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn server(args: ServerArgs) -> Result<()> {
+    let running = start(&args).await?;
+    println!("Berth is running at {}", running.url);
+    println!("  export KUBECONFIG={}", running.kubeconfig.display());
+    println!("  kubectl get nodes,sts,pods -A");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+    }
+    running.stop().await;
+    Ok(())
+}
