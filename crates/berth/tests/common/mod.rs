@@ -1,0 +1,191 @@
+//! Test harness: runs the real `berth server` binary (one per test, own data dir, OS-chosen port) and the
+//! real `kubectl` against it, with a fresh kubectl cache dir so the version dispatcher and discovery caches
+//! never leak between tests (kubectl-compat.md §1).
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `berth server`.
+pub struct Server {
+    child: Option<Child>,
+    /// The data dir (removed on drop).
+    pub dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Start a server with the agent disabled (these tests play the kubelet themselves).
+    pub fn start() -> Server {
+        Self::start_with(&["--disable-agent"])
+    }
+
+    /// Start a server with extra flags.
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = tempfile::tempdir().expect("temp dir");
+        let mut s = Server { child: None, dir, cache, args: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let kc = self.kubeconfig();
+        let _ = std::fs::remove_file(&kc);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["--https-listen-port", "0"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if kc.exists() && self.kubectl(&["get", "--raw", "/readyz"]).status.success() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("berth server exited early ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server not ready in 30s: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    /// The API URL from the kubeconfig.
+    pub fn url(&self) -> String {
+        let kc = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server line").to_string()
+    }
+
+    /// A kubectl command with this server's kubeconfig and cache.
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("kubectl");
+        c.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", self.cache.path())
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run kubectl.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_cmd(args).output().expect("run kubectl")
+    }
+
+    /// Run kubectl and return stdout; panics with stderr when it fails.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run kubectl expecting failure; returns stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Run kubectl with `input` on stdin (e.g. `apply -f -`).
+    pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kubectl");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Apply a manifest from a string; panics on failure; returns stdout.
+    #[track_caller]
+    pub fn apply(&self, manifest: &str) -> String {
+        let out = self.with_stdin(&["apply", "-f", "-"], manifest);
+        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A JSON value from `kubectl get … -o json`.
+    #[track_caller]
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("json")
+    }
+
+    /// Kill the server with SIGKILL (no shutdown path runs).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the server again on the same data dir (a new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Poll `f` every 50 ms until it returns Some, or panic after `secs` seconds with `what`.
+#[track_caller]
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The seed examples shared beside the repository (`../shared/examples`), or the copies under `examples/`.
+pub fn seed(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ours = root.join("examples/seed").join(name);
+    if ours.exists() { ours } else { root.join("../shared/examples").join(name) }
+}
