@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod bench;
+
 /// Default data directory, as k3s's `/var/lib/rancher/k3s`.
 const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
 
@@ -26,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the all-in-one server: API server, store, controllers.
     Server(ServerArgs),
+    /// Measure Berth's figures on this machine and print them as Markdown (docs/benchmarks.md).
+    Bench(bench::BenchArgs),
     /// Print the path of the admin kubeconfig.
     Kubeconfig {
         /// Data directory.
@@ -85,6 +89,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Server(args) => run_async(server(args)),
+        Command::Bench(args) => run_async(bench::run(args)),
         Command::Kubeconfig { data_dir } => {
             println!("{}", data_dir.join("kubeconfig.yaml").display());
             Ok(())

@@ -1,0 +1,252 @@
+//! `berth bench`: measures the control plane's figures on this machine and prints them as Markdown for
+//! docs/benchmarks.md (issue "Control plane", Figures): start-to-ready time and idle RSS of a real
+//! `berth server` process, create throughput with 1 and 16 concurrent clients beside the raw store commit
+//! rate it rests on, watch fan-out, and list latency with 10,000 pods stored.
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use std::time::{Duration, Instant};
+
+/// Flags of `berth bench`.
+#[derive(clap::Args, Clone)]
+pub struct BenchArgs {
+    /// Objects created per throughput run.
+    #[arg(long, default_value_t = 2000)]
+    pub creates: usize,
+    /// Watchers in the fan-out run.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// Changes in the fan-out run.
+    #[arg(long, default_value_t = 10_000)]
+    pub changes: usize,
+    /// Pods stored for the list-latency run.
+    #[arg(long, default_value_t = 10_000)]
+    pub pods: usize,
+}
+
+struct Child {
+    proc: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// Start `berth server` as a child process and wait for its first successful request.
+async fn start_server() -> Result<(Child, Duration, kube::Client)> {
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let t0 = Instant::now();
+    let proc = std::process::Command::new(std::env::current_exe()?)
+        .args(["server", "--disable-agent", "--https-listen-port", "0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("spawning berth server")?;
+    let child = Child { proc, dir };
+    loop {
+        if kubeconfig.exists()
+            && let Ok(client) = client_for(&kubeconfig).await
+            && client.apiserver_version().await.is_ok()
+        {
+            return Ok((child, t0.elapsed(), client));
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "server not ready in 30 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn config_map(name: String) -> ConfigMap {
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some(name);
+    cm.data = Some([("k".to_string(), "v".to_string())].into());
+    cm
+}
+
+async fn create_rate(client: &kube::Client, ns: &str, total: usize, concurrency: usize) -> Result<f64> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let t0 = Instant::now();
+    let per = total / concurrency;
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                api.create(&PostParams::default(), &config_map(format!("c{concurrency}-{w}-{i}"))).await?;
+            }
+            Ok::<_, kube::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per * concurrency) as f64 / t0.elapsed().as_secs_f64())
+}
+
+async fn store_rate(total: usize, concurrency: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store = store::Store::open_embedded(&dir.path().join("store"), store::Options::default())?;
+    let value = vec![b'x'; 300];
+    let t0 = Instant::now();
+    let per = total / concurrency;
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let store = store.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                store.create(&format!("/bench/{w}/{i}"), value.clone()).await?;
+            }
+            Ok::<_, store::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per * concurrency) as f64 / t0.elapsed().as_secs_f64())
+}
+
+async fn watch_fan_out(client: &kube::Client, watchers: usize, changes: usize) -> Result<(Duration, usize)> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+    api.create(&PostParams::default(), &config_map("fan".into())).await?;
+    let rv = api.get("fan").await?.metadata.resource_version.unwrap_or_default();
+    let mut handles = Vec::new();
+    for _ in 0..watchers {
+        let stream = api.watch(&WatchParams::default().fields("metadata.name=fan").timeout(290), &rv).await?;
+        handles.push(tokio::spawn(async move {
+            let mut stream = stream.boxed();
+            let mut seen = 0usize;
+            let mut last = 0i64;
+            while let Some(ev) = stream.next().await {
+                if let Ok(WatchEvent::Modified(cm)) = ev {
+                    let v: i64 = cm.data.and_then(|d| d.get("n").cloned()).and_then(|n| n.parse().ok()).unwrap_or(-1);
+                    if v != last + 1 {
+                        return (seen, false);
+                    }
+                    last = v;
+                    seen += 1;
+                    if seen == changes {
+                        return (seen, true);
+                    }
+                }
+            }
+            (seen, false)
+        }));
+    }
+    let t0 = Instant::now();
+    for n in 1..=changes {
+        let patch = serde_json::json!({"data": {"n": n.to_string()}});
+        api.patch("fan", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    }
+    let mut complete = 0;
+    for h in handles {
+        let (_, ok) = h.await?;
+        if ok {
+            complete += 1;
+        }
+    }
+    Ok((t0.elapsed(), complete))
+}
+
+async fn list_latency(client: &kube::Client, pods: usize) -> Result<(Duration, Duration)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..pods).step_by(16) {
+                let pod: Pod = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("p-{i}"), "labels": {"app": "bench"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+                }))
+                .expect("pod");
+                api.create(&PostParams::default(), &pod).await?;
+            }
+            Ok::<_, kube::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let list = api.list(&ListParams::default()).await?;
+        anyhow::ensure!(list.items.len() == pods, "listed {} of {pods}", list.items.len());
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    let t0 = Instant::now();
+    let page = api.list(&ListParams::default().limit(500)).await?;
+    anyhow::ensure!(page.items.len() == 500);
+    Ok((samples[samples.len() / 2], t0.elapsed()))
+}
+
+/// Run every measurement and print Markdown.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_default();
+    println!("Machine: {} cores, {cpu}; build: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!();
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let (child, took, _client) = start_server().await?;
+        starts.push(took);
+        drop(child);
+    }
+    starts.sort();
+    let (child, _, client) = start_server().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(child.proc.id()).unwrap_or(0);
+    println!("| figure | result |");
+    println!("| --- | --- |");
+    println!("| server start to first successful request (median of 5) | {:.1} ms |", starts[2].as_secs_f64() * 1e3);
+    println!("| idle RSS after start | {:.1} MB |", idle as f64 / 1024.0);
+    for conc in [1usize, 16] {
+        let api_rate = create_rate(&client, "default", args.creates, conc).await?;
+        let raw = store_rate(args.creates, conc).await?;
+        println!(
+            "| creates/s, {conc} client(s) (HTTPS, kube-rs) vs raw store commits/s | {api_rate:.0} vs {raw:.0} (ratio {:.2}) |",
+            api_rate / raw
+        );
+    }
+    let (took, complete) = watch_fan_out(&client, args.watchers, args.changes).await?;
+    println!(
+        "| watch fan-out: {} watchers × {} changes | {complete}/{} watchers saw every change in order; {:.2} s |",
+        args.watchers,
+        args.changes,
+        args.watchers,
+        took.as_secs_f64()
+    );
+    let (full, page) = list_latency(&client, args.pods).await?;
+    println!(
+        "| list latency with {} pods stored: full list (median of 5) / first page of 500 | {:.0} ms / {:.0} ms |",
+        args.pods,
+        full.as_secs_f64() * 1e3,
+        page.as_secs_f64() * 1e3
+    );
+    let loaded = rss_kib(child.proc.id()).unwrap_or(0);
+    println!("| RSS after the runs | {:.1} MB |", loaded as f64 / 1024.0);
+    let _ = &child.dir;
+    Ok(())
+}
