@@ -40,7 +40,10 @@ impl Drop for Child {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client> {
@@ -55,7 +58,13 @@ async fn start_server() -> Result<(Child, Duration, kube::Client)> {
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     let t0 = Instant::now();
     let proc = std::process::Command::new(std::env::current_exe()?)
-        .args(["server", "--disable-agent", "--https-listen-port", "0", "--data-dir"])
+        .args([
+            "server",
+            "--disable-agent",
+            "--https-listen-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -90,7 +99,11 @@ async fn create_rate(client: &kube::Client, ns: &str, total: usize, concurrency:
         let api = api.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
-                api.create(&PostParams::default(), &config_map(format!("c{concurrency}-{w}-{i}"))).await?;
+                api.create(
+                    &PostParams::default(),
+                    &config_map(format!("c{concurrency}-{w}-{i}")),
+                )
+                .await?;
             }
             Ok::<_, kube::Error>(())
         }));
@@ -126,18 +139,33 @@ async fn store_rate(total: usize, concurrency: usize) -> Result<f64> {
 
 async fn watch_fan_out(client: &kube::Client, watchers: usize, changes: usize) -> Result<(Duration, usize)> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
-    api.create(&PostParams::default(), &config_map("fan".into())).await?;
-    let rv = api.get("fan").await?.metadata.resource_version.unwrap_or_default();
+    api.create(&PostParams::default(), &config_map("fan".into()))
+        .await?;
+    let rv = api
+        .get("fan")
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     let mut handles = Vec::new();
     for _ in 0..watchers {
-        let stream = api.watch(&WatchParams::default().fields("metadata.name=fan").timeout(290), &rv).await?;
+        let stream = api
+            .watch(
+                &WatchParams::default().fields("metadata.name=fan").timeout(290),
+                &rv,
+            )
+            .await?;
         handles.push(tokio::spawn(async move {
             let mut stream = stream.boxed();
             let mut seen = 0usize;
             let mut last = 0i64;
             while let Some(ev) = stream.next().await {
                 if let Ok(WatchEvent::Modified(cm)) = ev {
-                    let v: i64 = cm.data.and_then(|d| d.get("n").cloned()).and_then(|n| n.parse().ok()).unwrap_or(-1);
+                    let v: i64 = cm
+                        .data
+                        .and_then(|d| d.get("n").cloned())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(-1);
                     if v != last + 1 {
                         return (seen, false);
                     }
@@ -154,7 +182,12 @@ async fn watch_fan_out(client: &kube::Client, watchers: usize, changes: usize) -
     let t0 = Instant::now();
     for n in 1..=changes {
         let patch = serde_json::json!({"data": {"n": n.to_string()}});
-        api.patch("fan", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+        api.patch(
+            "fan",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
     }
     let mut complete = 0;
     for h in handles {
@@ -204,9 +237,22 @@ async fn list_latency(client: &kube::Client, pods: usize) -> Result<(Duration, D
 pub async fn run(args: BenchArgs) -> Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_default();
-    println!("Machine: {} cores, {cpu}; build: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!(
+        "Machine: {} cores, {cpu}; build: {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     println!();
     let mut starts = Vec::new();
     for _ in 0..5 {
@@ -220,7 +266,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let idle = rss_kib(child.proc.id()).unwrap_or(0);
     println!("| figure | result |");
     println!("| --- | --- |");
-    println!("| server start to first successful request (median of 5) | {:.1} ms |", starts[2].as_secs_f64() * 1e3);
+    println!(
+        "| server start to first successful request (median of 5) | {:.1} ms |",
+        starts[2].as_secs_f64() * 1e3
+    );
     println!("| idle RSS after start | {:.1} MB |", idle as f64 / 1024.0);
     for conc in [1usize, 16] {
         let api_rate = create_rate(&client, "default", args.creates, conc).await?;

@@ -13,12 +13,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 async fn kube_rs_lists_watches_creates_patches_and_deletes() {
     let s = tokio::task::spawn_blocking(Server::start).await.expect("server");
     let kubeconfig = kube::config::Kubeconfig::read_from(s.kubeconfig()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
     let client = kube::Client::try_from(config).expect("client");
     let version = client.apiserver_version().await.expect("version");
     assert_eq!(version.minor, "32");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let mut events = watcher(cms.clone(), watcher::Config::default()).applied_objects().boxed();
+    let mut events = watcher(cms.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("from-kube-rs".into());
     cm.data = Some([("a".to_string(), "b".to_string())].into());
@@ -34,21 +38,48 @@ async fn kube_rs_lists_watches_creates_patches_and_deletes() {
     })
     .await
     .expect("watch event in time");
-    assert_eq!(seen.data.as_ref().and_then(|d| d.get("a")).map(String::as_str), Some("b"));
+    assert_eq!(
+        seen.data.as_ref().and_then(|d| d.get("a")).map(String::as_str),
+        Some("b")
+    );
     let patch = serde_json::json!({"data": {"c": "d"}});
-    let patched = cms.patch("from-kube-rs", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
-    assert_eq!(patched.data.as_ref().and_then(|d| d.get("c")).map(String::as_str), Some("d"));
+    let patched = cms
+        .patch("from-kube-rs", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    assert_eq!(
+        patched.data.as_ref().and_then(|d| d.get("c")).map(String::as_str),
+        Some("d")
+    );
     let applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied-rs"}, "data": {"x": "y"}});
-    cms.patch("applied-rs", &PatchParams::apply("rs").force(), &Patch::Apply(&applied)).await.expect("server-side apply creates");
+    cms.patch(
+        "applied-rs",
+        &PatchParams::apply("rs").force(),
+        &Patch::Apply(&applied),
+    )
+    .await
+    .expect("server-side apply creates");
     let list = cms.list(&ListParams::default()).await.expect("list");
-    assert!(list.items.iter().any(|c| c.metadata.name.as_deref() == Some("applied-rs")));
-    cms.delete("from-kube-rs", &DeleteParams::default()).await.expect("delete");
+    assert!(
+        list.items
+            .iter()
+            .any(|c| c.metadata.name.as_deref() == Some("applied-rs"))
+    );
+    cms.delete("from-kube-rs", &DeleteParams::default())
+        .await
+        .expect("delete");
     let err = cms.get("from-kube-rs").await.expect_err("gone");
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
     let mut bad = ConfigMap::default();
     bad.metadata.name = Some("applied-rs".into());
-    let err = cms.create(&PostParams::default(), &bad).await.expect_err("exists");
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"), "{err:?}");
+    let err = cms
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("exists");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err:?}"
+    );
     drop(s);
 }
 

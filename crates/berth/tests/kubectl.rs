@@ -16,11 +16,22 @@ fn apply_twice_is_unchanged_and_an_edit_is_configured() {
     let s = Server::start();
     let (sc, web) = (seed_path("seed-storage-local.yaml"), seed_path("seed-web.yaml"));
     let out = s.ok(&["apply", "-f", &sc, "-f", &web]);
-    assert!(out.contains("storageclass.storage.k8s.io/storage-local created"), "{out}");
-    assert!(out.contains("service/nginx created") && out.contains("statefulset.apps/web created"), "{out}");
+    assert!(
+        out.contains("storageclass.storage.k8s.io/storage-local created"),
+        "{out}"
+    );
+    assert!(
+        out.contains("service/nginx created") && out.contains("statefulset.apps/web created"),
+        "{out}"
+    );
     let again = s.ok(&["apply", "-f", &sc, "-f", &web]);
-    assert!(again.contains("statefulset.apps/web unchanged") && again.contains("service/nginx unchanged"), "{again}");
-    let edited = std::fs::read_to_string(&web).expect("seed").replace("replicas: 2", "replicas: 3");
+    assert!(
+        again.contains("statefulset.apps/web unchanged") && again.contains("service/nginx unchanged"),
+        "{again}"
+    );
+    let edited = std::fs::read_to_string(&web)
+        .expect("seed")
+        .replace("replicas: 2", "replicas: 3");
     let out = s.apply(&edited);
     assert!(out.contains("statefulset.apps/web configured"), "{out}");
     let sts = s.get_json(&["sts", "web"]);
@@ -32,10 +43,23 @@ fn apply_twice_is_unchanged_and_an_edit_is_configured() {
     assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
     // kubectl diff exits 1 when there are differences and 0 when there are none.
     let diff = s.kubectl_cmd(&["diff", "-f", &web]).output().expect("diff");
-    assert_eq!(diff.status.code(), Some(1), "diff of replicas 2 vs 3: {}", String::from_utf8_lossy(&diff.stderr));
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "diff of replicas 2 vs 3: {}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
     assert!(String::from_utf8_lossy(&diff.stdout).contains("replicas: 2"));
     // Server-side apply of the same files.
-    let out = s.ok(&["apply", "--server-side", "--force-conflicts", "-f", &sc, "-f", &web]);
+    let out = s.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &sc,
+        "-f",
+        &web,
+    ]);
     assert!(out.contains("serverside-applied"), "{out}");
     let sts = s.get_json(&["sts", "web"]);
     assert_eq!(sts["spec"]["replicas"], 2);
@@ -43,31 +67,74 @@ fn apply_twice_is_unchanged_and_an_edit_is_configured() {
         .as_array()
         .map(|a| a.iter().filter_map(|m| m["manager"].as_str()).collect())
         .unwrap_or_default();
-    assert!(managers.contains(&"kubectl"), "managedFields records the apply manager: {managers:?}");
+    assert!(
+        managers.contains(&"kubectl"),
+        "managedFields records the apply manager: {managers:?}"
+    );
     let out = s.ok(&["apply", "--server-side", "-f", &web]);
     assert!(out.contains("serverside-applied"), "{out}");
-    assert_eq!(s.get_json(&["sts", "web"])["metadata"]["resourceVersion"], sts["metadata"]["resourceVersion"], "re-apply is a no-op");
+    assert_eq!(
+        s.get_json(&["sts", "web"])["metadata"]["resourceVersion"],
+        sts["metadata"]["resourceVersion"],
+        "re-apply is a no-op"
+    );
 }
 
 #[test]
 fn get_describe_and_tables_print_upstream_columns() {
     let s = Server::start();
-    s.ok(&["apply", "-f", &seed_path("seed-storage-local.yaml"), "-f", &seed_path("seed-web.yaml")]);
+    s.ok(&[
+        "apply",
+        "-f",
+        &seed_path("seed-storage-local.yaml"),
+        "-f",
+        &seed_path("seed-web.yaml"),
+    ]);
     let out = s.ok(&["get", "sts"]);
-    assert!(out.starts_with("NAME") && out.contains("READY") && out.contains("web"), "{out}");
+    assert!(
+        out.starts_with("NAME") && out.contains("READY") && out.contains("web"),
+        "{out}"
+    );
     assert!(out.contains("0/2"), "READY is readyReplicas/replicas: {out}");
     let svc = s.ok(&["get", "svc", "nginx", "-o", "yaml"]);
-    assert!(svc.contains("clusterIP: None") && svc.contains("protocol: TCP"), "{svc}");
+    assert!(
+        svc.contains("clusterIP: None") && svc.contains("protocol: TCP"),
+        "{svc}"
+    );
     let all = s.ok(&["get", "all"]);
-    assert!(all.contains("service/nginx") && all.contains("statefulset.apps/web") && all.contains("service/kubernetes"), "{all}");
+    assert!(
+        all.contains("service/nginx")
+            && all.contains("statefulset.apps/web")
+            && all.contains("service/kubernetes"),
+        "{all}"
+    );
     let svcs = s.ok(&["get", "svc"]);
-    assert!(svcs.contains("CLUSTER-IP") && svcs.contains("None") && svcs.contains("80/TCP"), "{svcs}");
+    assert!(
+        svcs.contains("CLUSTER-IP") && svcs.contains("None") && svcs.contains("80/TCP"),
+        "{svcs}"
+    );
     let a = s.ok(&["get", "svc", "-A", "--show-labels"]);
-    assert!(a.contains("NAMESPACE") && a.contains("default") && a.contains("app=nginx"), "{a}");
+    assert!(
+        a.contains("NAMESPACE") && a.contains("default") && a.contains("app=nginx"),
+        "{a}"
+    );
     let d = s.ok(&["describe", "sts", "web"]);
-    assert!(d.contains("Name:") && d.contains("web") && d.contains("Replicas:") && d.contains("Port:         80/TCP"), "{d}");
+    assert!(
+        d.contains("Name:")
+            && d.contains("web")
+            && d.contains("Replicas:")
+            && d.contains("Port:         80/TCP"),
+        "{d}"
+    );
     let r = s.ok(&["api-resources"]);
-    for line in ["statefulsets", "sts", "apps/v1", "persistentvolumeclaims", "leases", "endpointslices"] {
+    for line in [
+        "statefulsets",
+        "sts",
+        "apps/v1",
+        "persistentvolumeclaims",
+        "leases",
+        "endpointslices",
+    ] {
         assert!(r.contains(line), "api-resources lacks {line}: {r}");
     }
     let ns = s.ok(&["get", "ns"]);
@@ -92,12 +159,19 @@ fn get_watch_stays_open_and_prints_changes() {
     s.ok(&["delete", "sts", "web"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let pid = child.id();
-    let still_running = std::process::Command::new("kill").arg("-0").arg(pid.to_string()).status().is_ok_and(|st| st.success());
+    let still_running = std::process::Command::new("kill")
+        .arg("-0")
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|st| st.success());
     assert!(still_running, "kubectl get -w exited early");
     let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
     let out = child.wait_with_output().expect("output");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("ADDED") && text.contains("MODIFIED") && text.contains("DELETED"), "{text}");
+    assert!(
+        text.contains("ADDED") && text.contains("MODIFIED") && text.contains("DELETED"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -109,28 +183,80 @@ fn label_annotate_patch_scale_and_edit_behave_as_upstream() {
     let sts = s.get_json(&["sts", "web"]);
     assert_eq!(sts["metadata"]["labels"]["tier"], "db");
     assert_eq!(sts["metadata"]["annotations"]["owner"], "team-a");
-    assert_eq!(sts["metadata"]["generation"], 1, "metadata writes do not bump generation");
-    s.ok(&["patch", "sts", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.27"}]}}}}"#]);
+    assert_eq!(
+        sts["metadata"]["generation"], 1,
+        "metadata writes do not bump generation"
+    );
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.27"}]}}}}"#,
+    ]);
     let sts = s.get_json(&["sts", "web"]);
     let c = &sts["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "nginx:1.27");
-    assert_eq!(c["ports"][0]["containerPort"], 80, "strategic merge keeps the other fields of the container");
+    assert_eq!(
+        c["ports"][0]["containerPort"], 80,
+        "strategic merge keeps the other fields of the container"
+    );
     assert_eq!(sts["metadata"]["generation"], 2);
-    s.ok(&["patch", "sts", "web", "--type=merge", "-p", r#"{"spec":{"replicas":4}}"#]);
-    s.ok(&["patch", "sts", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":6}]"#]);
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":4}}"#,
+    ]);
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":6}]"#,
+    ]);
     assert_eq!(s.get_json(&["sts", "web"])["spec"]["replicas"], 6);
-    let out = s.ok(&["patch", "sts", "web", "--type=merge", "-p", r#"{"spec":{"replicas":6}}"#]);
-    assert!(out.contains("(no change)"), "a no-op patch is reported as no change: {out}");
+    let out = s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":6}}"#,
+    ]);
+    assert!(
+        out.contains("(no change)"),
+        "a no-op patch is reported as no change: {out}"
+    );
     s.ok(&["scale", "sts", "web", "--replicas=5"]);
     assert_eq!(s.get_json(&["sts", "web"])["spec"]["replicas"], 5);
     // kubectl edit with a scripted editor.
     let editor = s.dir.path().join("editor.sh");
     std::fs::write(&editor, "#!/bin/sh\nsed -i 's/replicas: 5/replicas: 7/' \"$1\"\n").expect("editor");
-    std::process::Command::new("chmod").arg("+x").arg(&editor).status().expect("chmod");
-    let out = s.kubectl_cmd(&["edit", "sts", "web"]).env("EDITOR", &editor).output().expect("edit");
-    assert!(out.status.success(), "edit: {}", String::from_utf8_lossy(&out.stderr));
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&editor)
+        .status()
+        .expect("chmod");
+    let out = s
+        .kubectl_cmd(&["edit", "sts", "web"])
+        .env("EDITOR", &editor)
+        .output()
+        .expect("edit");
+    assert!(
+        out.status.success(),
+        "edit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(s.get_json(&["sts", "web"])["spec"]["replicas"], 7);
-    let scale = s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/statefulsets/web/scale"]);
+    let scale = s.ok(&[
+        "get",
+        "--raw",
+        "/apis/apps/v1/namespaces/default/statefulsets/web/scale",
+    ]);
     let scale: Value = serde_json::from_str(&scale).expect("scale");
     assert_eq!(scale["kind"], "Scale");
     assert_eq!(scale["status"]["selector"], "app=nginx");
@@ -163,20 +289,38 @@ spec:
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is invalid"), "{err}");
     assert!(err.contains("spec.replicas"), "replicas named: {err}");
-    assert!(err.contains("spec.template.metadata.labels"), "selector mismatch named: {err}");
-    assert!(!s.kubectl(&["get", "sts", "bad"]).status.success(), "nothing stored");
+    assert!(
+        err.contains("spec.template.metadata.labels"),
+        "selector mismatch named: {err}"
+    );
+    assert!(
+        !s.kubectl(&["get", "sts", "bad"]).status.success(),
+        "nothing stored"
+    );
     // Unknown fields are refused under kubectl's fieldValidation=Strict.
-    let unknown = bad.replace("replicas: -1", "replicas: 1\n  replicaz: 2").replace("app: two", "app: one");
+    let unknown = bad
+        .replace("replicas: -1", "replicas: 1\n  replicaz: 2")
+        .replace("app: two", "app: one");
     let out = s.with_stdin(&["apply", "-f", "-"], &unknown);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("unknown field \"spec.replicaz\""), "{err}");
+    assert!(
+        !out.status.success() && err.contains("unknown field \"spec.replicaz\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn changing_an_immutable_statefulset_field_gets_upstreams_forbidden_message() {
     let s = Server::start();
     s.ok(&["apply", "-f", &seed_path("seed-web.yaml")]);
-    let err = s.fails(&["patch", "sts", "web", "--type=merge", "-p", r#"{"spec":{"serviceName":"other"}}"#]);
+    let err = s.fails(&[
+        "patch",
+        "sts",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"serviceName":"other"}}"#,
+    ]);
     assert!(
         err.contains("spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"),
         "{err}"
@@ -188,13 +332,34 @@ fn bad_bodies_get_400_and_413_and_the_server_survives() {
     let s = Server::start();
     let junk = s.dir.path().join("junk");
     std::fs::write(&junk, b"\x00\x01not json {{{").expect("write");
-    let err = s.fails(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", &junk.to_string_lossy()]);
-    assert!(err.contains("BadRequest") || err.contains("400") || err.contains("unknown format"), "{err}");
+    let err = s.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        &junk.to_string_lossy(),
+    ]);
+    assert!(
+        err.contains("BadRequest") || err.contains("400") || err.contains("unknown format"),
+        "{err}"
+    );
     let big = s.dir.path().join("big.json");
-    let payload = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#, "x".repeat(4 * 1024 * 1024));
+    let payload = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(4 * 1024 * 1024)
+    );
     std::fs::write(&big, payload).expect("write");
-    let err = s.fails(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", &big.to_string_lossy()]);
-    assert!(err.contains("too large") || err.contains("413") || err.contains("RequestEntityTooLarge"), "{err}");
+    let err = s.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        &big.to_string_lossy(),
+    ]);
+    assert!(
+        err.contains("too large") || err.contains("413") || err.contains("RequestEntityTooLarge"),
+        "{err}"
+    );
     s.ok(&["get", "ns", "default"]);
 }
 
@@ -210,21 +375,36 @@ fn requests_without_credentials_get_401_and_the_token_is_accepted() {
             // wrong token: the server must not tell it apart from none.
             None => "users:\n- name: u\n  user:\n    token: wrong-token\n".to_string(),
         };
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    insecure-skip-tls-verify: true\n    server: {url}\n  name: c\ncontexts:\n- context:\n    cluster: c\n    user: u\n  name: c\ncurrent-context: c\n{user}")
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    insecure-skip-tls-verify: true\n    server: {url}\n  name: c\ncontexts:\n- context:\n    cluster: c\n    user: u\n  name: c\ncurrent-context: c\n{user}"
+        )
     };
     std::fs::write(&anon, with_token(None)).expect("write");
-    let out = s.kubectl_cmd(&["get", "ns"]).env("KUBECONFIG", &anon).output().expect("kubectl");
+    let out = s
+        .kubectl_cmd(&["get", "ns"])
+        .env("KUBECONFIG", &anon)
+        .output()
+        .expect("kubectl");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(&anon, with_token(Some("s3cret-token"))).expect("write");
-    let out = s.kubectl_cmd(&["get", "ns", "default"]).env("KUBECONFIG", &anon).output().expect("kubectl");
+    let out = s
+        .kubectl_cmd(&["get", "ns", "default"])
+        .env("KUBECONFIG", &anon)
+        .output()
+        .expect("kubectl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn cascade_orphan_background_and_foreground_as_upstream() {
     let s = Server::start();
-    let owner = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n");
+    let owner =
+        |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n");
     for mode in ["background", "orphan", "foreground"] {
         let o = format!("owner-{mode}");
         let d = format!("dep-{mode}");
@@ -237,7 +417,12 @@ fn cascade_orphan_background_and_foreground_as_upstream() {
         match mode {
             "orphan" => {
                 let dep = s.get_json(&["cm", &d]);
-                assert!(dep["metadata"]["ownerReferences"].as_array().is_none_or(|a| a.is_empty()), "orphaned: {dep}");
+                assert!(
+                    dep["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_none_or(|a| a.is_empty()),
+                    "orphaned: {dep}"
+                );
             }
             _ => eventually(20, &format!("{d} garbage collected ({mode})"), || {
                 (!s.kubectl(&["get", "cm", &d]).status.success()).then_some(())
@@ -263,7 +448,10 @@ fn generator_commands_send_protobuf_and_work() {
     s.ok(&["create", "configmap", "c", "--from-literal=a=b", "-n", "demo"]);
     s.ok(&["create", "deployment", "d", "--image=x"]);
     assert_eq!(s.get_json(&["cm", "c", "-n", "demo"])["data"]["a"], "b");
-    assert_eq!(s.get_json(&["deploy", "d"])["spec"]["template"]["spec"]["containers"][0]["image"], "x");
+    assert_eq!(
+        s.get_json(&["deploy", "d"])["spec"]["template"]["spec"]["containers"][0]["image"],
+        "x"
+    );
 }
 
 #[test]
@@ -277,7 +465,13 @@ fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_write() {
     for i in 0..40 {
         let name = format!("burst-{i}");
         let child = std::process::Command::new("kubectl")
-            .args(["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", "-"])
+            .args([
+                "create",
+                "--raw",
+                "/api/v1/namespaces/default/configmaps",
+                "-f",
+                "-",
+            ])
             .env("KUBECONFIG", &kubeconfig)
             .env("KUBECACHEDIR", cache.path())
             .stdin(std::process::Stdio::piped())
@@ -301,6 +495,9 @@ fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_write() {
     }
     s.restart();
     for name in &acked {
-        assert!(s.kubectl(&["get", "cm", name]).status.success(), "acknowledged {name} lost after kill -9");
+        assert!(
+            s.kubectl(&["get", "cm", name]).status.success(),
+            "acknowledged {name} lost after kill -9"
+        );
     }
 }

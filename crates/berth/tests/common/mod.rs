@@ -27,7 +27,12 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = tempfile::tempdir().expect("temp dir");
-        let mut s = Server { child: None, dir, cache, args: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Server {
+            child: None,
+            dir,
+            cache,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -61,7 +66,11 @@ impl Server {
             {
                 panic!("berth server exited early ({status}): {}", self.log());
             }
-            assert!(Instant::now() < deadline, "server not ready in 30s: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in 30s: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -79,7 +88,10 @@ impl Server {
     /// The API URL from the kubeconfig.
     pub fn url(&self) -> String {
         let kc = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
-        kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server line").to_string()
+        kc.lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .expect("server line")
+            .to_string()
     }
 
     /// A kubectl command with this server's kubeconfig and cache.
@@ -116,14 +128,29 @@ impl Server {
     #[track_caller]
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Run kubectl with `input` on stdin (e.g. `apply -f -`).
     pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kubectl");
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
     }
 
@@ -131,7 +158,11 @@ impl Server {
     #[track_caller]
     pub fn apply(&self, manifest: &str) -> String {
         let out = self.with_stdin(&["apply", "-f", "-"], manifest);
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -178,7 +209,10 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -187,5 +221,9 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
 pub fn seed(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let ours = root.join("examples/seed").join(name);
-    if ours.exists() { ours } else { root.join("../shared/examples").join(name) }
+    if ours.exists() {
+        ours
+    } else {
+        root.join("../shared/examples").join(name)
+    }
 }
