@@ -506,28 +506,48 @@ fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_write() {
 fn list_pagination_follows_continue_tokens() {
     let s = Server::start();
     for i in 0..7 {
-        s.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page-{i}\n"));
+        s.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page-{i}\n"
+        ));
     }
     // kubectl follows `continue` itself with --chunk-size.
     let out = s.ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
     let names: Vec<&str> = out.lines().filter(|l| l.contains("page-")).collect();
     assert_eq!(names.len(), 7, "{out}");
-    let first: Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?limit=3"])).expect("json");
+    let first: Value =
+        serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?limit=3"]))
+            .expect("json");
     assert_eq!(first["items"].as_array().map(Vec::len), Some(3));
-    let token = first["metadata"]["continue"].as_str().expect("continue token").to_string();
-    let next: Value = serde_json::from_str(&s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}")])).expect("json");
-    assert_ne!(next["items"][0]["metadata"]["name"], first["items"][0]["metadata"]["name"]);
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("continue token")
+        .to_string();
+    let next: Value = serde_json::from_str(&s.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}"),
+    ]))
+    .expect("json");
+    assert_ne!(
+        next["items"][0]["metadata"]["name"],
+        first["items"][0]["metadata"]["name"]
+    );
 }
 
 #[test]
 fn sigterm_shuts_the_server_down_cleanly() {
     let mut s = Server::start();
     let pid = s.pid();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     eventually(10, "server exits after SIGTERM", || {
         let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
         (!alive).then_some(())
     });
     // The data dir opens again and still has the bootstrap namespaces.

@@ -8,7 +8,10 @@ use common::{Server, eventually, seed};
 use serde_json::Value;
 
 fn pods(s: &Server) -> Vec<Value> {
-    s.get_json(&["pods", "-l", "app=nginx"])["items"].as_array().cloned().unwrap_or_default()
+    s.get_json(&["pods", "-l", "app=nginx"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn pod_names(s: &Server) -> Vec<String> {
@@ -23,7 +26,9 @@ fn pod_names(s: &Server) -> Vec<String> {
 
 fn pod(s: &Server, name: &str) -> Option<Value> {
     let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("json"))
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
 }
 
 /// Play the kubelet: the pod is Running and Ready.
@@ -32,17 +37,37 @@ fn mark_ready(s: &Server, name: &str) {
     let patch = format!(
         r#"{{"status":{{"phase":"Running","podIP":"10.42.0.9","startTime":"{now}","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}},{{"type":"ContainersReady","status":"True","lastTransitionTime":"{now}"}}],"containerStatuses":[{{"name":"nginx","ready":true,"restartCount":0,"image":"x","imageID":"","started":true,"state":{{"running":{{"startedAt":"{now}"}}}}}}]}}}}"#
     );
-    s.ok(&["patch", "pod", name, "--subresource=status", "--type=merge", "-p", &patch]);
+    s.ok(&[
+        "patch",
+        "pod",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
 }
 
 fn start_web() -> Server {
     let s = Server::start();
-    s.ok(&["apply", "-f", &seed("seed-storage-local.yaml").to_string_lossy(), "-f", &seed("seed-web.yaml").to_string_lossy()]);
+    s.ok(&[
+        "apply",
+        "-f",
+        &seed("seed-storage-local.yaml").to_string_lossy(),
+        "-f",
+        &seed("seed-web.yaml").to_string_lossy(),
+    ]);
     s
 }
 
 fn revision_of(s: &Server, name: &str) -> String {
-    pod(s, name).and_then(|p| p["metadata"]["labels"]["controller-revision-hash"].as_str().map(str::to_string)).unwrap_or_default()
+    pod(s, name)
+        .and_then(|p| {
+            p["metadata"]["labels"]["controller-revision-hash"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -51,24 +76,39 @@ fn ordered_ready_creates_web_1_only_after_web_0_is_ready_with_its_own_claim() {
     let p0 = eventually(20, "web-0 created", || pod(&s, "web-0"));
     assert_eq!(p0["spec"]["hostname"], "web-0");
     assert_eq!(p0["spec"]["subdomain"], "nginx");
-    assert_eq!(p0["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], "web-0");
+    assert_eq!(
+        p0["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "web-0"
+    );
     assert_eq!(p0["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "0");
     assert_eq!(p0["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
     let claim = s.get_json(&["pvc", "www-web-0"]);
     assert_eq!(claim["spec"]["storageClassName"], "storage-local");
     let vols = p0["spec"]["volumes"].as_array().cloned().unwrap_or_default();
-    assert!(vols.iter().any(|v| v["persistentVolumeClaim"]["claimName"] == "www-web-0"), "{vols:?}");
+    assert!(
+        vols.iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == "www-web-0"),
+        "{vols:?}"
+    );
     std::thread::sleep(std::time::Duration::from_secs(2));
-    assert!(pod(&s, "web-1").is_none(), "web-1 must wait for web-0 to be Running and Ready");
+    assert!(
+        pod(&s, "web-1").is_none(),
+        "web-1 must wait for web-0 to be Running and Ready"
+    );
     mark_ready(&s, "web-0");
     eventually(20, "web-1 created after web-0 Ready", || pod(&s, "web-1"));
     mark_ready(&s, "web-1");
     eventually(20, "status counts ready replicas", || {
         let st = s.get_json(&["sts", "web"]);
-        (st["status"]["readyReplicas"] == 2 && st["status"]["observedGeneration"] == st["metadata"]["generation"]).then_some(())
+        (st["status"]["readyReplicas"] == 2
+            && st["status"]["observedGeneration"] == st["metadata"]["generation"])
+            .then_some(())
     });
     let out = s.ok(&["rollout", "status", "sts/web", "--timeout=20s"]);
-    assert!(out.contains("partitioned roll out complete: 2 new pods have been updated"), "{out}");
+    assert!(
+        out.contains("partitioned roll out complete: 2 new pods have been updated"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -95,9 +135,18 @@ fn deleted_pod_comes_back_with_the_same_name_and_claim() {
     let claim_uid = s.get_json(&["pvc", "www-web-0"])["metadata"]["uid"].clone();
     let old_uid = pod(&s, "web-0").expect("pod")["metadata"]["uid"].clone();
     s.ok(&["delete", "pod", "web-0"]);
-    let back = eventually(20, "web-0 recreated", || pod(&s, "web-0").filter(|p| p["metadata"]["uid"] != old_uid));
-    assert!(back["spec"]["volumes"].as_array().is_some_and(|v| v.iter().any(|v| v["persistentVolumeClaim"]["claimName"] == "www-web-0")));
-    assert_eq!(s.get_json(&["pvc", "www-web-0"])["metadata"]["uid"], claim_uid, "the same claim is re-used");
+    let back = eventually(20, "web-0 recreated", || {
+        pod(&s, "web-0").filter(|p| p["metadata"]["uid"] != old_uid)
+    });
+    assert!(back["spec"]["volumes"].as_array().is_some_and(|v| {
+        v.iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == "www-web-0")
+    }));
+    assert_eq!(
+        s.get_json(&["pvc", "www-web-0"])["metadata"]["uid"],
+        claim_uid,
+        "the same claim is re-used"
+    );
 }
 
 #[test]
@@ -109,23 +158,56 @@ fn rolling_update_goes_in_reverse_ordinal_order_honours_partition_and_undo() {
     mark_ready(&s, "web-1");
     let rev1 = revision_of(&s, "web-0");
     // partition: 1 → only web-1 is updated.
-    s.ok(&["patch", "sts", "web", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}}}}"#]);
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}}}}"#,
+    ]);
     s.ok(&["set", "image", "sts/web", "nginx=nginx:1.27"]);
-    let p1 = eventually(30, "web-1 replaced at the new revision", || pod(&s, "web-1").filter(|p| p["metadata"]["labels"]["controller-revision-hash"].as_str() != Some(rev1.as_str())));
+    let p1 = eventually(30, "web-1 replaced at the new revision", || {
+        pod(&s, "web-1")
+            .filter(|p| p["metadata"]["labels"]["controller-revision-hash"].as_str() != Some(rev1.as_str()))
+    });
     assert_eq!(p1["spec"]["containers"][0]["image"], "nginx:1.27");
     mark_ready(&s, "web-1");
     std::thread::sleep(std::time::Duration::from_secs(2));
-    assert_eq!(revision_of(&s, "web-0"), rev1, "partition 1 keeps web-0 at the old revision");
+    assert_eq!(
+        revision_of(&s, "web-0"),
+        rev1,
+        "partition 1 keeps web-0 at the old revision"
+    );
     // Lift the partition: web-0 follows.
-    s.ok(&["patch", "sts", "web", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#]);
-    eventually(30, "web-0 replaced", || pod(&s, "web-0").filter(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27"));
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+    ]);
+    eventually(30, "web-0 replaced", || {
+        pod(&s, "web-0").filter(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27")
+    });
     mark_ready(&s, "web-0");
     let history = s.ok(&["rollout", "history", "sts/web"]);
-    assert!(history.contains("REVISION") && history.contains('1') && history.contains('2'), "{history}");
+    assert!(
+        history.contains("REVISION") && history.contains('1') && history.contains('2'),
+        "{history}"
+    );
     s.ok(&["rollout", "undo", "sts/web"]);
     let sts = s.get_json(&["sts", "web"]);
-    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "k8s.gcr.io/nginx-slim:0.8");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["image"],
+        "k8s.gcr.io/nginx-slim:0.8"
+    );
     // Reverse ordinal order: web-1 goes back first.
-    eventually(30, "web-1 rolled back", || pod(&s, "web-1").filter(|p| p["spec"]["containers"][0]["image"] == "k8s.gcr.io/nginx-slim:0.8"));
-    assert_eq!(pod(&s, "web-0").expect("web-0")["spec"]["containers"][0]["image"], "nginx:1.27", "web-0 waits for web-1");
+    eventually(30, "web-1 rolled back", || {
+        pod(&s, "web-1").filter(|p| p["spec"]["containers"][0]["image"] == "k8s.gcr.io/nginx-slim:0.8")
+    });
+    assert_eq!(
+        pod(&s, "web-0").expect("web-0")["spec"]["containers"][0]["image"],
+        "nginx:1.27",
+        "web-0 waits for web-1"
+    );
 }
