@@ -1,0 +1,171 @@
+//! Strategy tests: defaulting, generation, status split, validation messages.
+
+use super::*;
+use serde_json::json;
+
+fn web() -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"serviceName": "nginx", "replicas": 2, "selector": {"matchLabels": {"app": "nginx"}},
+            "template": {"metadata": {"labels": {"app": "nginx"}}, "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "www"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "200Mi"}}}}]}})
+}
+
+#[test]
+fn statefulset_defaults_match_upstream_and_are_idempotent() {
+    let mut s = web();
+    default("apps", "StatefulSet", &mut s);
+    assert_eq!(s["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(
+        s["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+    );
+    assert_eq!(s["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(
+        s["spec"]["persistentVolumeClaimRetentionPolicy"],
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
+    let c = &s["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["ports"][0]["protocol"], "TCP");
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(s["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    let again = {
+        let mut t = s.clone();
+        default("apps", "StatefulSet", &mut t);
+        t
+    };
+    assert_eq!(again, s);
+    assert!(
+        validate("apps", "StatefulSet", &s).is_empty(),
+        "{:?}",
+        validate("apps", "StatefulSet", &s)
+    );
+}
+
+#[test]
+fn explicit_rolling_update_type_keeps_rolling_update_null_as_upstream() {
+    let mut s = web();
+    s["spec"]["updateStrategy"] = json!({"type": "RollingUpdate"});
+    default("apps", "StatefulSet", &mut s);
+    assert!(s["spec"]["updateStrategy"].get("rollingUpdate").is_none());
+}
+
+#[test]
+fn bad_selector_and_negative_replicas_are_reported_together() {
+    let mut s = web();
+    s["spec"]["replicas"] = json!(-1);
+    s["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+    default("apps", "StatefulSet", &mut s);
+    let errs = validate("apps", "StatefulSet", &s);
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains(&"spec.replicas"), "{fields:?}");
+    assert!(fields.contains(&"spec.template.metadata.labels"), "{fields:?}");
+    assert!(errs.iter().any(|e| {
+        e.to_string()
+            .contains("`selector` does not match template `labels`")
+    }));
+}
+
+#[test]
+fn changing_service_name_is_forbidden_with_upstreams_message() {
+    let mut old = web();
+    default("apps", "StatefulSet", &mut old);
+    let mut new = old.clone();
+    new["spec"]["serviceName"] = json!("other");
+    let errs = validate_update("apps", "StatefulSet", &new, &old);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        errs[0].to_string(),
+        "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+    );
+    let mut ok = old.clone();
+    ok["spec"]["replicas"] = json!(5);
+    ok["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+    assert!(validate_update("apps", "StatefulSet", &ok, &old).is_empty());
+}
+
+#[test]
+fn generation_moves_on_spec_changes_only_and_status_is_kept() {
+    let mut old = web();
+    prepare_for_create("apps", "StatefulSet", &mut old);
+    assert_eq!(old["metadata"]["generation"], 1);
+    old["status"] = json!({"replicas": 2});
+    let mut meta_only = old.clone();
+    meta_only["metadata"]["labels"] = json!({"a": "b"});
+    meta_only["status"] = json!({"replicas": 99});
+    prepare_for_update("apps", "StatefulSet", &mut meta_only, &old);
+    assert_eq!(meta_only["metadata"]["generation"], 1);
+    assert_eq!(
+        meta_only["status"]["replicas"], 2,
+        "main writes keep the stored status"
+    );
+    let mut spec_change = old.clone();
+    spec_change["spec"]["replicas"] = json!(3);
+    prepare_for_update("apps", "StatefulSet", &mut spec_change, &old);
+    assert_eq!(spec_change["metadata"]["generation"], 2);
+    let mut status_write = old.clone();
+    status_write["spec"]["replicas"] = json!(7);
+    status_write["status"] = json!({"replicas": 1});
+    prepare_for_status_update("apps", "StatefulSet", &mut status_write, &old);
+    assert_eq!(status_write["spec"]["replicas"], 2, "status writes ignore spec");
+    assert_eq!(status_write["status"]["replicas"], 1);
+}
+
+#[test]
+fn service_defaults_and_port_validation() {
+    let mut svc = json!({"metadata": {"name": "greet"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": "greet"}}});
+    default("", "Service", &mut svc);
+    assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+    assert_eq!(svc["spec"]["sessionAffinity"], "None");
+    assert_eq!(svc["spec"]["externalTrafficPolicy"], "Cluster");
+    assert!(validate("", "Service", &svc).is_empty());
+    let bad = json!({"metadata": {"name": "Bad_Name"}, "spec": {"ports": [{"port": 0}, {"port": 81}]}});
+    let fields: Vec<String> = validate("", "Service", &bad)
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert!(
+        fields.contains(&"metadata.name".to_string())
+            && fields.contains(&"spec.ports[0].port".to_string())
+            && fields.contains(&"spec.ports[0].name".to_string()),
+        "{fields:?}"
+    );
+}
+
+#[test]
+fn pod_needs_containers_with_names_and_images() {
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}, {"name": "c", "image": "x"}]}});
+    let errs = validate("", "Pod", &pod);
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert!(
+        fields.contains(&"spec.containers[0].image") && fields.contains(&"spec.containers[1].name"),
+        "{fields:?}"
+    );
+    let mut p =
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    default("", "Pod", &mut p);
+    assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    prepare_for_create("", "Pod", &mut p);
+    assert_eq!(p["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}));
+}
+
+#[test]
+fn namespaces_start_active_with_the_kubernetes_finalizer() {
+    let mut ns = json!({"metadata": {"name": "demo"}});
+    prepare_for_create("", "Namespace", &mut ns);
+    assert_eq!(ns["status"]["phase"], "Active");
+    assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+    assert!(
+        !validate("", "Namespace", &json!({"metadata": {"name": "a.b"}})).is_empty(),
+        "namespace names are labels"
+    );
+}
+
+#[test]
+fn quantities_are_checked() {
+    for ok in ["200Mi", "1", "1.5Gi", "100m", "1e3"] {
+        assert!(validate::quantity_ok(ok), "{ok}");
+    }
+    for bad in ["", "abc", "1Q", "-1Gi"] {
+        assert!(!validate::quantity_ok(bad), "{bad}");
+    }
+}
