@@ -331,6 +331,16 @@ impl Registry {
             None
         };
         if res.kind == "Service" && res.group.is_empty() {
+            // An existing object is a 409, not an allocation error.
+            if self
+                .inner
+                .store
+                .get(&object::key(res, ns, &name))
+                .await?
+                .is_some()
+            {
+                return Err(ApiError::AlreadyExists(subject(res, &name)));
+            }
             let existing = self.all_services().await?;
             alloc::allocate_service(&mut obj, None, &existing, &self.inner.config).map_err(|errors| {
                 ApiError::Invalid {

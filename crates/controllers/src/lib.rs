@@ -1,2 +1,31 @@
-//! TEMPORARY SHIM (replaced by the controllers being written).
-pub fn spawn_all(_client: kube::Client) {}
+//! Berth's controllers, each a pure `plan(observed) -> steps` plus a short executor on a kube-rs `Client`
+//! (style.md §3.4): the StatefulSet controller, the garbage collector and the namespace lifecycle.
+//!
+//! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
+//! kube-rs client they are given, so they run unchanged against any conformant API server.
+
+pub mod gc;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Run `f` forever, restarting it after a pause if it ends.
+fn supervise<F, Fut>(name: &'static str, f: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            f().await;
+            tracing::warn!(controller = name, "controller stopped; restarting");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Start every controller on `client` (in `berth server`, an in-process client).
+pub fn spawn_all(client: kube::Client) {
+    let c = client.clone();
+    supervise("garbage-collector", move || gc::run(c.clone()));
+}

@@ -99,15 +99,9 @@ fn stateful_set(spec: &mut Map<String, Value>) {
     let pol = child(spec, "persistentVolumeClaimRetentionPolicy");
     set_default(pol, "whenDeleted", json!("Retain"));
     set_default(pol, "whenScaled", json!("Retain"));
-    if let Some(Value::Array(vcts)) = spec.get_mut("volumeClaimTemplates") {
-        for vct in vcts.iter_mut().filter_map(Value::as_object_mut) {
-            let s = child(vct, "spec");
-            set_default(s, "volumeMode", json!("Filesystem"));
-            vct.entry("status").or_insert_with(|| json!({"phase": "Pending"}));
-            vct.entry("apiVersion").or_insert(json!("v1"));
-            vct.entry("kind").or_insert(json!("PersistentVolumeClaim"));
-        }
-    }
+    // volumeClaimTemplates are kept as written. Upstream defaults each template as a PVC (status phase,
+    // volumeMode), which makes every re-apply of a manifest with templates print "configured" because the
+    // list is atomic for kubectl's three-way patch; the controller applies PVC defaults when it creates claims.
     template(spec);
 }
 

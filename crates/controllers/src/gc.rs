@@ -1,0 +1,511 @@
+//! The garbage collector over ownerReferences and the namespace lifecycle (upstream
+//! `pkg/controller/garbagecollector` and `pkg/controller/namespace/deletion`).
+//!
+//! Decisions are the pure [`plan`] over an [`OwnerGraph`] built from reflector caches of every served
+//! resource; [`run`] keeps those caches with kube-rs watchers, re-plans after each burst of changes and
+//! executes the actions through the API.
+//!
+//! Rules (as upstream's `attemptToDeleteItem`, `orphanDependents` and `processDeletingDependentsItem`):
+//! - a dependent whose owners are all gone is deleted (Background);
+//! - a dependent with some owners gone loses the dangling ownerReferences;
+//! - an owner being deleted with the `orphan` finalizer: its dependents lose their reference to it, then
+//!   the finalizer is removed;
+//! - an owner being deleted with `foregroundDeletion`: its dependents are deleted (Foreground when they
+//!   block the owner), and once no dependent with `blockOwnerDeletion` remains the finalizer is removed;
+//! - a Namespace being deleted: everything in it is deleted, then `kubernetes` is removed from its
+//!   `spec.finalizers` through `/finalize`.
+
+use futures::StreamExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
+};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One object as the collector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Index into `api::resources::RESOURCES`.
+    pub resource: usize,
+    /// Namespace (None for cluster-scoped).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// ownerReferences: (uid, blockOwnerDeletion).
+    pub owners: Vec<(String, bool)>,
+    /// Whether deletionTimestamp is set.
+    pub deleting: bool,
+    /// metadata.finalizers.
+    pub finalizers: Vec<String>,
+    /// For Namespaces: spec.finalizers.
+    pub spec_finalizers: Vec<String>,
+}
+
+/// Every object of the cluster, by uid.
+#[derive(Debug, Default)]
+pub struct OwnerGraph {
+    /// Objects by uid.
+    pub nodes: BTreeMap<String, Node>,
+}
+
+/// One step of the collector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GcAction {
+    /// Delete the object with this propagation policy.
+    Delete {
+        /// Object uid.
+        uid: String,
+        /// `true` = Foreground, `false` = Background.
+        foreground: bool,
+    },
+    /// Drop these ownerReferences (by owner uid) from the object.
+    RemoveOwnerRefs {
+        /// Object uid.
+        uid: String,
+        /// Owner uids to drop.
+        owners: Vec<String>,
+    },
+    /// Remove a metadata finalizer from the object.
+    RemoveFinalizer {
+        /// Object uid.
+        uid: String,
+        /// The finalizer.
+        finalizer: String,
+    },
+    /// Remove `kubernetes` from a Namespace's `spec.finalizers` (`/finalize`).
+    FinalizeNamespace {
+        /// Namespace name.
+        name: String,
+    },
+}
+
+fn is_namespace(n: &Node) -> bool {
+    let r = &api::resources::RESOURCES[n.resource];
+    r.group.is_empty() && r.kind == "Namespace"
+}
+
+/// Decide the collector's next actions (pure: no I/O, no clock).
+pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
+    let mut actions = Vec::new();
+    // Which live objects reference which owner uid.
+    let mut dependents: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
+    for n in graph.nodes.values() {
+        for (o, _) in &n.owners {
+            dependents.entry(o.as_str()).or_default().push(n);
+        }
+    }
+    // An owner is usable only in the dependent's namespace (or cluster-scoped).
+    let owner_of = |dep: &Node, uid: &str| -> Option<&Node> {
+        graph
+            .nodes
+            .get(uid)
+            .filter(|o| o.namespace.is_none() || o.namespace == dep.namespace)
+    };
+    for n in graph.nodes.values() {
+        if n.owners.is_empty() {
+            continue;
+        }
+        let mut solid = false;
+        let mut waiting = false;
+        let mut drop = Vec::new();
+        for (uid, _) in &n.owners {
+            match owner_of(n, uid) {
+                None => drop.push(uid.clone()),
+                Some(o) if o.deleting && o.finalizers.iter().any(|f| f == "orphan") => drop.push(uid.clone()),
+                Some(o) if o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    waiting = true
+                }
+                Some(o) if o.deleting => {}
+                Some(_) => solid = true,
+            }
+        }
+        let all_gone = n.owners.iter().all(|(uid, _)| owner_of(n, uid).is_none());
+        if all_gone {
+            if !n.deleting {
+                actions.push(GcAction::Delete {
+                    uid: n.uid.clone(),
+                    foreground: false,
+                });
+            }
+            continue;
+        }
+        if !drop.is_empty() {
+            actions.push(GcAction::RemoveOwnerRefs {
+                uid: n.uid.clone(),
+                owners: drop,
+            });
+            continue;
+        }
+        if !solid && waiting && !n.deleting {
+            let blocks = n.owners.iter().any(|(_, b)| *b);
+            actions.push(GcAction::Delete {
+                uid: n.uid.clone(),
+                foreground: blocks,
+            });
+        }
+    }
+    for o in graph.nodes.values().filter(|o| o.deleting) {
+        let deps = dependents.get(o.uid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        if o.finalizers.iter().any(|f| f == "orphan") && deps.is_empty() {
+            actions.push(GcAction::RemoveFinalizer {
+                uid: o.uid.clone(),
+                finalizer: "orphan".into(),
+            });
+        }
+        if o.finalizers.iter().any(|f| f == "foregroundDeletion") {
+            let blocking = deps
+                .iter()
+                .any(|d| d.owners.iter().any(|(u, b)| *u == o.uid && *b));
+            if !blocking {
+                actions.push(GcAction::RemoveFinalizer {
+                    uid: o.uid.clone(),
+                    finalizer: "foregroundDeletion".into(),
+                });
+            }
+        }
+        if is_namespace(o) && o.spec_finalizers.iter().any(|f| f == "kubernetes") {
+            let contents: Vec<&Node> = graph
+                .nodes
+                .values()
+                .filter(|n| n.namespace.as_deref() == Some(o.name.as_str()))
+                .collect();
+            if contents.is_empty() {
+                actions.push(GcAction::FinalizeNamespace { name: o.name.clone() });
+            } else {
+                for n in contents.into_iter().filter(|n| !n.deleting) {
+                    actions.push(GcAction::Delete {
+                        uid: n.uid.clone(),
+                        foreground: false,
+                    });
+                }
+            }
+        }
+    }
+    actions.dedup();
+    actions
+}
+
+fn api_resource(r: &api::resources::Resource) -> ApiResource {
+    ApiResource {
+        group: r.group.into(),
+        version: r.version.into(),
+        api_version: r.api_version(),
+        kind: r.kind.into(),
+        plural: r.plural.into(),
+    }
+}
+
+fn node_of(resource: usize, o: &DynamicObject) -> Option<Node> {
+    let m = &o.metadata;
+    Some(Node {
+        resource,
+        namespace: m.namespace.clone(),
+        name: m.name.clone()?,
+        uid: m.uid.clone()?,
+        owners: m
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|r| (r.uid.clone(), r.block_owner_deletion.unwrap_or(false)))
+            .collect(),
+        deleting: m.deletion_timestamp.is_some(),
+        finalizers: m.finalizers.clone().unwrap_or_default(),
+        spec_finalizers: o
+            .data
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// Run the collector until the process ends.
+pub async fn run(client: kube::Client) {
+    let mut stores = Vec::new();
+    let mut streams = Vec::new();
+    for (i, r) in api::resources::RESOURCES.iter().enumerate() {
+        // core/v1 Events and events.k8s.io Events are the same objects; watch one of them.
+        if r.group == "events.k8s.io" {
+            continue;
+        }
+        let ar = api_resource(r);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        stores.push((i, writer.as_reader()));
+        let cfg = watcher::Config::default().any_semantic();
+        streams.push(
+            reflector(writer, watcher(api, cfg))
+                .default_backoff()
+                .map(|_| ())
+                .boxed(),
+        );
+    }
+    let mut events = futures::stream::select_all(streams);
+    let mut resync = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            ev = events.next() => if ev.is_none() { return },
+            _ = resync.tick() => {}
+        }
+        // Let a burst of changes settle before planning.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
+        let mut graph = OwnerGraph::default();
+        for (i, store) in &stores {
+            for o in store.state() {
+                if let Some(n) = node_of(*i, &o) {
+                    graph.nodes.insert(n.uid.clone(), n);
+                }
+            }
+        }
+        for action in plan(&graph) {
+            if let Err(e) = execute(&client, &graph, &action).await {
+                tracing::debug!(?action, error = %e, "garbage collector action failed; will retry");
+            }
+        }
+    }
+}
+
+async fn execute(client: &kube::Client, graph: &OwnerGraph, action: &GcAction) -> Result<(), kube::Error> {
+    let uid = match action {
+        GcAction::Delete { uid, .. }
+        | GcAction::RemoveOwnerRefs { uid, .. }
+        | GcAction::RemoveFinalizer { uid, .. } => uid.clone(),
+        GcAction::FinalizeNamespace { name } => {
+            let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            let mut ns = api.get(name).await?;
+            if let Some(spec) = ns.spec.as_mut() {
+                spec.finalizers = spec
+                    .finalizers
+                    .take()
+                    .map(|f| f.into_iter().filter(|x| x != "kubernetes").collect());
+            }
+            api.replace_subresource("finalize", name, &PostParams::default(), &ns)
+                .await?;
+            return Ok(());
+        }
+    };
+    let Some(node) = graph.nodes.get(&uid) else {
+        return Ok(());
+    };
+    let ar = api_resource(&api::resources::RESOURCES[node.resource]);
+    let api: Api<DynamicObject> = match &node.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let ignore_gone = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        other => other,
+    };
+    match action {
+        GcAction::Delete { foreground, .. } => {
+            let dp = DeleteParams {
+                propagation_policy: Some(if *foreground {
+                    PropagationPolicy::Foreground
+                } else {
+                    PropagationPolicy::Background
+                }),
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            ignore_gone(api.delete(&node.name, &dp).await.map(|_| ()))
+        }
+        GcAction::RemoveOwnerRefs { owners, .. } => {
+            let current = api.get(&node.name).await?;
+            let kept: Vec<_> = current
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !owners.contains(&r.uid))
+                .collect();
+            let patch = json!({"metadata": {"ownerReferences": kept, "resourceVersion": current.metadata.resource_version}});
+            ignore_gone(
+                api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+            )
+        }
+        GcAction::RemoveFinalizer { finalizer, .. } => {
+            let current = api.get(&node.name).await?;
+            let kept: Vec<String> = current
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f != finalizer)
+                .collect();
+            let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": current.metadata.resource_version}});
+            ignore_gone(
+                api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+            )
+        }
+        GcAction::FinalizeNamespace { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(kind: &str) -> usize {
+        api::resources::RESOURCES
+            .iter()
+            .position(|r| r.kind == kind)
+            .expect("served")
+    }
+
+    fn node(kind: &str, name: &str, uid: &str, owners: &[(&str, bool)]) -> Node {
+        Node {
+            resource: idx(kind),
+            namespace: if kind == "Namespace" {
+                None
+            } else {
+                Some("default".into())
+            },
+            name: name.into(),
+            uid: uid.into(),
+            owners: owners.iter().map(|(u, b)| (u.to_string(), *b)).collect(),
+            deleting: false,
+            finalizers: vec![],
+            spec_finalizers: vec![],
+        }
+    }
+
+    fn graph(nodes: Vec<Node>) -> OwnerGraph {
+        OwnerGraph {
+            nodes: nodes.into_iter().map(|n| (n.uid.clone(), n)).collect(),
+        }
+    }
+
+    #[test]
+    fn dependents_of_a_gone_owner_are_deleted_in_background() {
+        let g = graph(vec![node("Pod", "web-0", "p", &[("sts", true)])]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::Delete {
+                uid: "p".into(),
+                foreground: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_dangling_reference_is_dropped_when_another_owner_lives() {
+        let g = graph(vec![
+            node("ConfigMap", "owner", "o", &[]),
+            node("Pod", "p", "p", &[("o", false), ("gone", false)]),
+        ]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::RemoveOwnerRefs {
+                uid: "p".into(),
+                owners: vec!["gone".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn orphan_strips_references_then_releases_the_owner() {
+        let mut owner = node("ReplicaSet", "rs", "rs", &[]);
+        owner.deleting = true;
+        owner.finalizers = vec!["orphan".into()];
+        let g = graph(vec![owner.clone(), node("Pod", "p", "p", &[("rs", true)])]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::RemoveOwnerRefs {
+                uid: "p".into(),
+                owners: vec!["rs".into()]
+            }]
+        );
+        let g = graph(vec![owner, node("Pod", "p", "p", &[])]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::RemoveFinalizer {
+                uid: "rs".into(),
+                finalizer: "orphan".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn foreground_deletes_blocking_dependents_first_down_a_chain() {
+        let mut deploy = node("Deployment", "d", "d", &[]);
+        deploy.deleting = true;
+        deploy.finalizers = vec!["foregroundDeletion".into()];
+        let rs = node("ReplicaSet", "rs", "rs", &[("d", true)]);
+        let pod = node("Pod", "p", "p", &[("rs", true)]);
+        let g = graph(vec![deploy.clone(), rs.clone(), pod.clone()]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::Delete {
+                uid: "rs".into(),
+                foreground: true
+            }]
+        );
+        let mut rs_deleting = rs;
+        rs_deleting.deleting = true;
+        rs_deleting.finalizers = vec!["foregroundDeletion".into()];
+        let g = graph(vec![deploy.clone(), rs_deleting, pod]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::Delete {
+                uid: "p".into(),
+                foreground: true
+            }]
+        );
+        let g = graph(vec![deploy]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::RemoveFinalizer {
+                uid: "d".into(),
+                finalizer: "foregroundDeletion".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn an_owner_in_another_namespace_does_not_count() {
+        let mut owner = node("ConfigMap", "o", "o", &[]);
+        owner.namespace = Some("other".into());
+        let g = graph(vec![owner, node("Pod", "p", "p", &[("o", false)])]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::Delete {
+                uid: "p".into(),
+                foreground: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_terminating_namespace_is_emptied_then_finalized() {
+        let mut ns = node("Namespace", "demo", "ns", &[]);
+        ns.deleting = true;
+        ns.spec_finalizers = vec!["kubernetes".into()];
+        let mut cm = node("ConfigMap", "c", "c", &[]);
+        cm.namespace = Some("demo".into());
+        let g = graph(vec![ns.clone(), cm]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::Delete {
+                uid: "c".into(),
+                foreground: false
+            }]
+        );
+        let g = graph(vec![ns]);
+        assert_eq!(
+            plan(&g),
+            vec![GcAction::FinalizeNamespace { name: "demo".into() }]
+        );
+    }
+}
