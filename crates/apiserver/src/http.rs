@@ -504,7 +504,7 @@ async fn delete_options(content_type: &str, body: Body, q: &Query) -> ApiResult<
     if !bytes.is_empty() {
         let base = content_type.split(';').next().unwrap_or("").trim();
         let v: Value = if base == "application/vnd.kubernetes.protobuf" {
-            json!({})
+            crate::protobuf::decode_delete_options(&bytes)?
         } else {
             serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
