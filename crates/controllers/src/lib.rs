@@ -5,6 +5,7 @@
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
 pub mod gc;
+pub mod statefulset;
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,4 +29,6 @@ where
 pub fn spawn_all(client: kube::Client) {
     let c = client.clone();
     supervise("garbage-collector", move || gc::run(c.clone()));
+    let c = client.clone();
+    supervise("statefulset", move || statefulset::run(c.clone()));
 }

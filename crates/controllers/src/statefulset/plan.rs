@@ -1,0 +1,607 @@
+//! The StatefulSet decision (upstream `stateful_set_control.go` `updateStatefulSet` and `getStatefulSetRevisions`):
+//! a pure function from what is observed to the next safe steps. No I/O, no clock: `now` is passed in.
+//!
+//! Like upstream, a plan carries only the next steps that are safe now; the watch events those steps cause
+//! trigger the next plan. In `OrderedReady` mode it stops at the first pod that is missing, terminating
+//! or not Running and Ready; it never creates a pod for an ordinal whose previous pod object still exists.
+
+use super::identity::{self, REVISION_LABEL};
+use super::revision;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use std::time::Duration;
+
+/// Opt-in: replace a pod that is not Ready and on an old revision during a RollingUpdate instead of waiting
+/// for it forever (upstream k/k#67250). Value `"true"`.
+pub const HEAL_STUCK_ROLLOUT: &str = "berth.dev/heal-stuck-rollout";
+
+/// Everything the decision needs.
+pub struct Observed<'a> {
+    /// The set.
+    pub set: &'a StatefulSet,
+    /// Pods of the namespace that match the set's selector or are controlled by it.
+    pub pods: &'a [Pod],
+    /// Claims of the namespace.
+    pub claims: &'a [PersistentVolumeClaim],
+    /// ControllerRevisions controlled by the set.
+    pub revisions: &'a [ControllerRevision],
+    /// The current time.
+    pub now: jiff::Timestamp,
+}
+
+/// One side effect, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Create a ControllerRevision.
+    CreateRevision(ControllerRevision),
+    /// Renumber an existing revision (rollback to an earlier template).
+    RenumberRevision {
+        /// Revision name.
+        name: String,
+        /// New number.
+        revision: i64,
+    },
+    /// Delete a revision beyond `revisionHistoryLimit`.
+    DeleteRevision {
+        /// Revision name.
+        name: String,
+    },
+    /// Adopt an orphan pod that matches the selector (add the controller reference).
+    AdoptPod {
+        /// Pod name.
+        name: String,
+        /// Pod uid (precondition).
+        uid: String,
+    },
+    /// Release a controlled pod that no longer matches the selector.
+    ReleasePod {
+        /// Pod name.
+        name: String,
+        /// Pod uid.
+        uid: String,
+    },
+    /// Create a claim.
+    CreateClaim(PersistentVolumeClaim),
+    /// Set a claim's ownerReferences (retention policy).
+    SetClaimOwners {
+        /// Claim name.
+        name: String,
+        /// The full new list.
+        owner_references: Vec<OwnerReference>,
+    },
+    /// Create a pod.
+    CreatePod(Pod),
+    /// Delete a pod (with a uid precondition).
+    DeletePod {
+        /// Pod name.
+        name: String,
+        /// Pod uid.
+        uid: String,
+    },
+    /// Write `status` through `/status`.
+    UpdateStatus(StatefulSetStatus),
+    /// Record an Event on the set.
+    Event {
+        /// `Normal` or `Warning`.
+        type_: &'static str,
+        /// Reason, e.g. `SuccessfulCreate`.
+        reason: &'static str,
+        /// Message, upstream's wording.
+        message: String,
+    },
+}
+
+/// The steps and when to look again without a watch event.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Re-plan after this long even without events (minReadySeconds).
+    pub requeue_after: Option<Duration>,
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+fn ready_since(p: &Pod) -> Option<Option<jiff::Timestamp>> {
+    let conds = p.status.as_ref()?.conditions.as_ref()?;
+    let c = conds.iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Running and Ready (upstream `isRunningAndReady`).
+pub fn is_running_and_ready(p: &Pod) -> bool {
+    phase(p) == "Running" && ready_since(p).is_some()
+}
+
+fn is_terminating(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+}
+
+fn is_failed_or_succeeded(p: &Pod) -> bool {
+    matches!(phase(p), "Failed" | "Succeeded")
+}
+
+/// Running, Ready and not terminating (upstream `isHealthy`).
+fn is_healthy(p: &Pod) -> bool {
+    is_running_and_ready(p) && !is_terminating(p)
+}
+
+/// Ready for at least `min_ready` seconds (upstream `isRunningAndAvailable`); else how long until it is.
+fn availability(p: &Pod, min_ready: i32, now: jiff::Timestamp) -> Result<(), Option<Duration>> {
+    if !is_running_and_ready(p) {
+        return Err(None);
+    }
+    if min_ready <= 0 {
+        return Ok(());
+    }
+    match ready_since(p).flatten() {
+        Some(t) => {
+            let ready_for = now.as_second() - t.as_second();
+            if ready_for >= i64::from(min_ready) {
+                Ok(())
+            } else {
+                Err(Some(Duration::from_secs(
+                    (i64::from(min_ready) - ready_for).max(1) as u64,
+                )))
+            }
+        }
+        None => Err(Some(Duration::from_secs(min_ready as u64))),
+    }
+}
+
+fn revision_of(p: &Pod) -> &str {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+fn name(p: &Pod) -> String {
+    p.metadata.name.clone().unwrap_or_default()
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn selector_matches(set: &StatefulSet, p: &Pod) -> bool {
+    let Some(sel) = set.spec.as_ref().map(|s| &s.selector) else {
+        return false;
+    };
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    let ml_ok = sel
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let me_ok = sel.match_expressions.as_ref().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let have = labels.get(&e.key);
+            let vals = e.values.clone().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => have.is_some_and(|h| vals.contains(h)),
+                "NotIn" => have.is_none_or(|h| !vals.contains(h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        })
+    });
+    let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+    !empty && ml_ok && me_ok
+}
+
+/// Decide the next steps for `o.set`.
+pub fn plan(o: &Observed) -> Plan {
+    let set = o.set;
+    let mut plan = Plan::default();
+    let Some(spec) = set.spec.as_ref() else {
+        return plan;
+    };
+    if set.metadata.deletion_timestamp.is_some() {
+        // Upstream does nothing for a set being deleted; the garbage collector removes its pods.
+        return plan;
+    }
+    let set_name = identity::set_name(set).to_string();
+    let status = set.status.clone().unwrap_or_default();
+
+    // Adoption and release (upstream ControllerRefManager).
+    let mut owned: Vec<&Pod> = Vec::new();
+    for p in o.pods {
+        let controlled = identity::is_controlled_by(&p.metadata, set);
+        let has_other_controller = !controlled
+            && p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.controller == Some(true));
+        let matches = selector_matches(set, p);
+        match (controlled, matches) {
+            (true, true) => owned.push(p),
+            (true, false) => plan.steps.push(Step::ReleasePod {
+                name: name(p),
+                uid: uid(p),
+            }),
+            (false, true) if !has_other_controller && !is_terminating(p) => {
+                plan.steps.push(Step::AdoptPod {
+                    name: name(p),
+                    uid: uid(p),
+                });
+                owned.push(p);
+            }
+            _ => {}
+        }
+    }
+
+    // Revisions.
+    let mut revisions: Vec<&ControllerRevision> = o.revisions.iter().collect();
+    revisions.sort_by_key(|r| r.revision);
+    let max_revision = revisions.last().map(|r| r.revision).unwrap_or(0);
+    let data = revision::data_of(set);
+    let mut collision_count = status.collision_count.unwrap_or(0);
+    let update_revision: ControllerRevision = match revisions
+        .iter()
+        .find(|r| r.data.as_ref().is_some_and(|d| revision::equal_data(&d.0, &data)))
+    {
+        Some(existing) => {
+            let mut r = (*existing).clone();
+            if r.revision < max_revision {
+                r.revision = max_revision + 1;
+                plan.steps.push(Step::RenumberRevision {
+                    name: r.metadata.name.clone().unwrap_or_default(),
+                    revision: r.revision,
+                });
+            }
+            r
+        }
+        None => {
+            let mut r = revision::new_revision(set, max_revision + 1, collision_count);
+            // A name taken by a revision with other data is a hash collision: bump the count and rename.
+            while revisions.iter().any(|x| x.metadata.name == r.metadata.name) {
+                collision_count += 1;
+                r = revision::new_revision(set, max_revision + 1, collision_count);
+            }
+            plan.steps.push(Step::CreateRevision(r.clone()));
+            r
+        }
+    };
+    let update_name = update_revision.metadata.name.clone().unwrap_or_default();
+    let current_revision = status
+        .current_revision
+        .as_ref()
+        .and_then(|c| {
+            revisions
+                .iter()
+                .find(|r| r.metadata.name.as_ref() == Some(c))
+                .map(|r| (*r).clone())
+        })
+        .unwrap_or_else(|| update_revision.clone());
+    let current_name = current_revision.metadata.name.clone().unwrap_or_default();
+    let update_template: PodTemplateSpec = spec.template.clone();
+    let current_template =
+        revision::template_of(&current_revision).unwrap_or_else(|| update_template.clone());
+
+    // Split pods into replicas (in range) and condemned (out of range).
+    let start = identity::start_ordinal(set);
+    let n = identity::replicas(set).max(0) as usize;
+    let mut slots: Vec<Option<&Pod>> = vec![None; n];
+    let mut condemned: Vec<(i32, &Pod)> = Vec::new();
+    for p in &owned {
+        let Some(ord) = identity::ordinal_of(set, &name(p)) else {
+            continue;
+        };
+        if ord >= start && ((ord - start) as usize) < n {
+            slots[(ord - start) as usize] = Some(p);
+        } else {
+            condemned.push((ord, p));
+        }
+    }
+    condemned.sort_by_key(|(ord, _)| *ord);
+
+    // Status from what is observed (upstream computes it over the same pods).
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let mut st = StatefulSetStatus {
+        observed_generation: set.metadata.generation,
+        replicas: 0,
+        ready_replicas: Some(0),
+        available_replicas: Some(0),
+        current_replicas: Some(0),
+        updated_replicas: Some(0),
+        current_revision: Some(current_name.clone()),
+        update_revision: Some(update_name.clone()),
+        collision_count: Some(collision_count),
+        conditions: status.conditions.clone(),
+    };
+    for p in &owned {
+        if identity::ordinal_of(set, &name(p)).is_none() {
+            continue;
+        }
+        st.replicas += 1;
+        if is_running_and_ready(p) {
+            *st.ready_replicas.get_or_insert(0) += 1;
+            if availability(p, min_ready, o.now).is_ok() {
+                *st.available_replicas.get_or_insert(0) += 1;
+            }
+        }
+        if !is_terminating(p) {
+            if revision_of(p) == current_name {
+                *st.current_replicas.get_or_insert(0) += 1;
+            }
+            if revision_of(p) == update_name {
+                *st.updated_replicas.get_or_insert(0) += 1;
+            }
+        }
+    }
+
+    let monotonic = spec.pod_management_policy.as_deref() != Some("Parallel");
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    let rolling_update = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref());
+    let partition = rolling_update.and_then(|r| r.partition).unwrap_or(0).max(0) as usize;
+    let heal = set
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HEAL_STUCK_ROLLOUT))
+        .is_some_and(|v| v == "true");
+    let status_current_replicas = status.current_replicas.unwrap_or(0).max(0) as usize;
+
+    // Claims' ownerReferences follow the retention policy for every pod that exists.
+    let claim_by_name = |n: &str| o.claims.iter().find(|c| c.metadata.name.as_deref() == Some(n));
+    let templates: Vec<String> = spec
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    let mut owner_fixes = Vec::new();
+    for (pod, is_condemned) in slots
+        .iter()
+        .flatten()
+        .map(|p| (*p, false))
+        .chain(condemned.iter().map(|(_, p)| (*p, true)))
+    {
+        let Some(ord) = identity::ordinal_of(set, &name(pod)) else {
+            continue;
+        };
+        for t in &templates {
+            let cname = identity::claim_name(t, set, ord);
+            if let Some(c) = claim_by_name(&cname) {
+                if c.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let want = identity::desired_claim_owners(set, c, Some(pod), is_condemned);
+                if want != c.metadata.owner_references.clone().unwrap_or_default() {
+                    owner_fixes.push(Step::SetClaimOwners {
+                        name: cname,
+                        owner_references: want,
+                    });
+                }
+            }
+        }
+    }
+    plan.steps.extend(owner_fixes);
+
+    let first_unhealthy: Option<String> = slots
+        .iter()
+        .flatten()
+        .chain(condemned.iter().map(|(_, p)| p))
+        .find(|p| !is_healthy(p))
+        .map(|p| name(p));
+    let event_create = |p: &str| Step::Event {
+        type_: "Normal",
+        reason: "SuccessfulCreate",
+        message: format!("create Pod {p} in StatefulSet {set_name} successful"),
+    };
+    let event_delete = |p: &str| Step::Event {
+        type_: "Normal",
+        reason: "SuccessfulDelete",
+        message: format!("delete Pod {p} in StatefulSet {set_name} successful"),
+    };
+
+    let mut blocked = false;
+    // Replicas in ascending ordinal order.
+    for (i, slot) in slots.iter().enumerate() {
+        let ord = start + i as i32;
+        match slot {
+            None => {
+                // Claims first; a claim still being deleted, or owned by a pod that is gone, blocks the pod
+                // (upstream waits for the garbage collector rather than re-using it).
+                let mut claim_blocked = false;
+                for claim in identity::new_claims(set, ord) {
+                    let cname = claim.metadata.name.clone().unwrap_or_default();
+                    match claim_by_name(&cname) {
+                        Some(existing) => {
+                            let stale_pod_owner = existing
+                                .metadata
+                                .owner_references
+                                .iter()
+                                .flatten()
+                                .any(|r| r.kind == "Pod");
+                            if existing.metadata.deletion_timestamp.is_some() || stale_pod_owner {
+                                claim_blocked = true;
+                            }
+                        }
+                        None => {
+                            let pod_name = identity::pod_name(set, ord);
+                            plan.steps.push(Step::CreateClaim(claim));
+                            plan.steps.push(Step::Event {
+                                type_: "Normal",
+                                reason: "SuccessfulCreate",
+                                message: format!(
+                                    "create Claim {cname} Pod {pod_name} in StatefulSet {set_name} success"
+                                ),
+                            });
+                        }
+                    }
+                }
+                if claim_blocked {
+                    blocked = true;
+                    if monotonic {
+                        break;
+                    }
+                    continue;
+                }
+                let use_current = rolling
+                    && match rolling_update {
+                        None => i < status_current_replicas,
+                        Some(_) => i < partition,
+                    }
+                    && current_name != update_name;
+                let (template, rev) = if use_current {
+                    (&current_template, current_name.as_str())
+                } else {
+                    (&update_template, update_name.as_str())
+                };
+                let pod = identity::new_pod(set, template, rev, ord);
+                plan.steps
+                    .push(event_create(&pod.metadata.name.clone().unwrap_or_default()));
+                plan.steps.push(Step::CreatePod(pod));
+                blocked = true;
+                if monotonic {
+                    break;
+                }
+            }
+            Some(p) => {
+                if is_terminating(p) {
+                    blocked = true;
+                    if monotonic {
+                        break;
+                    }
+                    continue;
+                }
+                if is_failed_or_succeeded(p) {
+                    plan.steps.push(Step::DeletePod {
+                        name: name(p),
+                        uid: uid(p),
+                    });
+                    plan.steps.push(event_delete(&name(p)));
+                    blocked = true;
+                    if monotonic {
+                        break;
+                    }
+                    continue;
+                }
+                if heal
+                    && rolling
+                    && !is_running_and_ready(p)
+                    && revision_of(p) != update_name
+                    && i >= partition
+                {
+                    plan.steps.push(Step::DeletePod {
+                        name: name(p),
+                        uid: uid(p),
+                    });
+                    plan.steps.push(event_delete(&name(p)));
+                    blocked = true;
+                    if monotonic {
+                        break;
+                    }
+                    continue;
+                }
+                if let Err(wait) = availability(p, min_ready, o.now) {
+                    blocked = true;
+                    if let Some(d) = wait {
+                        plan.requeue_after = Some(plan.requeue_after.map_or(d, |x| x.min(d)));
+                    }
+                    if monotonic {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // Scale down: condemned pods from the highest ordinal (skipped while OrderedReady waits above).
+    if !(monotonic && blocked) {
+        for (_, p) in condemned.iter().rev() {
+            if is_terminating(p) {
+                if monotonic {
+                    break;
+                }
+                continue;
+            }
+            if monotonic && !is_healthy(p) && first_unhealthy.as_deref() != Some(name(p).as_str()) {
+                break;
+            }
+            plan.steps.push(Step::DeletePod {
+                name: name(p),
+                uid: uid(p),
+            });
+            plan.steps.push(event_delete(&name(p)));
+            if monotonic {
+                blocked = true;
+                break;
+            }
+        }
+    }
+
+    // RollingUpdate: reverse ordinal order down to the partition, one unavailable pod at a time.
+    if rolling && !(monotonic && blocked) {
+        for i in (partition..n).rev() {
+            let Some(p) = slots[i] else { break };
+            if revision_of(p) != update_name && !is_terminating(p) {
+                plan.steps.push(Step::DeletePod {
+                    name: name(p),
+                    uid: uid(p),
+                });
+                plan.steps.push(event_delete(&name(p)));
+                break;
+            }
+            if !is_healthy(p) {
+                break;
+            }
+        }
+    }
+
+    // A finished rolling update makes the update revision current (upstream `completeRollingUpdate`).
+    if rolling
+        && st.updated_replicas == Some(st.replicas)
+        && st.ready_replicas == Some(st.replicas)
+        && st.replicas == n as i32
+    {
+        st.current_replicas = st.updated_replicas;
+        st.current_revision = st.update_revision.clone();
+    }
+
+    // History beyond revisionHistoryLimit, never a revision in use.
+    let limit = spec.revision_history_limit.unwrap_or(10);
+    if limit >= 0 {
+        let live: Vec<&str> = owned
+            .iter()
+            .map(|p| revision_of(p))
+            .chain([
+                current_name.as_str(),
+                update_name.as_str(),
+                st.current_revision.as_deref().unwrap_or(""),
+            ])
+            .collect();
+        let prunable: Vec<&&ControllerRevision> = revisions
+            .iter()
+            .filter(|r| !live.contains(&r.metadata.name.as_deref().unwrap_or("")))
+            .collect();
+        let excess = prunable.len().saturating_sub(limit as usize);
+        for r in prunable.into_iter().take(excess) {
+            plan.steps.push(Step::DeleteRevision {
+                name: r.metadata.name.clone().unwrap_or_default(),
+            });
+        }
+    }
+
+    if set.status.as_ref() != Some(&st) {
+        plan.steps.push(Step::UpdateStatus(st));
+    }
+    plan
+}

@@ -1,0 +1,244 @@
+//! The StatefulSet controller's executor: a kube-runtime `Controller` over StatefulSets (woken by their
+//! pods and ControllerRevisions), which reads the set's pods, claims and revisions, calls [`plan`] and
+//! performs its steps through the API. Conflicts and "already exists" mean the world moved: re-plan.
+
+use super::plan::{Observed, Step, plan};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::core::v1::{Event, ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("statefulset {namespace}/{name}: {source}")]
+    Api {
+        /// Namespace.
+        namespace: String,
+        /// Set name.
+        name: String,
+        /// The failure.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+struct Ctx {
+    client: kube::Client,
+}
+
+/// Run the controller until the process ends.
+pub async fn run(client: kube::Client) {
+    let sets: Api<StatefulSet> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let revisions: Api<ControllerRevision> = Api::all(client.clone());
+    let cfg = watcher::Config::default().any_semantic();
+    Controller::new(sets, cfg.clone())
+        .owns(pods, cfg.clone())
+        .owns(revisions, cfg)
+        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "statefulset reconcile");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_set: Arc<StatefulSet>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::debug!(error = %err, "statefulset reconcile failed; retrying");
+    Action::requeue(Duration::from_millis(500))
+}
+
+fn transient(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
+}
+
+async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let namespace = set.metadata.namespace.clone().unwrap_or_default();
+    let name = set.metadata.name.clone().unwrap_or_default();
+    let wrap = |source: kube::Error| Error::Api {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    };
+    let client = ctx.client.clone();
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    let revs_api: Api<ControllerRevision> = Api::namespaced(client.clone(), &namespace);
+    let sets_api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    // Read the set again so status and generation are current (the cache may lag our own writes).
+    let set = match sets_api.get_opt(&name).await.map_err(wrap)? {
+        Some(s) => s,
+        None => return Ok(Action::await_change()),
+    };
+    let pods = pods_api.list(&ListParams::default()).await.map_err(wrap)?.items;
+    let claims = claims_api.list(&ListParams::default()).await.map_err(wrap)?.items;
+    let uid = set.metadata.uid.clone().unwrap_or_default();
+    let revisions: Vec<ControllerRevision> = revs_api
+        .list(&ListParams::default())
+        .await
+        .map_err(wrap)?
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .collect();
+    let observed = Observed {
+        set: &set,
+        pods: &pods,
+        claims: &claims,
+        revisions: &revisions,
+        now: jiff::Timestamp::now(),
+    };
+    let p = plan(&observed);
+    let mut retry_soon = false;
+    for step in p.steps {
+        let res: Result<(), kube::Error> = match step {
+            Step::CreateRevision(r) => revs_api.create(&PostParams::default(), &r).await.map(|_| ()),
+            Step::RenumberRevision { name, revision } => revs_api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"revision": revision})),
+                )
+                .await
+                .map(|_| ()),
+            Step::DeleteRevision { name } => {
+                revs_api.delete(&name, &DeleteParams::default()).await.map(|_| ())
+            }
+            Step::AdoptPod { name, uid: pod_uid } => {
+                let mut refs = pods
+                    .iter()
+                    .find(|p| p.metadata.uid.as_deref() == Some(&pod_uid))
+                    .and_then(|p| p.metadata.owner_references.clone())
+                    .unwrap_or_default();
+                refs.push(super::identity::controller_ref(&set));
+                let patch = json!({"metadata": {"uid": pod_uid, "ownerReferences": refs}});
+                pods_api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map(|_| ())
+            }
+            Step::ReleasePod { name, uid: pod_uid } => {
+                let refs: Vec<_> = pods
+                    .iter()
+                    .find(|p| p.metadata.uid.as_deref() == Some(&pod_uid))
+                    .and_then(|p| p.metadata.owner_references.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r.uid != uid)
+                    .collect();
+                pods_api
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"ownerReferences": refs}})),
+                    )
+                    .await
+                    .map(|_| ())
+            }
+            Step::CreateClaim(c) => claims_api.create(&PostParams::default(), &c).await.map(|_| ()),
+            Step::SetClaimOwners {
+                name,
+                owner_references,
+            } => {
+                let patch = json!({"metadata": {"ownerReferences": owner_references}});
+                claims_api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map(|_| ())
+            }
+            Step::CreatePod(pod) => pods_api.create(&PostParams::default(), &pod).await.map(|_| ()),
+            Step::DeletePod { name, uid: pod_uid } => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(pod_uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                pods_api.delete(&name, &dp).await.map(|_| ())
+            }
+            Step::UpdateStatus(st) => sets_api
+                .patch_status(
+                    &set.metadata.name.clone().unwrap_or_default(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": st})),
+                )
+                .await
+                .map(|_| ()),
+            Step::Event {
+                type_,
+                reason,
+                message,
+            } => record_event(&client, &set, type_, reason, message).await,
+        };
+        if let Err(e) = res {
+            if transient(&e) {
+                retry_soon = true;
+                break;
+            }
+            return Err(wrap(e));
+        }
+    }
+    Ok(match (retry_soon, p.requeue_after) {
+        (true, _) => Action::requeue(Duration::from_millis(100)),
+        (false, Some(d)) => Action::requeue(d),
+        (false, None) => Action::requeue(Duration::from_secs(30)),
+    })
+}
+
+/// A core/v1 Event on the set, as upstream's recorder writes it (source `statefulset-controller`).
+async fn record_event(
+    client: &kube::Client,
+    set: &StatefulSet,
+    type_: &str,
+    reason: &str,
+    message: String,
+) -> Result<(), kube::Error> {
+    let namespace = set.metadata.namespace.clone().unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let ev = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", set.metadata.name.clone().unwrap_or_default())),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some("StatefulSet".into()),
+            name: set.metadata.name.clone(),
+            namespace: Some(namespace.clone()),
+            uid: set.metadata.uid.clone(),
+            resource_version: set.metadata.resource_version.clone(),
+            field_path: None,
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(type_.into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("statefulset-controller".into()),
+            host: None,
+        }),
+        reporting_component: Some("statefulset-controller".into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    api.create(&PostParams::default(), &ev).await.map(|_| ())
+}
