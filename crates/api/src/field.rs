@@ -121,15 +121,13 @@ impl FieldError {
             self.error_type,
             ErrorType::Invalid | ErrorType::NotSupported | ErrorType::Duplicate | ErrorType::NotFound
         );
-        if show_value {
-            if let Some(v) = &self.value {
-                let printed = match v {
-                    Value::String(s) => format!("\"{s}\""),
-                    other => other.to_string(),
-                };
-                s.push_str(": ");
-                s.push_str(&printed);
-            }
+        if show_value && let Some(v) = &self.value {
+            let printed = match v {
+                Value::String(s) => format!("\"{s}\""),
+                other => other.to_string(),
+            };
+            s.push_str(": ");
+            s.push_str(&printed);
         }
         if !self.detail.is_empty() {
             s.push_str(": ");

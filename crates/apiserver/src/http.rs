@@ -247,7 +247,7 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
         }
         (&Method::PATCH, Some(name), sub @ (None | Some(Subresource::Status))) => {
             let patch_type = PatchType::from_content_type(&content_type).ok_or_else(|| {
-                ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"))
+                ApiError::UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json".to_string())
             })?;
             let bytes = read_body(body).await?;
             let patch = parse_patch_body(patch_type, &bytes)?;

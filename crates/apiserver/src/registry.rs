@@ -438,14 +438,14 @@ impl Registry {
             )));
         }
         let (kv, old) = self.get_kv(res, ns, name).await?;
-        if let Some(rv) = object::str_at(&obj, &["metadata", "resourceVersion"]).filter(|s| !s.is_empty()) {
-            if rv != kv.mod_revision.to_string() {
-                return Err(ApiError::Conflict(
-                    subject(res, name),
-                    "the object has been modified; please apply your changes to the latest version and try again"
-                        .into(),
-                ));
-            }
+        if let Some(rv) = object::str_at(&obj, &["metadata", "resourceVersion"]).filter(|s| !s.is_empty())
+            && rv != kv.mod_revision.to_string()
+        {
+            return Err(ApiError::Conflict(
+                subject(res, name),
+                "the object has been modified; please apply your changes to the latest version and try again"
+                    .into(),
+            ));
         }
         self.write_update(res, ns, name, sub, kv, old, obj, opts)
             .await
@@ -775,6 +775,7 @@ impl Registry {
     }
 
     /// Patch an object (PATCH) with one of the four patch types; server-side apply may create it.
+    #[allow(clippy::too_many_arguments)]
     /// Conflicts on the final write are retried against the latest object, as upstream's patcher does.
     pub async fn patch(
         &self,
@@ -912,10 +913,11 @@ pub fn apply_patch(
 /// Finalizers that still hold an object: `metadata.finalizers`, plus `spec.finalizers` of a Namespace.
 fn pending_finalizers(res: &Resource, obj: &Value) -> Vec<String> {
     let mut out = object::finalizers(obj);
-    if res.kind == "Namespace" && res.group.is_empty() {
-        if let Some(a) = obj.pointer("/spec/finalizers").and_then(Value::as_array) {
-            out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
-        }
+    if res.kind == "Namespace"
+        && res.group.is_empty()
+        && let Some(a) = obj.pointer("/spec/finalizers").and_then(Value::as_array)
+    {
+        out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
     }
     out
 }

@@ -55,7 +55,7 @@ pub fn parse_path(path: &str) -> Result<Target, PathError> {
         _ => return Err(PathError::NotFound),
     };
     let resource = resources::find(group, version, plural).ok_or(PathError::NotFound)?;
-    if resource.namespaced == false && namespace.is_some() {
+    if !resource.namespaced && namespace.is_some() {
         return Err(PathError::NotFound);
     }
     let subresource = match sub {

@@ -44,7 +44,7 @@ pub async fn handle(
 ) -> ApiResult<Response> {
     let res = target.resource;
     let ns = target.namespace.as_deref();
-    for _attempt in 0..8 {
+    if let Some(_attempt) = (0..8).next() {
         let parent = reg.get(res, ns, name).await?;
         let current = scale_of(&parent);
         let desired = match *method {

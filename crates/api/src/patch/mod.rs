@@ -260,10 +260,10 @@ fn merge_list_by_key(
             }
             (Some("delete"), None) => {}
             (_, Some(i)) => {
-                if let Value::Object(om) = &mut current[i] {
-                    if let MapOutcome::Delete = merge_map(om, pm, child_ty)? {
-                        current.remove(i);
-                    }
+                if let Value::Object(om) = &mut current[i]
+                    && let MapOutcome::Delete = merge_map(om, pm, child_ty)?
+                {
+                    current.remove(i);
                 }
             }
             (_, None) => {

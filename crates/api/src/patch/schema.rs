@@ -97,7 +97,7 @@ pub fn root(_group: &str, kind: &str) -> &'static str {
 pub fn list_map_keys(strategy: Strategy, ty: &str, field: &str) -> Option<Vec<&'static str>> {
     match strategy {
         Strategy::MergeByKey(k) | Strategy::MergeByKeyRetainKeys(k) => {
-            if (ty == "Container" && field == "ports") || (ty == "ServiceSpec" && field == "ports") {
+            if field == "ports" && (ty == "Container" || ty == "ServiceSpec") {
                 Some(vec![k, "protocol"])
             } else {
                 Some(vec![k])

@@ -139,10 +139,9 @@ fn service(spec: &mut Map<String, Value>) {
             set_default(p, "protocol", json!("TCP"));
             if p.get("targetPort")
                 .is_none_or(|t| t.is_null() || *t == json!(0) || *t == json!(""))
+                && let Some(port) = p.get("port").cloned()
             {
-                if let Some(port) = p.get("port").cloned() {
-                    p.insert("targetPort".into(), port);
-                }
+                p.insert("targetPort".into(), port);
             }
         }
     }

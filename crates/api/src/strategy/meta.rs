@@ -77,7 +77,7 @@ pub fn validate_labels(labels: Option<&Value>, path: &str, errs: &mut Vec<FieldE
         match v.as_str() {
             Some(s) if label_value_ok(s) => {}
             _ => errs.push(FieldError::invalid(
-                format!("{path}"),
+                path.to_string(),
                 v.clone(),
                 "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
             )),

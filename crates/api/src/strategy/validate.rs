@@ -644,14 +644,14 @@ pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, e
                 ));
             }
         }
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => {
-            if new.pointer("/spec/selector") != old.pointer("/spec/selector") {
-                errs.push(FieldError::invalid(
-                    "spec.selector",
-                    new.pointer("/spec/selector").cloned().unwrap_or(Value::Null),
-                    "field is immutable",
-                ));
-            }
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet")
+            if new.pointer("/spec/selector") != old.pointer("/spec/selector") =>
+        {
+            errs.push(FieldError::invalid(
+                "spec.selector",
+                new.pointer("/spec/selector").cloned().unwrap_or(Value::Null),
+                "field is immutable",
+            ));
         }
         ("", "Pod") => {
             let strip = |v: &Value| {
@@ -719,22 +719,20 @@ pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, e
                 ));
             }
         }
-        ("", "ConfigMap" | "Secret") => {
-            if old.get("immutable") == Some(&Value::Bool(true)) {
-                for f in ["data", "binaryData", "stringData"] {
-                    if new.get(f) != old.get(f) {
-                        errs.push(FieldError::forbidden(
-                            f,
-                            "field is immutable when `immutable` is set",
-                        ));
-                    }
-                }
-                if new.get("immutable") != Some(&Value::Bool(true)) {
+        ("", "ConfigMap" | "Secret") if old.get("immutable") == Some(&Value::Bool(true)) => {
+            for f in ["data", "binaryData", "stringData"] {
+                if new.get(f) != old.get(f) {
                     errs.push(FieldError::forbidden(
-                        "immutable",
+                        f,
                         "field is immutable when `immutable` is set",
                     ));
                 }
+            }
+            if new.get("immutable") != Some(&Value::Bool(true)) {
+                errs.push(FieldError::forbidden(
+                    "immutable",
+                    "field is immutable when `immutable` is set",
+                ));
             }
         }
         _ => {}

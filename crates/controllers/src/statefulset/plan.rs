@@ -30,8 +30,9 @@ pub struct Observed<'a> {
     pub now: jiff::Timestamp,
 }
 
-/// One side effect, in order.
+/// One side effect, in order. Steps are short-lived, so the object-carrying variants are not boxed.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Create a ControllerRevision.
     CreateRevision(ControllerRevision),
