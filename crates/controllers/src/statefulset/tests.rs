@@ -1,1 +1,567 @@
-//! placeholder
+//! StatefulSet plan tests: table-driven rules, and a property test in the style of upstream's
+//! `stateful_set_control_test.go`: a fake cluster, a fake kubelet that moves random pods through
+//! Pending → Running → Ready (sometimes Failed), random scale/update/delete/partition events, and the
+//! invariants checked after every step. Reference: StatefulSet docs, "Deployment and Scaling Guarantees".
+
+use super::identity::{self, REVISION_LABEL};
+use super::plan::{Observed, Step, plan};
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use proptest::prelude::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+fn set(replicas: i32, policy: &str, image: &str) -> StatefulSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "set-uid", "generation": 1},
+        "spec": {"replicas": replicas, "serviceName": "nginx", "podManagementPolicy": policy,
+            "selector": {"matchLabels": {"app": "nginx"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            "revisionHistoryLimit": 10,
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "template": {"metadata": {"labels": {"app": "nginx"}}, "spec": {"containers": [{"name": "nginx", "image": image}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "www"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}
+    }))
+    .expect("set")
+}
+
+/// An in-memory cluster that executes plan steps as the API server would.
+struct World {
+    set: StatefulSet,
+    pods: BTreeMap<String, Pod>,
+    claims: BTreeMap<String, PersistentVolumeClaim>,
+    revisions: BTreeMap<String, ControllerRevision>,
+    next_uid: u64,
+    now: i64,
+    claims_ever: usize,
+}
+
+impl World {
+    fn new(set: StatefulSet) -> Self {
+        World {
+            set,
+            pods: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            next_uid: 0,
+            now: 1_700_000_000,
+            claims_ever: 0,
+        }
+    }
+
+    fn uid(&mut self) -> String {
+        self.next_uid += 1;
+        format!("uid-{}", self.next_uid)
+    }
+
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(self.now).expect("ts")
+    }
+
+    fn monotonic(&self) -> bool {
+        self.set
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_management_policy.as_deref())
+            != Some("Parallel")
+    }
+
+    /// One controller pass; returns the steps it took.
+    fn reconcile(&mut self) -> Vec<Step> {
+        let pods: Vec<Pod> = self.pods.values().cloned().collect();
+        let claims: Vec<PersistentVolumeClaim> = self.claims.values().cloned().collect();
+        let revisions: Vec<ControllerRevision> = self.revisions.values().cloned().collect();
+        let p = plan(&Observed {
+            set: &self.set,
+            pods: &pods,
+            claims: &claims,
+            revisions: &revisions,
+            now: self.now(),
+        });
+        for s in &p.steps {
+            self.apply(s.clone());
+        }
+        p.steps
+    }
+
+    fn ready(p: &Pod) -> bool {
+        super::plan::is_running_and_ready(p) && p.metadata.deletion_timestamp.is_none()
+    }
+
+    fn apply(&mut self, step: Step) {
+        match step {
+            Step::CreatePod(mut pod) => {
+                let name = pod.metadata.name.clone().expect("name");
+                assert!(
+                    !self.pods.contains_key(&name),
+                    "invariant: a second pod for ordinal {name} while the old object exists"
+                );
+                let ord = identity::ordinal_of(&self.set, &name).expect("ordinal");
+                if self.monotonic() {
+                    let start = identity::start_ordinal(&self.set);
+                    for pred in start..ord {
+                        let pn = identity::pod_name(&self.set, pred);
+                        assert!(
+                            self.pods.get(&pn).is_some_and(Self::ready),
+                            "invariant: {name} created while predecessor {pn} is not Running and Ready"
+                        );
+                    }
+                }
+                for v in pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volumes.as_ref())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(c) = &v.persistent_volume_claim {
+                        assert!(
+                            self.claims.contains_key(&c.claim_name),
+                            "invariant: {name} created before its claim {}",
+                            c.claim_name
+                        );
+                    }
+                }
+                pod.metadata.uid = Some(self.uid());
+                pod.status = Some(PodStatus {
+                    phase: Some("Pending".into()),
+                    ..PodStatus::default()
+                });
+                self.pods.insert(name, pod);
+            }
+            Step::DeletePod { name, uid } => {
+                if let Some(p) = self.pods.get_mut(&name)
+                    && p.metadata.uid.as_deref() == Some(&uid)
+                {
+                    p.metadata.deletion_timestamp =
+                        Some(Time(jiff::Timestamp::from_second(self.now).expect("ts")));
+                }
+            }
+            Step::CreateClaim(mut c) => {
+                let name = c.metadata.name.clone().expect("name");
+                if !self.claims.contains_key(&name) {
+                    c.metadata.uid = Some(self.uid());
+                    self.claims.insert(name, c);
+                    self.claims_ever += 1;
+                }
+            }
+            Step::SetClaimOwners {
+                name,
+                owner_references,
+            } => {
+                if let Some(c) = self.claims.get_mut(&name) {
+                    c.metadata.owner_references = Some(owner_references);
+                }
+            }
+            Step::CreateRevision(r) => {
+                self.revisions.insert(r.metadata.name.clone().expect("name"), r);
+            }
+            Step::RenumberRevision { name, revision } => {
+                if let Some(r) = self.revisions.get_mut(&name) {
+                    r.revision = revision;
+                }
+            }
+            Step::DeleteRevision { name } => {
+                self.revisions.remove(&name);
+            }
+            Step::UpdateStatus(st) => self.set.status = Some(st),
+            Step::AdoptPod { .. } | Step::ReleasePod { .. } | Step::Event { .. } => {}
+        }
+    }
+
+    /// The kubelet: finish terminations, then move pod `i` one phase further (or fail it).
+    fn kubelet(&mut self, i: usize, fail: bool) {
+        let names: Vec<String> = self.pods.keys().cloned().collect();
+        if names.is_empty() {
+            return;
+        }
+        let name = &names[i % names.len()];
+        let now = self.now();
+        let pod = self.pods.get_mut(name).expect("pod");
+        if pod.metadata.deletion_timestamp.is_some() {
+            self.pods.remove(name);
+            return;
+        }
+        let st = pod.status.get_or_insert_with(PodStatus::default);
+        let ready_cond = |s: &str| PodCondition {
+            type_: "Ready".into(),
+            status: s.into(),
+            last_transition_time: Some(Time(now)),
+            ..PodCondition::default()
+        };
+        if fail {
+            st.phase = Some("Failed".into());
+            st.conditions = Some(vec![ready_cond("False")]);
+            return;
+        }
+        match st.phase.as_deref() {
+            Some("Pending") => st.phase = Some("Running".into()),
+            Some("Running") if st.conditions.is_none() => st.conditions = Some(vec![ready_cond("True")]),
+            _ => {}
+        }
+    }
+
+    fn check_identity(&self) {
+        for (name, p) in &self.pods {
+            let ord = identity::ordinal_of(&self.set, name).expect("ordinal");
+            let spec = p.spec.as_ref().expect("spec");
+            assert_eq!(
+                spec.hostname.as_deref(),
+                Some(name.as_str()),
+                "hostname is the pod name"
+            );
+            assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
+            let labels = p.metadata.labels.as_ref().expect("labels");
+            assert_eq!(labels.get(identity::POD_INDEX_LABEL), Some(&ord.to_string()));
+            let claim = spec
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "www")
+                .and_then(|v| v.persistent_volume_claim.as_ref())
+                .map(|c| c.claim_name.clone());
+            assert_eq!(
+                claim,
+                Some(format!("www-web-{ord}")),
+                "storage follows the ordinal"
+            );
+        }
+    }
+
+    fn revision_of(&self, name: &str) -> Option<String> {
+        self.pods
+            .get(name)
+            .and_then(|p| p.metadata.labels.as_ref())
+            .and_then(|l| l.get(REVISION_LABEL).cloned())
+    }
+}
+
+fn names(w: &World) -> Vec<String> {
+    w.pods.keys().cloned().collect()
+}
+
+fn ready_all(w: &mut World) {
+    for _ in 0..4 {
+        for i in 0..w.pods.len() {
+            w.kubelet(i, false);
+        }
+    }
+}
+
+#[test]
+fn pod_is_not_created_while_predecessor_not_ready() {
+    let mut w = World::new(set(3, "OrderedReady", "v1"));
+    w.reconcile();
+    assert_eq!(names(&w), ["web-0"]);
+    assert!(w.claims.contains_key("www-web-0"));
+    w.reconcile();
+    assert_eq!(names(&w), ["web-0"], "web-1 waits for web-0");
+    ready_all(&mut w);
+    w.reconcile();
+    assert_eq!(names(&w), ["web-0", "web-1"]);
+}
+
+#[test]
+fn parallel_creates_every_pod_at_once() {
+    let mut w = World::new(set(3, "Parallel", "v1"));
+    w.reconcile();
+    assert_eq!(names(&w), ["web-0", "web-1", "web-2"]);
+}
+
+#[test]
+fn scale_down_deletes_highest_ordinal_first_one_at_a_time() {
+    let mut w = World::new(set(3, "OrderedReady", "v1"));
+    for _ in 0..6 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    assert_eq!(names(&w), ["web-0", "web-1", "web-2"]);
+    w.set.spec.as_mut().expect("spec").replicas = Some(1);
+    let steps = w.reconcile();
+    let deleted: Vec<&String> = steps
+        .iter()
+        .filter_map(|s| {
+            if let Step::DeletePod { name, .. } = s {
+                Some(name)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(deleted, ["web-2"], "only the highest ordinal, and only one");
+    w.reconcile();
+    assert!(
+        w.pods.contains_key("web-1") && w.pods["web-1"].metadata.deletion_timestamp.is_none(),
+        "web-1 waits for web-2 to be gone"
+    );
+    assert_eq!(w.claims.len(), 3, "claims are retained");
+}
+
+#[test]
+fn failed_pod_is_deleted_and_recreated_with_the_same_identity() {
+    let mut w = World::new(set(1, "OrderedReady", "v1"));
+    w.reconcile();
+    let first_uid = w.pods["web-0"].metadata.uid.clone();
+    w.kubelet(0, true);
+    w.reconcile();
+    assert!(w.pods["web-0"].metadata.deletion_timestamp.is_some());
+    w.reconcile();
+    assert_eq!(
+        w.pods["web-0"].metadata.uid, first_uid,
+        "no replacement while the old object exists"
+    );
+    w.kubelet(0, false);
+    w.reconcile();
+    assert_ne!(w.pods["web-0"].metadata.uid, first_uid);
+}
+
+#[test]
+fn rolling_update_goes_in_reverse_order_and_honours_partition() {
+    let mut w = World::new(set(3, "OrderedReady", "v1"));
+    for _ in 0..6 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    let old = w.revision_of("web-0").expect("rev");
+    let spec = w.set.spec.as_mut().expect("spec");
+    spec.template.spec.as_mut().expect("pod spec").containers[0].image = Some("v2".into());
+    spec.update_strategy
+        .as_mut()
+        .and_then(|u| u.rolling_update.as_mut())
+        .expect("ru")
+        .partition = Some(1);
+    let steps = w.reconcile();
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::DeletePod { name, .. } if name == "web-2")),
+        "{steps:?}"
+    );
+    for _ in 0..10 {
+        ready_all(&mut w);
+        w.reconcile();
+    }
+    assert_eq!(
+        w.revision_of("web-0"),
+        Some(old.clone()),
+        "partition keeps ordinal 0"
+    );
+    assert_ne!(w.revision_of("web-1"), Some(old.clone()));
+    assert_ne!(w.revision_of("web-2"), Some(old));
+    let st = w.set.status.clone().expect("status");
+    assert_eq!(st.updated_replicas, Some(2));
+    assert_ne!(
+        st.current_revision, st.update_revision,
+        "not complete while partitioned"
+    );
+}
+
+#[test]
+fn rollback_reuses_the_old_revision_and_renumbers_it() {
+    let mut w = World::new(set(1, "OrderedReady", "v1"));
+    w.reconcile();
+    let v1 = w.revisions.keys().next().cloned().expect("rev");
+    w.set
+        .spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("ps")
+        .containers[0]
+        .image = Some("v2".into());
+    w.reconcile();
+    w.set
+        .spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("ps")
+        .containers[0]
+        .image = Some("v1".into());
+    let steps = w.reconcile();
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::RenumberRevision { name, revision: 3 } if *name == v1)),
+        "{steps:?}"
+    );
+    assert_eq!(w.revisions.len(), 2, "no duplicate revision");
+}
+
+#[test]
+fn on_delete_waits_for_the_user() {
+    let mut w = World::new(set(2, "OrderedReady", "v1"));
+    w.set.spec.as_mut().expect("spec").update_strategy =
+        serde_json::from_value(json!({"type": "OnDelete"})).expect("strategy");
+    for _ in 0..6 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    w.set
+        .spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("ps")
+        .containers[0]
+        .image = Some("v2".into());
+    let steps = w.reconcile();
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::DeletePod { .. })),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn heal_annotation_replaces_a_stuck_pod_on_an_old_revision() {
+    let mut w = World::new(set(1, "OrderedReady", "broken"));
+    w.reconcile();
+    w.set
+        .spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("ps")
+        .containers[0]
+        .image = Some("fixed".into());
+    let steps = w.reconcile();
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::DeletePod { .. })),
+        "upstream waits for the never-ready pod"
+    );
+    w.set.metadata.annotations =
+        Some([(super::plan::HEAL_STUCK_ROLLOUT.to_string(), "true".to_string())].into());
+    let steps = w.reconcile();
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::DeletePod { name, .. } if name == "web-0")),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn retention_delete_owns_claims_by_the_set_and_condemned_pods() {
+    let mut w = World::new(set(2, "Parallel", "v1"));
+    w.set
+        .spec
+        .as_mut()
+        .expect("spec")
+        .persistent_volume_claim_retention_policy =
+        serde_json::from_value(json!({"whenDeleted": "Delete", "whenScaled": "Delete"})).expect("policy");
+    w.reconcile();
+    w.reconcile();
+    let owners = |w: &World, c: &str| w.claims[c].metadata.owner_references.clone().unwrap_or_default();
+    assert!(owners(&w, "www-web-0").iter().any(|r| r.kind == "StatefulSet"));
+    w.set.spec.as_mut().expect("spec").replicas = Some(1);
+    let pod1_uid = w.pods["web-1"].metadata.uid.clone().expect("uid");
+    w.reconcile();
+    assert!(
+        owners(&w, "www-web-1")
+            .iter()
+            .any(|r| r.kind == "Pod" && r.uid == pod1_uid),
+        "condemned claim owned by its pod"
+    );
+    assert!(!owners(&w, "www-web-0").iter().any(|r| r.kind == "Pod"));
+}
+
+#[test]
+fn status_counts_and_observed_generation_follow_upstream() {
+    let mut w = World::new(set(2, "Parallel", "v1"));
+    w.reconcile();
+    ready_all(&mut w);
+    w.reconcile();
+    let st = w.set.status.clone().expect("status");
+    assert_eq!(
+        (st.replicas, st.ready_replicas, st.observed_generation),
+        (2, Some(2), Some(1))
+    );
+    assert_eq!(st.current_revision, st.update_revision);
+    assert_eq!(st.updated_replicas, Some(2));
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Kubelet(usize),
+    Fail(usize),
+    Scale(i32),
+    Image(u8),
+    DeletePod(usize),
+    Partition(i32),
+}
+
+fn events() -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec(
+        prop_oneof![
+            8 => any::<usize>().prop_map(Event::Kubelet),
+            1 => any::<usize>().prop_map(Event::Fail),
+            2 => (0i32..5).prop_map(Event::Scale),
+            2 => (0u8..3).prop_map(Event::Image),
+            1 => any::<usize>().prop_map(Event::DeletePod),
+            1 => (0i32..4).prop_map(Event::Partition),
+        ],
+        1..60,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_worlds_keep_the_invariants_and_converge(evs in events(), parallel in any::<bool>()) {
+        let policy = if parallel { "Parallel" } else { "OrderedReady" };
+        let mut w = World::new(set(2, policy, "v0"));
+        for ev in evs {
+            match ev {
+                Event::Kubelet(i) => w.kubelet(i, false),
+                Event::Fail(i) => w.kubelet(i, true),
+                Event::Scale(n) => w.set.spec.as_mut().expect("spec").replicas = Some(n),
+                Event::Image(v) => w.set.spec.as_mut().expect("spec").template.spec.as_mut().expect("ps").containers[0].image = Some(format!("v{v}")),
+                Event::DeletePod(i) => {
+                    let names = names(&w);
+                    if !names.is_empty() {
+                        let n = &names[i % names.len()];
+                        let uid = w.pods[n].metadata.uid.clone().expect("uid");
+                        w.apply(Step::DeletePod { name: n.clone(), uid });
+                    }
+                }
+                Event::Partition(p) => {
+                    if let Some(ru) = w.set.spec.as_mut().expect("spec").update_strategy.as_mut().and_then(|u| u.rolling_update.as_mut()) {
+                        ru.partition = Some(p);
+                    }
+                }
+            }
+            w.now += 1;
+            let claims_before = w.claims.len();
+            w.reconcile();
+            w.check_identity();
+            prop_assert!(w.claims.len() >= claims_before, "no claim deleted under Retain");
+        }
+        // Events stop: lift the partition and let the kubelet and controller run.
+        if let Some(ru) = w.set.spec.as_mut().expect("spec").update_strategy.as_mut().and_then(|u| u.rolling_update.as_mut()) {
+            ru.partition = Some(0);
+        }
+        for _ in 0..200 {
+            w.reconcile();
+            ready_all(&mut w);
+            w.now += 1;
+        }
+        w.reconcile();
+        let want = identity::replicas(&w.set);
+        let st = w.set.status.clone().expect("status");
+        prop_assert_eq!(w.pods.len() as i32, want, "converged to the replica count");
+        prop_assert!(w.pods.values().all(World::ready), "all Ready");
+        prop_assert_eq!(st.ready_replicas, Some(want));
+        prop_assert_eq!(st.updated_replicas, Some(want), "all on the update revision");
+        prop_assert_eq!(st.current_revision, st.update_revision);
+    }
+}
