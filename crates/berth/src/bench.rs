@@ -24,6 +24,15 @@ pub struct BenchArgs {
     /// Pods stored for the list-latency run.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
+    /// Which figures: `control-plane`, `statefulset` or `all`.
+    #[arg(long, default_value = "all")]
+    pub suite: String,
+    /// Replicas of the Parallel set in the StatefulSet run.
+    #[arg(long, default_value_t = 1000)]
+    pub parallel_replicas: usize,
+    /// Sets (of 10 pods each) in the controller-memory run.
+    #[arg(long, default_value_t = 1000)]
+    pub sets: usize,
 }
 
 struct Child {
@@ -233,6 +242,177 @@ async fn list_latency(client: &kube::Client, pods: usize) -> Result<(Duration, D
     Ok((samples[samples.len() / 2], t0.elapsed()))
 }
 
+fn sts_manifest(name: &str, replicas: usize, policy: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": policy,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}
+    }))
+    .expect("statefulset manifest")
+}
+
+async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+/// Count ADDED pod events in `ns` (all namespaces when None) until `want`; returns when they arrived.
+async fn wait_for_pods(client: &kube::Client, ns: Option<&str>, want: usize, rv: &str) -> Result<Duration> {
+    let api: Api<Pod> = match ns {
+        Some(n) => Api::namespaced(client.clone(), n),
+        None => Api::all(client.clone()),
+    };
+    let t0 = Instant::now();
+    let mut seen = 0usize;
+    let mut rv = rv.to_string();
+    while seen < want {
+        let mut stream = api
+            .watch(&WatchParams::default().timeout(290), &rv)
+            .await?
+            .boxed();
+        while let Some(ev) = stream.next().await {
+            match ev? {
+                WatchEvent::Added(p) => {
+                    seen += 1;
+                    rv = p.metadata.resource_version.unwrap_or_default();
+                    if seen == want {
+                        break;
+                    }
+                }
+                WatchEvent::Modified(p) | WatchEvent::Deleted(p) => {
+                    rv = p.metadata.resource_version.unwrap_or_default()
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(t0.elapsed())
+}
+
+async fn statefulset_figures(args: &BenchArgs) -> Result<()> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let (child, _, client) = start_server().await?;
+    // 1. A Parallel set from 0 to all pods created.
+    namespace(&client, "bench-par").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "bench-par");
+    let rv = pods
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "bench-par");
+    let t0 = Instant::now();
+    sets.create(
+        &PostParams::default(),
+        &sts_manifest("par", args.parallel_replicas, "Parallel"),
+    )
+    .await?;
+    wait_for_pods(&client, Some("bench-par"), args.parallel_replicas, &rv).await?;
+    println!(
+        "| Parallel set of {} replicas: 0 → all pods created | {:.2} s |",
+        args.parallel_replicas,
+        t0.elapsed().as_secs_f64()
+    );
+    // 2. OrderedReady handoff: pod N marked Ready → pod N+1 created.
+    namespace(&client, "bench-ord").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "bench-ord");
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "bench-ord");
+    let n = 31;
+    let mut rv = pods
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    sets.create(&PostParams::default(), &sts_manifest("ord", n, "OrderedReady"))
+        .await?;
+    let mut handoffs = Vec::new();
+    for i in 0..n {
+        // Wait for pod i.
+        let mut stream = pods
+            .watch(&WatchParams::default().timeout(60), &rv)
+            .await?
+            .boxed();
+        let mut created = None;
+        while let Some(ev) = stream.next().await {
+            if let WatchEvent::Added(p) = ev? {
+                rv = p.metadata.resource_version.clone().unwrap_or_default();
+                if p.metadata.name.as_deref() == Some(&format!("ord-{i}")) {
+                    created = Some(Instant::now());
+                    break;
+                }
+            }
+        }
+        anyhow::ensure!(created.is_some(), "pod ord-{i} never created");
+        if let Some(t) = handoffs
+            .last_mut()
+            .and_then(|h: &mut (Instant, Option<Duration>)| if h.1.is_none() { Some(h) } else { None })
+        {
+            t.1 = Some(created.map(|c| c - t.0).unwrap_or_default());
+        }
+        if i + 1 == n {
+            break;
+        }
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let status = serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+        let marked = Instant::now();
+        pods.patch_status(
+            &format!("ord-{i}"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await?;
+        handoffs.push((marked, None));
+    }
+    let mut lat: Vec<Duration> = handoffs.iter().filter_map(|h| h.1).collect();
+    lat.sort();
+    println!(
+        "| OrderedReady handoff, pod N Ready → pod N+1 created ({} handoffs): median / p90 / max | {:.2} ms / {:.2} ms / {:.2} ms |",
+        lat.len(),
+        lat[lat.len() / 2].as_secs_f64() * 1e3,
+        lat[lat.len() * 9 / 10].as_secs_f64() * 1e3,
+        lat[lat.len() - 1].as_secs_f64() * 1e3
+    );
+    // 3. Memory with many sets of 10 pods (100 namespaces).
+    let before = rss_kib(child.proc.id()).unwrap_or(0);
+    let all: Api<Pod> = Api::all(client.clone());
+    let rv = all
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let t0 = Instant::now();
+    for ns in 0..100 {
+        namespace(&client, &format!("mem-{ns}")).await?;
+    }
+    for i in 0..args.sets {
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &format!("mem-{}", i % 100));
+        api.create(
+            &PostParams::default(),
+            &sts_manifest(&format!("s{i}"), 10, "Parallel"),
+        )
+        .await?;
+    }
+    wait_for_pods(&client, None, args.sets * 10, &rv).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(child.proc.id()).unwrap_or(0);
+    println!(
+        "| {} sets × 10 pods (Parallel): all pods created; server RSS before → after (store, API server and controllers in one process) | {:.1} s; {:.1} MB → {:.1} MB |",
+        args.sets,
+        t0.elapsed().as_secs_f64(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    drop(child);
+    Ok(())
+}
+
 /// Run every measurement and print Markdown.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -266,6 +446,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let idle = rss_kib(child.proc.id()).unwrap_or(0);
     println!("| figure | result |");
     println!("| --- | --- |");
+    if args.suite == "statefulset" {
+        return statefulset_figures(&args).await;
+    }
     println!(
         "| server start to first successful request (median of 5) | {:.1} ms |",
         starts[2].as_secs_f64() * 1e3
@@ -297,5 +480,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let loaded = rss_kib(child.proc.id()).unwrap_or(0);
     println!("| RSS after the runs | {:.1} MB |", loaded as f64 / 1024.0);
     let _ = &child.dir;
+    drop(child);
+    if args.suite == "all" {
+        statefulset_figures(&args).await?;
+    }
     Ok(())
 }

@@ -79,9 +79,36 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         Some(s) => s,
         None => return Ok(Action::await_change()),
     };
-    let pods = pods_api.list(&ListParams::default()).await.map_err(wrap)?.items;
-    let claims = claims_api.list(&ListParams::default()).await.map_err(wrap)?.items;
+    // Pods matching the selector (candidates and adoptees) plus those we control that stopped matching.
+    let selector = set
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::to_value(&s.selector).ok())
+        .and_then(|v| api::selector::LabelSelector::from_json(&v).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     let uid = set.metadata.uid.clone().unwrap_or_default();
+    let mut pods = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(wrap)?
+        .items;
+    if !selector.is_empty() {
+        // Controlled pods whose labels were changed by hand still need releasing (upstream ControllerRefManager).
+        let all = pods_api
+            .list(&ListParams::default().labels(super::identity::POD_INDEX_LABEL))
+            .await
+            .map_err(wrap)?
+            .items;
+        for p in all {
+            if super::identity::is_controlled_by(&p.metadata, &set)
+                && !pods.iter().any(|q| q.metadata.uid == p.metadata.uid)
+            {
+                pods.push(p);
+            }
+        }
+    }
+    let claims = claims_api.list(&ListParams::default()).await.map_err(wrap)?.items;
     let revisions: Vec<ControllerRevision> = revs_api
         .list(&ListParams::default())
         .await
