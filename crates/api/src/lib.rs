@@ -2,7 +2,8 @@
 //!
 //! Owns: field errors ([`field`]), the table of served resources ([`resources`]), per-kind
 //! defaulting and validation ([`strategy`]), label and field selectors ([`selector`]),
-//! server-side Table columns ([`table`]) and strategic merge patch ([`patch`]).
+//! server-side Table columns ([`table`]), strategic merge patch ([`patch`]) and resource
+//! quantities ([`quantity`]).
 //!
 //! Invariant: no I/O, no clock, no async. Time is passed in as a value.
 //! Objects travel as `serde_json::Value` (the wire form) so that one generic registry in
@@ -10,6 +11,7 @@
 
 pub mod field;
 pub mod patch;
+pub mod quantity;
 pub mod resources;
 pub mod schema;
 pub mod selector;

@@ -211,3 +211,92 @@ fn rolling_update_goes_in_reverse_ordinal_order_honours_partition_and_undo() {
         "web-0 waits for web-1"
     );
 }
+
+#[test]
+fn opt_in_claim_expansion_raises_every_claim_and_upstream_default_refuses() {
+    let s = start_web();
+    eventually(20, "web-0", || pod(&s, "web-0"));
+    mark_ready(&s, "web-0");
+    eventually(20, "web-1", || pod(&s, "web-1"));
+    let raise = r#"[{"op":"replace","path":"/spec/volumeClaimTemplates/0/spec/resources/requests/storage","value":"2Gi"}]"#;
+    // Upstream behaviour by default: the templates are immutable.
+    let err = s.fails(&["patch", "sts", "web", "--type=json", "-p", raise]);
+    assert!(
+        err.contains("updates to statefulset spec for fields other than"),
+        "{err}"
+    );
+    s.ok(&["annotate", "sts", "web", "berth.dev/expand-volume-claims=true"]);
+    s.ok(&["patch", "sts", "web", "--type=json", "-p", raise]);
+    for claim in ["www-web-0", "www-web-1"] {
+        eventually(20, "claim expanded", || {
+            (s.get_json(&["pvc", claim])["spec"]["resources"]["requests"]["storage"] == "2Gi").then_some(())
+        });
+    }
+    // Lowering stays forbidden, on its own field.
+    let lower = raise.replace("2Gi", "1Mi");
+    let err = s.fails(&["patch", "sts", "web", "--type=json", "-p", &lower]);
+    assert!(
+        err.contains("spec.volumeClaimTemplates[0].spec.resources.requests.storage: Forbidden: field can not be less than previous value"),
+        "{err}"
+    );
+    // Expansion restarted nothing.
+    assert_eq!(pod_names(&s), ["web-0", "web-1"]);
+}
+
+#[test]
+fn max_unavailable_rolls_two_pods_at_once_and_heal_replaces_a_stuck_pod() {
+    let s = start_web();
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"replicas":3,"podManagementPolicy":"OrderedReady"}}"#,
+    ]);
+    for p in ["web-0", "web-1", "web-2"] {
+        eventually(20, "pod created", || pod(&s, p));
+        mark_ready(&s, p);
+    }
+    let rev1 = revision_of(&s, "web-0");
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxUnavailable":2}}}}"#,
+    ]);
+    s.ok(&["set", "image", "sts/web", "nginx=nginx:1.27"]);
+    // web-2 and web-1 go together: web-1 is replaced before the new web-2 was ever Ready (with the
+    // default budget of 1 it would wait for web-2). OrderedReady still recreates them in ascending order.
+    eventually(20, "web-1 replaced while web-2 is not back", || {
+        let r1 = revision_of(&s, "web-1");
+        (!r1.is_empty() && r1 != rev1).then_some(())
+    });
+    assert_eq!(revision_of(&s, "web-0"), rev1, "web-0 waits: the budget is spent");
+    mark_ready(&s, "web-1");
+    eventually(20, "web-2 back at the new revision", || {
+        let r2 = revision_of(&s, "web-2");
+        (!r2.is_empty() && r2 != rev1).then_some(())
+    });
+    mark_ready(&s, "web-2");
+    eventually(20, "web-0 updated", || {
+        (pod(&s, "web-0").is_some_and(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27")).then_some(())
+    });
+    mark_ready(&s, "web-0");
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxUnavailable":1}}}}"#,
+    ]);
+    s.ok(&["set", "image", "sts/web", "nginx=broken:0"]);
+    eventually(20, "web-2 on the broken template", || {
+        pod(&s, "web-2").filter(|p| p["spec"]["containers"][0]["image"] == "broken:0")
+    });
+    s.ok(&["annotate", "sts", "web", "berth.dev/heal-stuck-rollout=true"]);
+    s.ok(&["set", "image", "sts/web", "nginx=nginx:1.28"]);
+    eventually(30, "stuck web-2 replaced without a manual delete", || {
+        pod(&s, "web-2").filter(|p| p["spec"]["containers"][0]["image"] == "nginx:1.28")
+    });
+}

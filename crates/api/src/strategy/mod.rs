@@ -12,6 +12,11 @@ use crate::field::FieldError;
 use serde_json::{Value, json};
 
 pub use defaults::default;
+
+/// Opt-in annotation on a StatefulSet, value `"true"`: the storage request of its `volumeClaimTemplates`
+/// may be raised (never lowered), and the StatefulSet controller raises the request of every existing
+/// PersistentVolumeClaim of the set to match. Upstream forbids any template change (k/k#68737, KEP-4650).
+pub const EXPAND_VOLUME_CLAIMS: &str = "berth.dev/expand-volume-claims";
 pub use meta::{is_dns1123_label, is_dns1123_subdomain};
 
 /// Kinds whose `metadata.generation` tracks `spec` (upstream strategies that set it in PrepareForCreate).

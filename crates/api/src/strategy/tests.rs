@@ -169,3 +169,75 @@ fn quantities_are_checked() {
         assert!(!validate::quantity_ok(bad), "{bad}");
     }
 }
+
+#[test]
+fn claim_template_storage_may_grow_only_with_the_opt_in_annotation() {
+    let mut old = web();
+    default("apps", "StatefulSet", &mut old);
+    let mut grown = old.clone();
+    grown["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
+    let errs = validate_update("apps", "StatefulSet", &grown, &old);
+    assert_eq!(errs.len(), 1, "upstream forbids it by default: {errs:?}");
+    grown["metadata"]["annotations"] = json!({EXPAND_VOLUME_CLAIMS: "true"});
+    assert!(validate_update("apps", "StatefulSet", &grown, &old).is_empty());
+    let mut shrunk = grown.clone();
+    shrunk["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = json!("100Mi");
+    let errs: Vec<String> = validate_update("apps", "StatefulSet", &shrunk, &old)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errs,
+        [
+            "spec.volumeClaimTemplates[0].spec.resources.requests.storage: Forbidden: field can not be less than previous value"
+        ]
+    );
+    let mut renamed = grown.clone();
+    renamed["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] = json!(["ReadWriteMany"]);
+    assert_eq!(
+        validate_update("apps", "StatefulSet", &renamed, &old).len(),
+        1,
+        "other template fields stay immutable"
+    );
+}
+
+#[test]
+fn statefulset_max_unavailable_is_validated_like_upstream() {
+    let mut s = web();
+    default("apps", "StatefulSet", &mut s);
+    for (v, ok) in [
+        (json!(1), true),
+        (json!("25%"), true),
+        (json!(0), false),
+        (json!("0%"), false),
+        (json!("150%"), false),
+        (json!("x"), false),
+        (json!(-1), false),
+    ] {
+        let mut t = s.clone();
+        t["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = v.clone();
+        let errs = validate("apps", "StatefulSet", &t);
+        assert_eq!(errs.is_empty(), ok, "{v}: {errs:?}");
+        if !ok {
+            assert!(
+                errs.iter()
+                    .all(|e| e.field == "spec.updateStrategy.rollingUpdate.maxUnavailable"),
+                "{errs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn claim_requests_may_grow_but_not_shrink() {
+    let old = json!({"metadata": {"name": "www-web-0", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    let mut grown = old.clone();
+    grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+    assert!(validate_update("", "PersistentVolumeClaim", &grown, &old).is_empty());
+    let mut shrunk = old.clone();
+    shrunk["spec"]["resources"]["requests"]["storage"] = json!("512Mi");
+    let errs = validate_update("", "PersistentVolumeClaim", &shrunk, &old);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].field, "spec.resources.requests.storage");
+}

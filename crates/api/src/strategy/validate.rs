@@ -11,6 +11,47 @@ fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
+/// An int-or-percent that must be positive and at most 100% (upstream `ValidatePositiveIntOrPercent`,
+/// `IsNotMoreThan100Percent` and the StatefulSet "cannot be 0" rule, pkg/apis/apps/validation).
+fn positive_int_or_percent(v: Option<&Value>, field: &str, errs: &mut Vec<FieldError>) {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return;
+    };
+    let value = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => match s
+            .strip_suffix('%')
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        {
+            Some(d) => {
+                let pct = d.parse::<i64>().unwrap_or(i64::MAX);
+                if pct > 100 {
+                    errs.push(FieldError::invalid(
+                        field,
+                        v.clone(),
+                        "must not be greater than 100%",
+                    ));
+                }
+                Some(pct)
+            }
+            None => {
+                errs.push(FieldError::invalid(field, v.clone(), "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"));
+                return;
+            }
+        },
+        _ => None,
+    };
+    match value {
+        Some(n) if n < 0 => errs.push(FieldError::invalid(
+            field,
+            v.clone(),
+            "must be greater than or equal to 0",
+        )),
+        Some(0) => errs.push(FieldError::invalid(field, v.clone(), "cannot be 0")),
+        _ => {}
+    }
+}
+
 fn non_negative(v: &Value, ptr: &str, field: &str, errs: &mut Vec<FieldError>) {
     if let Some(n) = v.pointer(ptr).and_then(Value::as_i64)
         && n < 0
@@ -229,6 +270,11 @@ fn stateful_set(obj: &Value, errs: &mut Vec<FieldError>) {
                 "spec.updateStrategy.rollingUpdate.partition",
                 errs,
             );
+            positive_int_or_percent(
+                spec.pointer("/updateStrategy/rollingUpdate/maxUnavailable"),
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                errs,
+            );
         }
         Some("OnDelete") => {
             if spec
@@ -361,19 +407,9 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     }
 }
 
-/// A Kubernetes resource quantity (`200Mi`, `1.5`, `100m`, `1e3`).
+/// A Kubernetes resource quantity (`200Mi`, `1.5`, `100m`, `1e3`), non-negative.
 pub(crate) fn quantity_ok(q: &str) -> bool {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let num_ok = !num.is_empty() && num.parse::<f64>().is_ok_and(|n| n >= 0.0);
-    let suffix_ok = matches!(
-        suffix,
-        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-    ) || (suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok());
-    num_ok && suffix_ok
+    crate::quantity::is_valid_non_negative(q)
 }
 
 fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
@@ -599,6 +635,45 @@ fn service(obj: &Value, errs: &mut Vec<FieldError>) {
     let _ = label_value_ok;
 }
 
+/// With [`super::EXPAND_VOLUME_CLAIMS`]: a raised storage request of a template (same templates, same
+/// order) is accepted by copying the old request into `new_spec` before the immutability comparison; a
+/// lowered one is Forbidden on its own field.
+fn claim_template_expansion(new_spec: &mut Value, old_spec: &Value, errs: &mut Vec<FieldError>) {
+    let old_templates = old_spec.get("volumeClaimTemplates").and_then(Value::as_array);
+    let Some(new_templates) = new_spec
+        .get_mut("volumeClaimTemplates")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    let Some(old_templates) = old_templates.filter(|o| o.len() == new_templates.len()) else {
+        return;
+    };
+    for (i, (n, o)) in new_templates.iter_mut().zip(old_templates).enumerate() {
+        let ptr = "/spec/resources/requests/storage";
+        let (Some(nq), Some(oq)) = (
+            n.pointer(ptr).and_then(Value::as_str).map(str::to_string),
+            o.pointer(ptr).cloned(),
+        ) else {
+            continue;
+        };
+        if let (Some(a), Some(b)) = (
+            crate::quantity::parse(&nq),
+            oq.as_str().and_then(crate::quantity::parse),
+        ) {
+            if a < b {
+                errs.push(FieldError::forbidden(
+                    format!("spec.volumeClaimTemplates[{i}].spec.resources.requests.storage"),
+                    "field can not be less than previous value",
+                ));
+            }
+            if let Some(slot) = n.pointer_mut(ptr) {
+                *slot = oq;
+            }
+        }
+    }
+}
+
 /// Immutability rules of updates.
 pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
     for (ptr, field) in [
@@ -636,6 +711,16 @@ pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, e
                         }
                     }
                 }
+            }
+            let expand = new
+                .pointer(&format!(
+                    "/metadata/annotations/{}",
+                    super::EXPAND_VOLUME_CLAIMS.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                == Some("true");
+            if expand {
+                claim_template_expansion(&mut a, &b, errs);
             }
             if !semantically_equal(&a, &b) {
                 errs.push(FieldError::forbidden(
@@ -700,6 +785,17 @@ pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, e
                 && old.pointer("/spec/volumeName").is_none()
             {
                 om.insert("volumeName".into(), vn.clone());
+            }
+            let storage =
+                |v: &Value| s(v, "/spec/resources/requests/storage").and_then(crate::quantity::parse);
+            if let (Some(n), Some(o)) = (storage(new), storage(old))
+                && n < o
+            {
+                // Upstream ValidatePersistentVolumeClaimUpdate: a request can grow, never shrink.
+                errs.push(FieldError::forbidden(
+                    "spec.resources.requests.storage",
+                    "field can not be less than previous value",
+                ));
             }
             if !semantically_equal(&strip(new), &o) {
                 errs.push(FieldError::forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"));

@@ -10,6 +10,7 @@ use super::revision;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::time::Duration;
 
 /// Opt-in: replace a pod that is not Ready and on an old revision during a RollingUpdate instead of waiting
@@ -70,6 +71,13 @@ pub enum Step {
         name: String,
         /// The full new list.
         owner_references: Vec<OwnerReference>,
+    },
+    /// Raise a claim's storage request to its template's (opt-in [`api::strategy::EXPAND_VOLUME_CLAIMS`]).
+    ExpandClaim {
+        /// Claim name.
+        name: String,
+        /// The new `spec.resources.requests.storage`, as the template writes it.
+        storage: String,
     },
     /// Create a pod.
     CreatePod(Pod),
@@ -151,6 +159,20 @@ fn availability(p: &Pod, min_ready: i32, now: jiff::Timestamp) -> Result<(), Opt
         }
         None => Err(Some(Duration::from_secs(min_ready as u64))),
     }
+}
+
+/// `rollingUpdate.maxUnavailable` as a pod count for `replicas` (upstream `getStatefulSetMaxUnavailable`:
+/// a percentage is rounded up, and the result is never below 1). Absent means 1.
+pub fn resolve_max_unavailable(v: Option<&IntOrString>, replicas: usize) -> usize {
+    let n = match v {
+        None => 1,
+        Some(IntOrString::Int(i)) => (*i).max(0) as usize,
+        Some(IntOrString::String(s)) => match s.strip_suffix('%').and_then(|d| d.parse::<usize>().ok()) {
+            Some(pct) => (pct * replicas).div_ceil(100),
+            None => 1,
+        },
+    };
+    n.max(1)
 }
 
 fn revision_of(p: &Pod) -> &str {
@@ -395,6 +417,61 @@ pub fn plan(o: &Observed) -> Plan {
     }
     plan.steps.extend(owner_fixes);
 
+    // Opt-in claim expansion: every existing claim of the set (any ordinal, with or without its pod) whose
+    // request is below its template's is raised; the provisioner grows the volume (k/k#68737).
+    let expand = set
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(api::strategy::EXPAND_VOLUME_CLAIMS))
+        .is_some_and(|v| v == "true");
+    if expand {
+        for t in spec.volume_claim_templates.iter().flatten() {
+            let (Some(tname), Some(want)) = (
+                t.metadata.name.as_deref(),
+                t.spec
+                    .as_ref()
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage")),
+            ) else {
+                continue;
+            };
+            let Some(want_value) = api::quantity::parse(&want.0) else {
+                continue;
+            };
+            let prefix = format!("{tname}-");
+            for c in o.claims {
+                let cname = c.metadata.name.as_deref().unwrap_or("");
+                let is_ours = cname
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| identity::ordinal_of(set, rest))
+                    .is_some();
+                if !is_ours || c.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let have = c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage"))
+                    .and_then(|q| api::quantity::parse(&q.0));
+                if have.is_some_and(|h| h < want_value) {
+                    plan.steps.push(Step::ExpandClaim {
+                        name: cname.to_string(),
+                        storage: want.0.clone(),
+                    });
+                    plan.steps.push(Step::Event {
+                        type_: "Normal",
+                        reason: "ExpandingClaim",
+                        message: format!("expand Claim {cname} to {} in StatefulSet {set_name}", want.0),
+                    });
+                }
+            }
+        }
+    }
+
     let first_unhealthy: Option<String> = slots
         .iter()
         .flatten()
@@ -549,8 +626,37 @@ pub fn plan(o: &Observed) -> Plan {
         }
     }
 
-    // RollingUpdate: reverse ordinal order down to the partition, one unavailable pod at a time.
-    if rolling && !(monotonic && blocked) {
+    // RollingUpdate: reverse ordinal order down to the partition.
+    let max_unavailable = rolling_update.and_then(|r| r.max_unavailable.as_ref());
+    if rolling && !(monotonic && blocked) && max_unavailable.is_some() {
+        // With `maxUnavailable` set, as upstream with the MaxUnavailableStatefulSet gate on
+        // (`updateStatefulSetAfterInvariantEstablished`, stateful_set_control.go): every pod of the set that is
+        // missing, terminating or not available for minReadySeconds uses the budget; the rest of the budget
+        // deletes old-revision pods from the highest ordinal down to the partition, healthy or not.
+        let budget = resolve_max_unavailable(max_unavailable, n);
+        let unavailable = slots
+            .iter()
+            .filter(|s| s.is_none_or(|p| is_terminating(p) || availability(p, min_ready, o.now).is_err()))
+            .count();
+        let mut to_delete = budget.saturating_sub(unavailable);
+        for i in (partition..n).rev() {
+            if to_delete == 0 {
+                break;
+            }
+            if let Some(p) = slots[i]
+                && revision_of(p) != update_name
+                && !is_terminating(p)
+            {
+                plan.steps.push(Step::DeletePod {
+                    name: name(p),
+                    uid: uid(p),
+                });
+                plan.steps.push(event_delete(&name(p)));
+                to_delete -= 1;
+            }
+        }
+    } else if rolling && !(monotonic && blocked) {
+        // Without it, upstream's default path: one pod at a time, waiting for each to be healthy again.
         for i in (partition..n).rev() {
             let Some(p) = slots[i] else { break };
             if revision_of(p) != update_name && !is_terminating(p) {

@@ -188,6 +188,13 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                     .await
                     .map(|_| ())
             }
+            Step::ExpandClaim { name, storage } => {
+                let patch = json!({"spec": {"resources": {"requests": {"storage": storage}}}});
+                claims_api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map(|_| ())
+            }
             Step::CreatePod(pod) => pods_api.create(&PostParams::default(), &pod).await.map(|_| ()),
             Step::DeletePod { name, uid: pod_uid } => {
                 let dp = DeleteParams {

@@ -154,6 +154,19 @@ impl World {
                     c.metadata.owner_references = Some(owner_references);
                 }
             }
+            Step::ExpandClaim { name, storage } => {
+                let c = self.claims.get_mut(&name).expect("claim to expand exists");
+                let requests = c
+                    .spec
+                    .as_mut()
+                    .and_then(|s| s.resources.as_mut())
+                    .and_then(|r| r.requests.as_mut())
+                    .expect("requests");
+                requests.insert(
+                    "storage".into(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(storage),
+                );
+            }
             Step::CreateRevision(r) => {
                 self.revisions.insert(r.metadata.name.clone().expect("name"), r);
             }
@@ -357,6 +370,188 @@ fn rolling_update_goes_in_reverse_order_and_honours_partition() {
     );
 }
 
+fn deleted_pods(steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::DeletePod { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn roll_to_v2(w: &mut World, max_unavailable: Option<serde_json::Value>, partition: i32) {
+    let spec = w.set.spec.as_mut().expect("spec");
+    spec.template.spec.as_mut().expect("pod spec").containers[0].image = Some("v2".into());
+    let ru = spec
+        .update_strategy
+        .as_mut()
+        .and_then(|u| u.rolling_update.as_mut())
+        .expect("ru");
+    ru.partition = Some(partition);
+    ru.max_unavailable = max_unavailable.map(|v| serde_json::from_value(v).expect("intstr"));
+}
+
+#[test]
+fn max_unavailable_resolves_like_upstream() {
+    use super::plan::resolve_max_unavailable as r;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::{Int, String as Pct};
+    assert_eq!(r(None, 10), 1);
+    assert_eq!(r(Some(&Int(3)), 10), 3);
+    assert_eq!(r(Some(&Pct("25%".into())), 10), 3, "percentages round up");
+    assert_eq!(r(Some(&Pct("1%".into())), 10), 1);
+    assert_eq!(r(Some(&Pct("100%".into())), 4), 4);
+    assert_eq!(r(Some(&Int(0)), 10), 1, "never below one");
+}
+
+#[test]
+fn max_unavailable_deletes_that_many_old_pods_from_the_top() {
+    let mut w = World::new(set(5, "Parallel", "v1"));
+    for _ in 0..3 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    roll_to_v2(&mut w, Some(json!(2)), 0);
+    let steps = w.reconcile();
+    assert_eq!(
+        deleted_pods(&steps),
+        ["web-4", "web-3"],
+        "two at once, highest ordinals first"
+    );
+    // While both are down the budget is spent: nothing else goes.
+    let steps = w.reconcile();
+    assert!(deleted_pods(&steps).is_empty(), "{steps:?}");
+    for _ in 0..20 {
+        ready_all(&mut w);
+        w.reconcile();
+    }
+    for p in ["web-0", "web-1", "web-2", "web-3", "web-4"] {
+        assert_eq!(
+            w.revision_of(p),
+            w.set.status.as_ref().and_then(|s| s.update_revision.clone()),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn max_unavailable_counts_already_unavailable_pods_and_honours_partition() {
+    let mut w = World::new(set(4, "Parallel", "v1"));
+    for _ in 0..3 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    // web-0 breaks (not Ready); budget 50% of 4 = 2, one of it already used.
+    let pod = w.pods.get_mut("web-0").expect("web-0");
+    for c in pod
+        .status
+        .as_mut()
+        .and_then(|s| s.conditions.as_mut())
+        .expect("conds")
+    {
+        if c.type_ == "Ready" {
+            c.status = "False".into();
+        }
+    }
+    roll_to_v2(&mut w, Some(json!("50%")), 2);
+    let steps = w.reconcile();
+    assert_eq!(deleted_pods(&steps), ["web-3"], "one left in the budget");
+    for _ in 0..20 {
+        ready_all(&mut w);
+        w.reconcile();
+    }
+    let update = w.set.status.as_ref().and_then(|s| s.update_revision.clone());
+    assert_eq!(w.revision_of("web-3"), update);
+    assert_eq!(w.revision_of("web-2"), update);
+    assert_ne!(w.revision_of("web-1"), update, "below the partition");
+    assert_ne!(w.revision_of("web-0"), update, "below the partition");
+}
+
+fn claim_request(w: &World, name: &str) -> String {
+    w.claims[name]
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests")["storage"]
+        .0
+        .clone()
+}
+
+fn raise_template_storage(w: &mut World, storage: &str) {
+    let t = &mut w
+        .set
+        .spec
+        .as_mut()
+        .expect("spec")
+        .volume_claim_templates
+        .as_mut()
+        .expect("templates")[0];
+    t.spec
+        .as_mut()
+        .and_then(|s| s.resources.as_mut())
+        .and_then(|r| r.requests.as_mut())
+        .expect("requests")
+        .insert(
+            "storage".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(storage.into()),
+        );
+}
+
+#[test]
+fn raised_template_request_expands_every_claim_only_with_the_annotation() {
+    let mut w = World::new(set(3, "Parallel", "v1"));
+    for _ in 0..3 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    // Scale down: www-web-2 stays (Retain) and must be expanded too.
+    w.set.spec.as_mut().expect("spec").replicas = Some(2);
+    for _ in 0..3 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    assert_eq!(names(&w), ["web-0", "web-1"]);
+    raise_template_storage(&mut w, "2Gi");
+    let steps = w.reconcile();
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::ExpandClaim { .. })),
+        "upstream default: no expansion"
+    );
+    w.set.metadata.annotations = Some(
+        [(
+            api::strategy::EXPAND_VOLUME_CLAIMS.to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
+    let steps = w.reconcile();
+    let expanded: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::ExpandClaim { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expanded, ["www-web-0", "www-web-1", "www-web-2"]);
+    for c in ["www-web-0", "www-web-1", "www-web-2"] {
+        assert_eq!(claim_request(&w, c), "2Gi");
+    }
+    assert!(deleted_pods(&steps).is_empty(), "expansion restarts no pod");
+    let steps = w.reconcile();
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::ExpandClaim { .. })),
+        "done once"
+    );
+    // Scaling back up re-uses the expanded claim; a brand-new ordinal's claim is created at the new size.
+    w.set.spec.as_mut().expect("spec").replicas = Some(4);
+    for _ in 0..3 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    assert_eq!(claim_request(&w, "www-web-3"), "2Gi");
+}
+
 #[test]
 fn rollback_reuses_the_old_revision_and_renumbers_it() {
     let mut w = World::new(set(1, "OrderedReady", "v1"));
@@ -497,6 +692,7 @@ enum Event {
     Image(u8),
     DeletePod(usize),
     Partition(i32),
+    MaxUnavailable(Option<i32>),
 }
 
 fn events() -> impl Strategy<Value = Vec<Event>> {
@@ -508,6 +704,7 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
             2 => (0u8..3).prop_map(Event::Image),
             1 => any::<usize>().prop_map(Event::DeletePod),
             1 => (0i32..4).prop_map(Event::Partition),
+            1 => prop::option::of(1i32..4).prop_map(Event::MaxUnavailable),
         ],
         1..60,
     )
@@ -537,6 +734,11 @@ proptest! {
                 Event::Partition(p) => {
                     if let Some(ru) = w.set.spec.as_mut().expect("spec").update_strategy.as_mut().and_then(|u| u.rolling_update.as_mut()) {
                         ru.partition = Some(p);
+                    }
+                }
+                Event::MaxUnavailable(m) => {
+                    if let Some(ru) = w.set.spec.as_mut().expect("spec").update_strategy.as_mut().and_then(|u| u.rolling_update.as_mut()) {
+                        ru.max_unavailable = m.map(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int);
                     }
                 }
             }
