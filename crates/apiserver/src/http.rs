@@ -156,7 +156,7 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             ..Default::default()
         })
     })?;
-    let table = accept.contains("as=Table");
+    let render = crate::table::Render::from_accept(&accept);
     let method = parts.method.clone();
     let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
     let write = WriteOptions {
@@ -175,14 +175,20 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
         (&Method::GET, None, None) => {
             let opts = list_options(&target, &query)?;
             if query.flag("watch") {
-                return watch::serve(reg.clone(), target, query, opts, table).await;
+                return watch::serve(reg.clone(), target, query, opts, render).await;
             }
             let list = reg.list(res, ns, &opts).await?;
-            if table {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &crate::table::list_table(&target, &list, &query),
-                ));
+            match render {
+                crate::table::Render::Table => {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &crate::table::list_table(&target, &list, &query),
+                    ));
+                }
+                crate::table::Render::Metadata => {
+                    return Ok(json_response(StatusCode::OK, &crate::table::partial_list(&list)));
+                }
+                crate::table::Render::Full => {}
             }
             let mut meta = json!({"resourceVersion": list.revision.to_string()});
             if let Some(c) = &list.continue_token {
@@ -227,11 +233,17 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
         }
         (&Method::GET, Some(name), None | Some(Subresource::Status)) => {
             let obj = reg.get(res, ns, name).await?;
-            if table {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &crate::table::object_table(&target, &obj, &query),
-                ));
+            match render {
+                crate::table::Render::Table => {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &crate::table::object_table(&target, &obj, &query),
+                    ));
+                }
+                crate::table::Render::Metadata => {
+                    return Ok(json_response(StatusCode::OK, &crate::table::partial(&obj)));
+                }
+                crate::table::Render::Full => {}
             }
             Ok(json_response(StatusCode::OK, &obj))
         }

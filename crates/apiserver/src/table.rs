@@ -55,21 +55,62 @@ pub fn object_table(target: &Target, obj: &Value, q: &Query) -> Value {
            "columnDefinitions": columns(target), "rows": [row(target, obj.clone(), &include, jiff::Timestamp::now())]})
 }
 
-/// Turns watch event objects into one-row Tables when the client asked for Tables; only the first carries
-/// the column definitions (upstream `handlers/response.go`).
+/// How a client asked to receive objects (its `Accept` header's `as=` parameter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Render {
+    /// The objects themselves.
+    Full,
+    /// `as=Table`: server-side printing.
+    Table,
+    /// `as=PartialObjectMetadata` / `as=PartialObjectMetadataList`: metadata only (metadata informers,
+    /// upstream `handlers/response.go` `asPartialObjectMetadata`).
+    Metadata,
+}
+
+impl Render {
+    /// From an `Accept` header.
+    pub fn from_accept(accept: &str) -> Self {
+        if accept.contains("as=Table") {
+            Render::Table
+        } else if accept.contains("as=PartialObjectMetadata") {
+            Render::Metadata
+        } else {
+            Render::Full
+        }
+    }
+}
+
+/// `obj` as a `meta.k8s.io/v1 PartialObjectMetadata`.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+           "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
+/// A list as a `meta.k8s.io/v1 PartialObjectMetadataList`.
+pub fn partial_list(list: &ListResult) -> Value {
+    let mut meta = json!({"resourceVersion": list.revision.to_string()});
+    if let Some(c) = &list.continue_token {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
+           "items": list.items.iter().map(partial).collect::<Vec<_>>()})
+}
+
+/// Turns watch event objects into one-row Tables (only the first carries the column definitions) or
+/// metadata-only objects when the client asked for them (upstream `handlers/response.go`).
 pub struct WatchPrinter {
     target: Target,
-    table: bool,
+    render: Render,
     include: String,
     sent_columns: bool,
 }
 
 impl WatchPrinter {
     /// A printer for one watch.
-    pub fn new(target: Target, table: bool, q: &Query) -> Self {
+    pub fn new(target: Target, render: Render, q: &Query) -> Self {
         Self {
             target,
-            table,
+            render,
             include: q.get("includeObject").unwrap_or("Metadata").to_string(),
             sent_columns: false,
         }
@@ -77,8 +118,10 @@ impl WatchPrinter {
 
     /// The event's object as the client wants it.
     pub fn object(&mut self, obj: Value) -> Value {
-        if !self.table {
-            return obj;
+        match self.render {
+            Render::Full => return obj,
+            Render::Metadata => return partial(&obj),
+            Render::Table => {}
         }
         let rv = obj
             .pointer("/metadata/resourceVersion")

@@ -26,7 +26,7 @@ pub async fn serve(
     target: Target,
     query: Query,
     opts: ListOptions,
-    table: bool,
+    render: crate::table::Render,
 ) -> ApiResult<Response> {
     let res = target.resource;
     let ns = target.namespace.clone();
@@ -63,7 +63,7 @@ pub async fn serve(
     };
     let prefix = crate::object::prefix(res, ns.as_deref());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-    let mut printer = crate::table::WatchPrinter::new(target.clone(), table, &query);
+    let mut printer = crate::table::WatchPrinter::new(target.clone(), render, &query);
     let watch = reg.store().watch(&prefix, after);
     tokio::spawn(async move {
         let send = |v: Value| {
@@ -110,9 +110,14 @@ pub async fn serve(
                         Err(e) => { let _ = tx.send(send(error_event(e))).await; return; }
                     };
                     last_rev = event.kv.mod_revision;
-                    let Some((kind, obj)) = classify(&event, &opts) else { continue };
-                    let ev = json!({"type": kind, "object": printer.object(obj)});
-                    if tx.send(send(ev)).await.is_err() { return; }
+                    let Some(decoded) = event.memo.get_or_init(|| Decoded::of(&event)) else { continue };
+                    let Some((kind, obj)) = decoded.classify(&opts) else { continue };
+                    let line = if render != crate::table::Render::Full {
+                        send(json!({"type": kind, "object": printer.object(obj.clone())}))
+                    } else {
+                        Ok(decoded.line(kind))
+                    };
+                    if tx.send(line).await.is_err() { return; }
                 }
             }
         }
@@ -127,6 +132,77 @@ pub async fn serve(
     Ok(resp)
 }
 
+/// A store event decoded once and shared by every watcher that receives it (through the event's memo):
+/// with many watchers an event costs one decode and one encode, not one per watcher.
+struct Decoded {
+    kind: EventKind,
+    /// Put: the new object. Delete: the last state. `resourceVersion` = the event's revision.
+    object: Option<Value>,
+    /// The version before the event, for selector transitions.
+    prev: Option<Value>,
+    /// `object` as JSON.
+    json: Bytes,
+}
+
+impl Decoded {
+    fn of(event: &store::Event) -> Self {
+        let prev = event.prev.as_ref().and_then(|p| registry::decode(p).ok());
+        // A corrupt stored object yields no event, as before.
+        let object = match event.kind {
+            EventKind::Delete => prev.clone().or_else(|| registry::decode(&event.kv).ok()),
+            EventKind::Put => registry::decode(&event.kv).ok(),
+        }
+        .map(|mut o| {
+            crate::object::meta_mut(&mut o).insert(
+                "resourceVersion".into(),
+                Value::String(event.kv.mod_revision.to_string()),
+            );
+            o
+        });
+        let json = object
+            .as_ref()
+            .map(|o| Bytes::from(serde_json::to_vec(o).unwrap_or_default()))
+            .unwrap_or_default();
+        Decoded {
+            kind: event.kind,
+            object,
+            prev,
+            json,
+        }
+    }
+
+    /// The event type this watch sees, as upstream's cacher filters: an object that starts matching is
+    /// ADDED, one that stops matching is DELETED (with its new state), deletes carry the last state.
+    fn classify(&self, opts: &ListOptions) -> Option<(&'static str, &Value)> {
+        let obj = self.object.as_ref()?;
+        let unfiltered = opts.label_selector.is_none() && opts.field_selector.is_none();
+        let passes = |o: &Value| unfiltered || registry::passes(o, opts);
+        match self.kind {
+            EventKind::Delete => passes(obj).then_some(("DELETED", obj)),
+            EventKind::Put => {
+                let prev_match = self.prev.as_ref().is_some_and(passes);
+                match (prev_match, passes(obj)) {
+                    (true, true) => Some(("MODIFIED", obj)),
+                    (false, true) => Some(("ADDED", obj)),
+                    (true, false) => Some(("DELETED", obj)),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+
+    /// One JSON watch line.
+    fn line(&self, kind: &str) -> Bytes {
+        let mut line = Vec::with_capacity(self.json.len() + kind.len() + 24);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(&self.json);
+        line.extend_from_slice(b"}\n");
+        Bytes::from(line)
+    }
+}
+
 fn bookmark(res: &api::resources::Resource, rev: i64, initial_end: bool) -> Value {
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if initial_end {
@@ -138,33 +214,6 @@ fn bookmark(res: &api::resources::Resource, rev: i64, initial_end: bool) -> Valu
 fn error_event(e: store::Error) -> Value {
     let status = ApiError::from(e).status();
     json!({"type": "ERROR", "object": status})
-}
-
-/// Map a store event through the watch's filters, as upstream's cacher does: an object that starts
-/// matching is ADDED, one that stops matching is DELETED, deletes carry the last state.
-fn classify(event: &store::Event, opts: &ListOptions) -> Option<(&'static str, Value)> {
-    let cur = registry::decode(&event.kv).ok()?;
-    let prev = event.prev.as_ref().and_then(|p| registry::decode(p).ok());
-    let prev_match = prev.as_ref().is_some_and(|p| registry::passes(p, opts));
-    match event.kind {
-        EventKind::Delete => {
-            let mut obj = prev.unwrap_or(cur);
-            crate::object::meta_mut(&mut obj).insert(
-                "resourceVersion".into(),
-                Value::String(event.kv.mod_revision.to_string()),
-            );
-            registry::passes(&obj, opts).then_some(("DELETED", obj))
-        }
-        EventKind::Put => {
-            let cur_match = registry::passes(&cur, opts);
-            match (prev.is_some() && prev_match, cur_match) {
-                (true, true) => Some(("MODIFIED", cur)),
-                (false, true) => Some(("ADDED", cur)),
-                (true, false) => Some(("DELETED", cur)),
-                (false, false) => None,
-            }
-        }
-    }
 }
 
 /// A 410 answer for list/watch requests that ask for history that is gone.

@@ -65,6 +65,29 @@ async fn kube_rs_lists_watches_creates_patches_and_deletes() {
             .iter()
             .any(|c| c.metadata.name.as_deref() == Some("applied-rs"))
     );
+    // Metadata-only requests (`as=PartialObjectMetadata[List]`), as metadata informers make them.
+    let metas: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+    let list = metas.list(&ListParams::default()).await.expect("metadata list");
+    let item = list
+        .items
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some("applied-rs"))
+        .expect("listed");
+    assert_eq!(
+        item.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    let one = metas.get("applied-rs").await.expect("metadata get");
+    assert!(one.metadata.uid.is_some());
+    let mut meta_events = watcher(metas, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), meta_events.try_next())
+        .await
+        .expect("metadata watch in time")
+        .expect("metadata watch")
+        .expect("an object");
+    assert!(first.metadata.resource_version.is_some());
     cms.delete("from-kube-rs", &DeleteParams::default())
         .await
         .expect("delete");

@@ -1,8 +1,8 @@
 //! The garbage collector over ownerReferences and the namespace lifecycle (upstream
 //! `pkg/controller/garbagecollector` and `pkg/controller/namespace/deletion`).
 //!
-//! Decisions are the pure [`plan`] over an [`OwnerGraph`] built from reflector caches of every served
-//! resource; [`run`] keeps those caches with kube-rs watchers, re-plans after each burst of changes and
+//! Decisions are the pure [`plan`] over an [`OwnerGraph`] built from metadata-only reflector caches of
+//! every served resource; [`run`] keeps those caches with kube-rs watchers, re-plans after each burst of changes and
 //! executes the actions through the API.
 //!
 //! Rules (as upstream's `attemptToDeleteItem`, `orphanDependents` and `processDeletingDependentsItem`):
@@ -19,6 +19,7 @@ use futures::StreamExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
 };
+use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -199,8 +200,7 @@ fn api_resource(r: &api::resources::Resource) -> ApiResource {
     }
 }
 
-fn node_of(resource: usize, o: &DynamicObject) -> Option<Node> {
-    let m = &o.metadata;
+fn node_of(resource: usize, m: &ObjectMeta, spec_finalizers: Vec<String>) -> Option<Node> {
     Some(Node {
         resource,
         namespace: m.namespace.clone(),
@@ -214,13 +214,15 @@ fn node_of(resource: usize, o: &DynamicObject) -> Option<Node> {
             .collect(),
         deleting: m.deletion_timestamp.is_some(),
         finalizers: m.finalizers.clone().unwrap_or_default(),
-        spec_finalizers: o
-            .data
-            .pointer("/spec/finalizers")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default(),
+        spec_finalizers,
     })
+}
+
+/// A reflector cache: metadata only for every kind (as upstream's collector uses metadata informers),
+/// except Namespaces, whose `spec.finalizers` the namespace lifecycle needs.
+enum Cache {
+    Metadata(reflector::Store<PartialObjectMeta<DynamicObject>>),
+    Full(reflector::Store<DynamicObject>),
 }
 
 /// Run the collector until the process ends.
@@ -233,16 +235,29 @@ pub async fn run(client: kube::Client) {
             continue;
         }
         let ar = api_resource(r);
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-        stores.push((i, writer.as_reader()));
         let cfg = watcher::Config::default().any_semantic();
-        streams.push(
-            reflector(writer, watcher(api, cfg))
-                .default_backoff()
-                .map(|_| ())
-                .boxed(),
-        );
+        if r.kind == "Namespace" {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+            stores.push((i, Cache::Full(writer.as_reader())));
+            streams.push(
+                reflector(writer, watcher(api, cfg))
+                    .default_backoff()
+                    .map(|_| ())
+                    .boxed(),
+            );
+        } else {
+            // `Api<PartialObjectMeta<_>>` lists and watches with `as=PartialObjectMetadata[List]`.
+            let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &ar);
+            let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(ar.clone());
+            stores.push((i, Cache::Metadata(writer.as_reader())));
+            streams.push(
+                reflector(writer, watcher(api, cfg))
+                    .default_backoff()
+                    .map(|_| ())
+                    .boxed(),
+            );
+        }
     }
     let mut events = futures::stream::select_all(streams);
     let mut resync = tokio::time::interval(Duration::from_secs(5));
@@ -255,11 +270,29 @@ pub async fn run(client: kube::Client) {
         tokio::time::sleep(Duration::from_millis(30)).await;
         while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
         let mut graph = OwnerGraph::default();
-        for (i, store) in &stores {
-            for o in store.state() {
-                if let Some(n) = node_of(*i, &o) {
-                    graph.nodes.insert(n.uid.clone(), n);
-                }
+        for (i, cache) in &stores {
+            let nodes: Vec<Node> = match cache {
+                Cache::Metadata(store) => store
+                    .state()
+                    .iter()
+                    .filter_map(|o| node_of(*i, &o.metadata, Vec::new()))
+                    .collect(),
+                Cache::Full(store) => store
+                    .state()
+                    .iter()
+                    .filter_map(|o| {
+                        let spec_finalizers = o
+                            .data
+                            .pointer("/spec/finalizers")
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                            .unwrap_or_default();
+                        node_of(*i, &o.metadata, spec_finalizers)
+                    })
+                    .collect(),
+            };
+            for n in nodes {
+                graph.nodes.insert(n.uid.clone(), n);
             }
         }
         for action in plan(&graph) {

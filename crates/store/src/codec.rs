@@ -1,6 +1,6 @@
 //! Byte layout of the `kv` and `log` tables: little-endian integers and length-prefixed bytes.
 
-use crate::{Error, Event, EventKind, KeyValue, Result};
+use crate::{Error, Event, EventKind, KeyValue, Memo, Result};
 
 fn corrupt(what: &str) -> Error {
     Error::Backend(format!("corrupt {what} record"))
@@ -109,7 +109,12 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event> {
             1 => Some(read_kv(r)?),
             _ => None,
         };
-        Some(Event { kind, kv, prev })
+        Some(Event {
+            kind,
+            kv,
+            prev,
+            memo: Memo::default(),
+        })
     };
     parse(&mut r).ok_or_else(|| corrupt("log"))
 }

@@ -62,6 +62,42 @@ pub struct Event {
     pub kv: KeyValue,
     /// The version before this event (`None` for a create).
     pub prev: Option<KeyValue>,
+    /// The consumer's encoding of this event, computed once and shared by every watcher that receives
+    /// the same broadcast event (the API server caches the JSON of the object here).
+    pub memo: Memo,
+}
+
+/// A write-once slot attached to an [`Event`] for the consumer's derived form of it (decoded objects,
+/// encoded bytes); ignored by equality and cloned empty.
+#[derive(Default)]
+pub struct Memo(std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Memo {
+    /// The cached value, computing it with `f` the first time. `None` if the slot already holds a value
+    /// of another type (one consumer type per event is the contract).
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(&self, f: impl FnOnce() -> T) -> Option<Arc<T>> {
+        self.0.get_or_init(|| Arc::new(f())).clone().downcast::<T>().ok()
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// Store errors.
@@ -364,6 +400,7 @@ impl Store {
     pub fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
         // Subscribe before anything is read, so no event can fall between the replay and the live feed.
         let rx = self.shared.events.subscribe();
+        let behind = after < self.shared.revision.load(Ordering::SeqCst);
         let compacted = self.compacted_revision();
         if after < compacted {
             return Err(Error::Compacted {
@@ -379,6 +416,7 @@ impl Store {
                     prefix: prefix.to_string(),
                     position: after,
                     pending: Default::default(),
+                    catching_up: behind,
                     failed: false,
                 },
                 next_event,
@@ -387,13 +425,14 @@ impl Store {
     }
 }
 
-/// A watch stream: `Result<Event>` items in revision order.
+/// A watch stream: `Result<Arc<Event>>` items in revision order. Live events are the broadcast's own
+/// `Arc`, shared with every other watcher (and their [`Memo`]).
 pub struct Watch {
-    inner: Pin<Box<dyn Stream<Item = Result<Event>> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Result<Arc<Event>>> + Send>>,
 }
 
 impl Stream for Watch {
-    type Item = Result<Event>;
+    type Item = Result<Arc<Event>>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
     }
@@ -405,7 +444,9 @@ struct WatchState {
     prefix: String,
     /// Every revision up to here has been looked at (sent or filtered out).
     position: Revision,
-    pending: std::collections::VecDeque<Event>,
+    pending: std::collections::VecDeque<Arc<Event>>,
+    /// Reading from the log: at start when behind, and after a gap in (or lag behind) the broadcast.
+    catching_up: bool,
     failed: bool,
 }
 
@@ -436,7 +477,7 @@ impl WatchState {
             let ev = codec::decode_event(bytes.value())?;
             self.position = rev;
             if ev.kv.key.starts_with(&self.prefix) {
-                self.pending.push_back(ev);
+                self.pending.push_back(Arc::new(ev));
             }
             n += 1;
             if n >= 512 {
@@ -447,7 +488,7 @@ impl WatchState {
     }
 }
 
-async fn next_event(mut st: WatchState) -> Option<(Result<Event>, WatchState)> {
+async fn next_event(mut st: WatchState) -> Option<(Result<Arc<Event>>, WatchState)> {
     if st.failed {
         return None;
     }
@@ -455,18 +496,17 @@ async fn next_event(mut st: WatchState) -> Option<(Result<Event>, WatchState)> {
         if let Some(ev) = st.pending.pop_front() {
             return Some((Ok(ev), st));
         }
-        // History first: anything committed after our position that the log has.
-        if st.position < st.shared.revision.load(Ordering::SeqCst) {
+        if st.catching_up {
             if let Err(e) = st.catch_up() {
                 st.failed = true;
                 return Some((Err(e), st));
             }
-            if !st.pending.is_empty() {
-                continue;
+            // The log holds every published revision: once at its end, the broadcast (which the watch
+            // subscribed to before reading anything) carries on without a gap.
+            if st.pending.is_empty() && st.position >= st.shared.revision.load(Ordering::SeqCst) {
+                st.catching_up = false;
             }
-            if st.position < st.shared.revision.load(Ordering::SeqCst) {
-                continue;
-            }
+            continue;
         }
         match st.rx.recv().await {
             Ok(ev) => {
@@ -475,15 +515,16 @@ async fn next_event(mut st: WatchState) -> Option<(Result<Event>, WatchState)> {
                     continue;
                 }
                 if rev != st.position + 1 {
-                    // Missed something: the log has it.
+                    // Missed something (subscribed mid-batch or lagged): the log has it, this one included.
+                    st.catching_up = true;
                     continue;
                 }
                 st.position = rev;
                 if ev.kv.key.starts_with(&st.prefix) {
-                    return Some((Ok((*ev).clone()), st));
+                    return Some((Ok(ev), st));
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Lagged(_)) => st.catching_up = true,
             Err(broadcast::error::RecvError::Closed) => return None,
         }
     }
@@ -590,6 +631,7 @@ fn commit_batch(shared: &Shared, batch: &[Request], base: Revision, opts: &Optio
                         kind: EventKind::Put,
                         kv: new,
                         prev,
+                        memo: Memo::default(),
                     }
                 }
                 None => {
@@ -602,6 +644,7 @@ fn commit_batch(shared: &Shared, batch: &[Request], base: Revision, opts: &Optio
                             ..last
                         },
                         prev,
+                        memo: Memo::default(),
                     }
                 }
             };

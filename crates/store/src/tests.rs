@@ -133,7 +133,8 @@ fn many_watchers_see_every_change_in_order_with_prev_values() {
         for _ in 0..100 {
             let w = s.watch("/w/", start).expect("watch");
             handles.push(tokio::spawn(async move {
-                let evs: Vec<Event> = w.take(n_changes).map(|e| e.expect("event")).collect().await;
+                let evs: Vec<std::sync::Arc<Event>> =
+                    w.take(n_changes).map(|e| e.expect("event")).collect().await;
                 evs
             }));
         }
@@ -301,7 +302,7 @@ proptest! {
                 let want: Vec<(i64, String, bool)> = log.iter().filter(|e| e.0 > from).cloned().collect();
                 let got: Vec<(i64, String, bool)> = runtime.block_on(w.take(want.len()).map(|e| {
                     let e = e.expect("event");
-                    (e.kv.mod_revision, e.kv.key, e.kind == EventKind::Put)
+                    (e.kv.mod_revision, e.kv.key.clone(), e.kind == EventKind::Put)
                 }).collect());
                 prop_assert_eq!(got, want);
             }
