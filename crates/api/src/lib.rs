@@ -17,3 +17,4 @@ pub mod schema;
 pub mod selector;
 pub mod strategy;
 pub mod table;
+pub mod value;

@@ -131,16 +131,16 @@ pub fn allocate_service(
         }
     }
     if !cluster_ip.is_empty() {
-        svc["spec"]["clusterIP"] = json!(cluster_ip);
-        svc["spec"]["clusterIPs"] = json!([cluster_ip]);
+        api::value::set_in(svc, &["spec", "clusterIP"], json!(cluster_ip));
+        api::value::set_in(svc, &["spec", "clusterIPs"], json!([cluster_ip]));
         if cluster_ip != "None" {
-            svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+            api::value::set_in(svc, &["spec", "ipFamilies"], json!(["IPv4"]));
             if svc.pointer("/spec/ipFamilyPolicy").is_none() {
-                svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+                api::value::set_in(svc, &["spec", "ipFamilyPolicy"], json!("SingleStack"));
             }
         } else if svc.pointer("/spec/ipFamilyPolicy").is_none() {
-            svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
-            svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+            api::value::set_in(svc, &["spec", "ipFamilyPolicy"], json!("SingleStack"));
+            api::value::set_in(svc, &["spec", "ipFamilies"], json!(["IPv4"]));
         }
     }
     // NodePorts for NodePort and LoadBalancer Services.

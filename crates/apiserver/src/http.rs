@@ -363,7 +363,7 @@ async fn bind_pod(reg: &Registry, target: &Target, name: &str, node: &str) -> Ap
         .await?;
     let mut with_status = updated;
     with_status["status"] = status;
-    with_status["status"]["conditions"] = Value::Array(conds);
+    api::value::set_in(&mut with_status, &["status", "conditions"], Value::Array(conds));
     reg.update(
         target.resource,
         target.namespace.as_deref(),

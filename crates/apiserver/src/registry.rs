@@ -515,7 +515,7 @@ impl Registry {
                 let fins = obj.pointer("/spec/finalizers").cloned();
                 let mut next = old.clone();
                 match fins {
-                    Some(f) => next["spec"]["finalizers"] = f,
+                    Some(f) => api::value::set_in(&mut next, &["spec", "finalizers"], f),
                     None => {
                         if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
                             spec.remove("finalizers");
@@ -713,7 +713,7 @@ impl Registry {
                 }
             }
             if res.kind == "Namespace" && res.group.is_empty() {
-                obj["status"]["phase"] = json!("Terminating");
+                api::value::set_in(&mut obj, &["status", "phase"], json!("Terminating"));
             }
             let pending = !pending_finalizers(res, &obj).is_empty();
             if (pending || graceful)

@@ -155,6 +155,8 @@ pub struct Options {
     pub max_batch: usize,
     /// Capacity of the in-process broadcast to watchers (a watcher further behind catches up from the log).
     pub broadcast_capacity: usize,
+    /// Bytes of redb's page cache (redb's own default is 1 GiB, which an idle control plane grows into).
+    pub cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -163,6 +165,7 @@ impl Default for Options {
             history: 100_000,
             max_batch: 1024,
             broadcast_capacity: 4096,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -245,7 +248,10 @@ impl Store {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
-        let db = Database::create(path).map_err(backend)?;
+        let db = Database::builder()
+            .set_cache_size(opts.cache_bytes)
+            .create(path)
+            .map_err(backend)?;
         let (revision, compacted) = {
             let tx = db.begin_write().map_err(backend)?;
             let (rev, comp) = {

@@ -50,7 +50,7 @@ pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
         return;
     }
     if has_generation(group, kind) {
-        obj["metadata"]["generation"] = json!(1);
+        crate::value::set_in(obj, &["metadata", "generation"], json!(1));
     }
     if has_status(group, kind) {
         let status = match (group, kind) {
@@ -65,7 +65,7 @@ pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
         obj["status"] = status;
     }
     if (group, kind) == ("", "Namespace") {
-        obj["spec"]["finalizers"] = json!(["kubernetes"]);
+        crate::value::set_in(obj, &["spec", "finalizers"], json!(["kubernetes"]));
     }
 }
 
@@ -89,7 +89,7 @@ pub fn prepare_for_update(group: &str, kind: &str, new: &mut Value, old: &Value)
     if (group, kind) == ("", "Namespace") {
         // spec.finalizers changes only through /finalize.
         match old.pointer("/spec/finalizers") {
-            Some(f) => new["spec"]["finalizers"] = f.clone(),
+            Some(f) => crate::value::set_in(new, &["spec", "finalizers"], f.clone()),
             None => {
                 if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.remove("finalizers");
@@ -111,11 +111,12 @@ pub fn prepare_for_update(group: &str, kind: &str, new: &mut Value, old: &Value)
             && old
                 .pointer("/metadata/deletionTimestamp")
                 .is_none_or(Value::is_null);
-        new["metadata"]["generation"] = json!(if changed || starts_deleting {
+        let generation = if changed || starts_deleting {
             old_gen + 1
         } else {
             old_gen
-        });
+        };
+        crate::value::set_in(new, &["metadata", "generation"], json!(generation));
     }
 }
 
@@ -134,7 +135,7 @@ pub fn prepare_for_status_update(_group: &str, _kind: &str, new: &mut Value, old
         }
     }
     if let Some(rv) = rv {
-        next["metadata"]["resourceVersion"] = rv;
+        crate::value::set_in(&mut next, &["metadata", "resourceVersion"], rv);
     }
     *new = next;
 }

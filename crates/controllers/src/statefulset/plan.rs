@@ -8,7 +8,7 @@
 use super::identity::{self, REVISION_LABEL};
 use super::revision;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec, TypedLocalObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::time::Duration;
@@ -16,6 +16,11 @@ use std::time::Duration;
 /// Opt-in: replace a pod that is not Ready and on an old revision during a RollingUpdate instead of waiting
 /// for it forever (upstream k/k#67250). Value `"true"`.
 pub const HEAL_STUCK_ROLLOUT: &str = "berth.dev/heal-stuck-rollout";
+
+/// Opt-in: a new ordinal's claims are created with `spec.dataSource` naming the same template's claim of the
+/// ordinal before it (when that claim exists), so a provisioner that clones volumes (CSI volume cloning, Berth's
+/// local-path provisioner) starts the new replica from a copy of its predecessor's data. Value `"true"`.
+pub const CLONE_PREVIOUS_ORDINAL: &str = "berth.dev/clone-previous-ordinal";
 
 /// Everything the decision needs.
 pub struct Observed<'a> {
@@ -489,6 +494,12 @@ pub fn plan(o: &Observed) -> Plan {
         message: format!("delete Pod {p} in StatefulSet {set_name} successful"),
     };
 
+    let clone_previous = set
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLONE_PREVIOUS_ORDINAL))
+        .is_some_and(|v| v == "true");
     let mut blocked = false;
     // Replicas in ascending ordinal order.
     for (i, slot) in slots.iter().enumerate() {
@@ -498,8 +509,24 @@ pub fn plan(o: &Observed) -> Plan {
                 // Claims first; a claim still being deleted, or owned by a pod that is gone, blocks the pod
                 // (upstream waits for the garbage collector rather than re-using it).
                 let mut claim_blocked = false;
-                for claim in identity::new_claims(set, ord) {
+                for mut claim in identity::new_claims(set, ord) {
                     let cname = claim.metadata.name.clone().unwrap_or_default();
+                    if clone_previous && ord > start {
+                        let tname = cname
+                            .strip_suffix(&format!("-{}-{ord}", set_name))
+                            .unwrap_or_default()
+                            .to_string();
+                        let source = identity::claim_name(&tname, set, ord - 1);
+                        let source_ok =
+                            claim_by_name(&source).is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+                        if let (true, Some(spec)) = (source_ok, claim.spec.as_mut()) {
+                            spec.data_source = Some(TypedLocalObjectReference {
+                                api_group: None,
+                                kind: "PersistentVolumeClaim".into(),
+                                name: source,
+                            });
+                        }
+                    }
                     match claim_by_name(&cname) {
                         Some(existing) => {
                             let stale_pod_owner = existing

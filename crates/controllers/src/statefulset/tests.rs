@@ -553,6 +553,50 @@ fn raised_template_request_expands_every_claim_only_with_the_annotation() {
 }
 
 #[test]
+fn clone_annotation_sources_each_new_claim_from_the_ordinal_before() {
+    let data_source = |w: &World, c: &str| {
+        w.claims[c]
+            .spec
+            .as_ref()
+            .and_then(|s| s.data_source.as_ref())
+            .map(|d| (d.kind.clone(), d.name.clone()))
+    };
+    let mut w = World::new(set(3, "OrderedReady", "v1"));
+    w.set.metadata.annotations = Some(
+        [(
+            super::plan::CLONE_PREVIOUS_ORDINAL.to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
+    for _ in 0..6 {
+        w.reconcile();
+        ready_all(&mut w);
+    }
+    assert_eq!(names(&w), ["web-0", "web-1", "web-2"]);
+    assert_eq!(
+        data_source(&w, "www-web-0"),
+        None,
+        "the first ordinal starts empty"
+    );
+    assert_eq!(
+        data_source(&w, "www-web-1"),
+        Some(("PersistentVolumeClaim".into(), "www-web-0".into()))
+    );
+    assert_eq!(
+        data_source(&w, "www-web-2"),
+        Some(("PersistentVolumeClaim".into(), "www-web-1".into()))
+    );
+    // Without the annotation: upstream's claims, no dataSource.
+    let mut plain = World::new(set(2, "OrderedReady", "v1"));
+    for _ in 0..4 {
+        plain.reconcile();
+        ready_all(&mut plain);
+    }
+    assert_eq!(data_source(&plain, "www-web-1"), None);
+}
+
+#[test]
 fn rollback_reuses_the_old_revision_and_renumbers_it() {
     let mut w = World::new(set(1, "OrderedReady", "v1"));
     w.reconcile();
