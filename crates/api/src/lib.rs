@@ -18,3 +18,4 @@ pub mod selector;
 pub mod strategy;
 pub mod table;
 pub mod value;
+pub mod wellknown;

@@ -53,6 +53,17 @@ pub async fn bootstrap(reg: &Registry, https_port: u16) -> Result<(), error::Api
         .create(svc_res, Some("default"), svc, &WriteOptions::default())
         .await
     {
+        Ok(_) | Err(error::ApiError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e),
+    }
+    // The default StorageClass, as k3s ships it (local-path, WaitForFirstConsumer, Delete); kept if present.
+    let sc_res = api::resources::find("storage.k8s.io", "v1", "storageclasses")
+        .ok_or_else(|| error::ApiError::Internal("storageclasses".into()))?;
+    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {api::wellknown::DEFAULT_CLASS: "true"}},
+        "provisioner": api::wellknown::LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true});
+    match reg.create(sc_res, None, sc, &WriteOptions::default()).await {
         Ok(_) | Err(error::ApiError::AlreadyExists(_)) => Ok(()),
         Err(e) => Err(e),
     }

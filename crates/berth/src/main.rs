@@ -53,7 +53,8 @@ pub struct ServerArgs {
     /// Also write the admin kubeconfig to this path.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
-    /// Do not run a node agent on this machine (pods are not run; unscheduled pods are deleted at once).
+    /// Do not run a node agent on this machine: no Node is registered, so pods are not scheduled and
+    /// WaitForFirstConsumer claims are not provisioned; pods are deleted at once instead of gracefully.
     #[arg(long)]
     pub disable_agent: bool,
     /// External datastore (etcd) endpoint; the embedded store is used when absent.
@@ -115,7 +116,7 @@ fn run_async<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
 fn node_name(args: &ServerArgs) -> String {
     args.node_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
+            .map(|s| s.trim().to_lowercase())
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "berth".into())
@@ -205,7 +206,23 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     ));
     // Controllers reach the API through a kube-rs client over the in-process router (no socket).
     let client = kube::Client::new(apiserver::server::in_process(router.clone()), "default");
-    controllers::spawn_all(client);
+    controllers::spawn_all(client.clone());
+    if !args.disable_agent {
+        // This machine's own node agent, on the same in-process client (a remote agent uses HTTPS).
+        agent::spawn(
+            client,
+            agent::Config {
+                node_name: node.clone(),
+                node_ip: if args.bind_address.is_unspecified() {
+                    IpAddr::from([127, 0, 0, 1])
+                } else {
+                    args.bind_address
+                },
+                data_dir: args.data_dir.clone(),
+                control_plane: true,
+            },
+        );
+    }
     tracing::info!(%url, kubeconfig = %kc_path.display(), "berth server ready");
     Ok(Running {
         kubeconfig: kc_path,

@@ -1,11 +1,15 @@
 //! Berth's controllers, each a pure `plan(observed) -> steps` plus a short executor on a kube-rs `Client`
-//! (style.md §3.4): the StatefulSet controller, the garbage collector and the namespace lifecycle.
+//! (style.md §3.4): the StatefulSet controller, the garbage collector and the namespace lifecycle, the
+//! volume provisioner and binder, and the scheduler.
 //!
 //! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
+pub mod events;
 pub mod gc;
+pub mod scheduler;
 pub mod statefulset;
+pub mod volume;
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,4 +35,8 @@ pub fn spawn_all(client: kube::Client) {
     supervise("garbage-collector", move || gc::run(c.clone()));
     let c = client.clone();
     supervise("statefulset", move || statefulset::run(c.clone()));
+    let c = client.clone();
+    supervise("persistentvolume", move || volume::run(c.clone()));
+    let c = client.clone();
+    supervise("scheduler", move || scheduler::run(c.clone()));
 }

@@ -235,6 +235,19 @@ fn claim_requests_may_grow_but_not_shrink() {
     let mut grown = old.clone();
     grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
     assert!(validate_update("", "PersistentVolumeClaim", &grown, &old).is_empty());
+    let mut bound = old.clone();
+    bound["spec"]["volumeName"] = json!("pvc-1");
+    assert!(
+        validate_update("", "PersistentVolumeClaim", &bound, &old).is_empty(),
+        "the binder sets volumeName once"
+    );
+    let mut rebound = bound.clone();
+    rebound["spec"]["volumeName"] = json!("pvc-2");
+    assert_eq!(
+        validate_update("", "PersistentVolumeClaim", &rebound, &bound).len(),
+        1,
+        "and only once"
+    );
     let mut shrunk = old.clone();
     shrunk["spec"]["resources"]["requests"]["storage"] = json!("512Mi");
     let errs = validate_update("", "PersistentVolumeClaim", &shrunk, &old);

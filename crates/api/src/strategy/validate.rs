@@ -770,22 +770,21 @@ pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, e
             }
         }
         ("", "PersistentVolumeClaim") => {
+            // Upstream: the binder may set `volumeName` once (an unbound claim's), requests may change.
+            let binding = old
+                .pointer("/spec/volumeName")
+                .is_none_or(|v| v.is_null() || v == "");
             let strip = |v: &Value| {
                 let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
                 if let Some(m) = spec.as_object_mut() {
                     m.remove("resources");
-                    if v.pointer("/spec/volumeName").is_some() && old.pointer("/spec/volumeName").is_none() {
+                    if binding {
                         m.remove("volumeName");
                     }
                 }
                 spec
             };
-            let mut o = strip(old);
-            if let (Some(om), Some(vn)) = (o.as_object_mut(), new.pointer("/spec/volumeName"))
-                && old.pointer("/spec/volumeName").is_none()
-            {
-                om.insert("volumeName".into(), vn.clone());
-            }
+            let o = strip(old);
             let storage =
                 |v: &Value| s(v, "/spec/resources/requests/storage").and_then(crate::quantity::parse);
             if let (Some(n), Some(o)) = (storage(new), storage(old))

@@ -80,6 +80,28 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Play the kubelet: mark a pod Running and Ready through `pods/status`.
+    pub fn mark_ready(&self, pod: &str) {
+        let now = "2026-01-01T00:00:00Z";
+        let patch = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"10.42.0.9","startTime":"{now}","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}},{{"type":"ContainersReady","status":"True","lastTransitionTime":"{now}"}}],"containerStatuses":[{{"name":"nginx","ready":true,"restartCount":0,"image":"x","imageID":"","started":true,"state":{{"running":{{"startedAt":"{now}"}}}}}}]}}}}"#
+        );
+        self.ok(&[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    }
+
     /// Path of the admin kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig.yaml")

@@ -5,8 +5,7 @@
 use super::plan::{Observed, Step, plan};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
-use k8s_openapi::api::core::v1::{Event, ObjectReference, PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -244,35 +243,23 @@ async fn record_event(
     message: String,
 ) -> Result<(), kube::Error> {
     let namespace = set.metadata.namespace.clone().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
-    let ev = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", set.metadata.name.clone().unwrap_or_default())),
-            namespace: Some(namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("apps/v1".into()),
-            kind: Some("StatefulSet".into()),
-            name: set.metadata.name.clone(),
-            namespace: Some(namespace.clone()),
-            uid: set.metadata.uid.clone(),
-            resource_version: set.metadata.resource_version.clone(),
-            field_path: None,
-        },
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(type_.into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("statefulset-controller".into()),
-            host: None,
-        }),
-        reporting_component: Some("statefulset-controller".into()),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        ..Event::default()
+    let object = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("StatefulSet".into()),
+        name: set.metadata.name.clone(),
+        namespace: Some(namespace.clone()),
+        uid: set.metadata.uid.clone(),
+        resource_version: set.metadata.resource_version.clone(),
+        field_path: None,
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    api.create(&PostParams::default(), &ev).await.map(|_| ())
+    crate::events::record(
+        client,
+        &namespace,
+        object,
+        type_,
+        reason,
+        &message,
+        "statefulset-controller",
+    )
+    .await
 }

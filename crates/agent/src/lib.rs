@@ -1,0 +1,67 @@
+//! The node agent (the kubelet's role), reaching the API server only through a kube-rs `Client`: in
+//! `berth server` an in-process one, for a remote node one over HTTPS.
+//!
+//! What it does today:
+//! - [`node`]: registers its Node (capacity read off the machine, addresses, node info), keeps the `Ready`
+//!   condition's heartbeat and its Lease in `kube-node-lease` fresh;
+//! - [`volumes`]: the node side of the local-path provisioner: makes (or clones) the directory of each
+//!   volume the provisioner placed on this node, reports it `Available`, and removes `Released` volumes whose
+//!   reclaim policy is `Delete`;
+//! - [`pods`]: finishes the graceful deletion of pods bound to this node.
+//!
+//! Not yet: running containers (images, namespaces, rootfs, probes, logs, exec). Until then a pod bound to a
+//! Berth node stays `Pending`.
+//!
+//! Invariant: the agent never touches a path outside its own volumes directory.
+
+pub mod node;
+pub mod pods;
+pub mod volumes;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Node's name.
+    pub node_name: String,
+    /// The address reported as the Node's `InternalIP`.
+    pub node_ip: IpAddr,
+    /// `<data-dir>`; volumes live under `<data-dir>/volumes`.
+    pub data_dir: PathBuf,
+    /// Whether this agent runs inside `berth server` (its Node gets the control-plane role label, as k3s).
+    pub control_plane: bool,
+}
+
+impl Config {
+    /// The directory holding this node's local-path volumes.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.data_dir.join("volumes")
+    }
+}
+
+/// Start every agent loop on `client`; each is restarted after a pause if it ends.
+pub fn spawn(client: kube::Client, config: Config) {
+    let (c, cfg) = (client.clone(), config.clone());
+    supervise("node", move || node::run(c.clone(), cfg.clone()));
+    let (c, cfg) = (client.clone(), config.clone());
+    supervise("volumes", move || volumes::run(c.clone(), cfg.clone()));
+    let (c, cfg) = (client, config);
+    supervise("pods", move || pods::run(c.clone(), cfg.clone()));
+}
+
+fn supervise<F, Fut>(name: &'static str, f: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            f().await;
+            tracing::warn!(loop_ = name, "agent loop stopped; restarting");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}

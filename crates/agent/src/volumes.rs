@@ -1,0 +1,366 @@
+//! The node side of the local-path provisioner (what Rancher's local-path-provisioner does with its helper
+//! pods, done by the agent itself): for every PersistentVolume the provisioner placed on this node,
+//! - `Pending`: create its directory, or, with `berth.dev/clone-from`, copy the source volume's directory
+//!   into a temporary directory and rename it into place (so a half-made copy is never seen), then report
+//!   the volume `Available` so the binder binds the claim;
+//! - `Released` with reclaim policy `Delete`: remove the directory, then the PersistentVolume object.
+//!
+//! `Retain` volumes and their data are never touched. Paths outside the node's volumes directory are never
+//! touched either, whatever a PersistentVolume says.
+
+use crate::Config;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use serde_json::json;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// One filesystem-then-API action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Make the volume's directory (a copy of `clone_from` when set), then mark the volume Available.
+    Materialize {
+        /// Volume name.
+        name: String,
+        /// Its directory.
+        path: PathBuf,
+        /// The directory to copy from.
+        clone_from: Option<PathBuf>,
+    },
+    /// Remove the directory, then delete the volume object (uid precondition).
+    Remove {
+        /// Volume name.
+        name: String,
+        /// Volume uid.
+        uid: String,
+        /// Its directory.
+        path: PathBuf,
+    },
+}
+
+fn host_path(v: &PersistentVolume) -> Option<PathBuf> {
+    v.spec
+        .as_ref()?
+        .host_path
+        .as_ref()
+        .map(|h| PathBuf::from(&h.path))
+}
+
+/// `path` is a plain path strictly inside `root` (no `..`, not `root` itself).
+pub fn inside(root: &Path, path: &Path) -> bool {
+    path.starts_with(root)
+        && path != root
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// Decide what this node does for the volumes it holds.
+pub fn plan(node: &str, volumes_dir: &Path, volumes: &[PersistentVolume]) -> Vec<Step> {
+    let ours = |v: &PersistentVolume| {
+        v.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(api::wellknown::PROVISIONED_BY))
+            .is_some_and(|p| p == api::wellknown::LOCAL_PATH_PROVISIONER)
+            && on_node(v) == Some(node)
+    };
+    let mut steps = Vec::new();
+    for v in volumes.iter().filter(|v| ours(v)) {
+        let Some(path) = host_path(v).filter(|p| inside(volumes_dir, p)) else {
+            continue;
+        };
+        let name = v.metadata.name.clone().unwrap_or_default();
+        let phase = v
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        match phase {
+            "Pending" if v.metadata.deletion_timestamp.is_none() => {
+                let source = v
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(api::wellknown::CLONE_FROM));
+                let clone_from = match source {
+                    None => None,
+                    Some(src) => {
+                        let Some(src_path) = volumes
+                            .iter()
+                            .find(|x| x.metadata.name.as_deref() == Some(src.as_str()))
+                            .filter(|x| ours(x))
+                            .and_then(host_path)
+                            .filter(|p| inside(volumes_dir, p))
+                        else {
+                            // The source is gone or not ours: wait (the provisioner reports it).
+                            continue;
+                        };
+                        Some(src_path)
+                    }
+                };
+                steps.push(Step::Materialize {
+                    name,
+                    path,
+                    clone_from,
+                });
+            }
+            "Released"
+                if v.spec
+                    .as_ref()
+                    .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+                    == Some("Delete") =>
+            {
+                steps.push(Step::Remove {
+                    name,
+                    uid: v.metadata.uid.clone().unwrap_or_default(),
+                    path,
+                });
+            }
+            _ => {}
+        }
+    }
+    steps
+}
+
+fn on_node(v: &PersistentVolume) -> Option<&str> {
+    v.spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms
+        .iter()
+        .flat_map(|t| t.match_expressions.iter().flatten())
+        .find(|e| e.key == api::wellknown::HOSTNAME_LABEL && e.operator == "In")
+        .and_then(|e| e.values.as_ref()?.first().map(String::as_str))
+}
+
+/// Copy the directory tree `from` into `to` (which must not exist): directories, regular files (with
+/// their permission bits) and symlinks (as links, never followed).
+///
+/// # Errors
+/// The first I/O error.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    std::fs::set_permissions(to, std::fs::metadata(from)?.permissions())?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if ty.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &dest)?;
+        } else if ty.is_file() {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Make a volume directory: empty, or a copy of `clone_from` built beside it and renamed into place.
+/// Idempotent: an existing directory is kept as it is.
+///
+/// # Errors
+/// The first I/O error (a partial copy is removed).
+pub fn materialize(path: &Path, clone_from: Option<&Path>) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match clone_from {
+        None => std::fs::create_dir(path),
+        Some(src) => {
+            let tmp = path.with_extension("cloning");
+            let _ = std::fs::remove_dir_all(&tmp);
+            if let Err(e) = copy_tree(src, &tmp) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, path)
+        }
+    }
+}
+
+/// Run the node side of the provisioner until the process ends.
+pub async fn run(client: kube::Client, cfg: Config) {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    let (store, writer) = reflector::store::<PersistentVolume>();
+    let mut events = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .boxed();
+    let volumes_dir = cfg.volumes_dir();
+    let mut resync = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            ev = events.next() => if ev.is_none() { return },
+            _ = resync.tick() => {}
+        }
+        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
+        let volumes: Vec<PersistentVolume> = store.state().iter().map(|v| (**v).clone()).collect();
+        for step in plan(&cfg.node_name, &volumes_dir, &volumes) {
+            if let Err(e) = execute(&api, &step).await {
+                tracing::warn!(?step, error = %e, "volume step failed; will retry");
+            }
+        }
+    }
+}
+
+async fn execute(api: &Api<PersistentVolume>, step: &Step) -> Result<(), String> {
+    match step {
+        Step::Materialize {
+            name,
+            path,
+            clone_from,
+        } => {
+            let (p, c) = (path.clone(), clone_from.clone());
+            tokio::task::spawn_blocking(move || materialize(&p, c.as_deref()))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            api.patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Available"}})),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tracing::info!(volume = %name, path = %path.display(), cloned = clone_from.is_some(), "volume ready");
+        }
+        Step::Remove { name, uid, path } => {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(name, &dp).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                other => {
+                    other.map_err(|e| e.to_string())?;
+                }
+            }
+            tracing::info!(volume = %name, "released volume deleted");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pv(
+        name: &str,
+        node: &str,
+        path: &str,
+        phase: &str,
+        reclaim: &str,
+        clone: Option<&str>,
+    ) -> PersistentVolume {
+        let mut ann = json!({"pv.kubernetes.io/provisioned-by": "berth.dev/local-path"});
+        if let Some(c) = clone {
+            ann["berth.dev/clone-from"] = json!(c);
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "annotations": ann},
+            "spec": {"hostPath": {"path": path}, "persistentVolumeReclaimPolicy": reclaim,
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}},
+            "status": {"phase": phase}
+        }))
+        .expect("pv")
+    }
+
+    #[test]
+    fn plan_materializes_pending_removes_released_delete_and_keeps_retain() {
+        let root = Path::new("/d/volumes");
+        let vols = vec![
+            pv("a", "n1", "/d/volumes/a", "Pending", "Delete", None),
+            pv("b", "n1", "/d/volumes/b", "Pending", "Delete", Some("a")),
+            pv("c", "n1", "/d/volumes/c", "Released", "Delete", None),
+            pv("d", "n1", "/d/volumes/d", "Released", "Retain", None),
+            pv("e", "n2", "/d/volumes/e", "Pending", "Delete", None),
+            pv("f", "n1", "/etc", "Released", "Delete", None),
+            pv("g", "n1", "/d/volumes/../../etc", "Released", "Delete", None),
+            pv("h", "n1", "/d/volumes/h", "Pending", "Delete", Some("missing")),
+        ];
+        let steps = plan("n1", root, &vols);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Materialize {
+                    name: "a".into(),
+                    path: "/d/volumes/a".into(),
+                    clone_from: None
+                },
+                Step::Materialize {
+                    name: "b".into(),
+                    path: "/d/volumes/b".into(),
+                    clone_from: Some("/d/volumes/a".into())
+                },
+                Step::Remove {
+                    name: "c".into(),
+                    uid: "uid-c".into(),
+                    path: "/d/volumes/c".into()
+                },
+            ],
+            "Retain kept, other nodes ignored, paths outside the volumes dir never touched, missing source waits"
+        );
+    }
+
+    #[test]
+    fn clone_copies_files_dirs_modes_and_symlinks_and_is_idempotent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+        std::fs::write(src.join("data"), b"hello").expect("write");
+        std::fs::write(src.join("sub/x"), b"x").expect("write");
+        std::fs::set_permissions(src.join("data"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::symlink("data", src.join("link")).expect("symlink");
+        let dst = dir.path().join("dst");
+        materialize(&dst, Some(&src)).expect("clone");
+        assert_eq!(std::fs::read(dst.join("data")).expect("read"), b"hello");
+        assert_eq!(std::fs::read(dst.join("sub/x")).expect("read"), b"x");
+        assert_eq!(
+            std::fs::read_link(dst.join("link")).expect("link"),
+            Path::new("data")
+        );
+        assert_eq!(
+            std::fs::metadata(dst.join("data"))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert!(!dst.with_extension("cloning").exists());
+        // A second pass keeps what is there (the data may have changed since).
+        std::fs::write(dst.join("data"), b"changed").expect("write");
+        materialize(&dst, Some(&src)).expect("again");
+        assert_eq!(std::fs::read(dst.join("data")).expect("read"), b"changed");
+        let empty = dir.path().join("empty");
+        materialize(&empty, None).expect("mkdir");
+        assert!(empty.is_dir());
+    }
+}
