@@ -14,8 +14,10 @@
 //!
 //! Invariant: the agent never touches a path outside its own volumes directory.
 
+pub mod image;
 pub mod node;
 pub mod pods;
+pub mod runtime;
 pub mod volumes;
 
 use std::net::IpAddr;

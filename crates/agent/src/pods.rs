@@ -1,14 +1,31 @@
-//! Pods bound to this node. Today: finishing graceful deletion. With an agent present the API server
-//! deletes pods gracefully (it sets `deletionTimestamp` and waits, upstream `pkg/registry/core/pod`); the
-//! kubelet then stops the containers and deletes the object with grace period 0. This agent runs no
-//! containers yet, so it deletes such pods at once (with a uid precondition, so a replacement pod of the
-//! same name is never touched).
+//! The pods bound to this node, as the kubelet runs them (upstream `pkg/kubelet`: `syncPod`,
+//! `kuberuntime_container.go`, `status_manager.go`): each container started through [`crate::runtime`] from
+//! an image in the node's store, init containers to completion first and in order, restarts by
+//! `restartPolicy` with upstream's back-off (10 s doubling to 5 min), status written through `pods/status`,
+//! graceful termination (SIGTERM, then SIGKILL when `deletionTimestamp` passes) and the final deletion
+//! with grace period 0. Containers found on disk for pods that no longer exist are stopped and removed.
+//!
+//! Pods share the node's network until the pod network lands (their `podIP` is the node's address).
+//! Probes are not run yet: a running container counts as ready.
 
 use crate::Config;
+use crate::image::ImageStore;
+use crate::runtime::{self, Bind, ContainerSpec, State};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::{WatchStreamExt, watcher};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// First restart back-off (upstream `initialBackoff`).
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+/// Back-off ceiling (upstream `MaxContainerBackOff`).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Whether this agent must finish `p`'s deletion.
 pub fn must_finish_deletion(node: &str, p: &Pod) -> bool {
@@ -16,41 +33,800 @@ pub fn must_finish_deletion(node: &str, p: &Pod) -> bool {
         && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
 }
 
+/// Kubernetes' argv rule (`command` replaces the image's Entrypoint and drops its Cmd; `args` alone
+/// replaces Cmd), with `$(VAR)` references expanded from `env` (`$$` escapes), as upstream
+/// `kubecontainer.ExpandContainerCommandAndArgs`.
+pub fn argv(
+    entrypoint: Option<&[String]>,
+    cmd: Option<&[String]>,
+    command: Option<&[String]>,
+    args: Option<&[String]>,
+    env: &[(String, String)],
+) -> Vec<String> {
+    let expand = |v: &String| expand_vars(v, env);
+    match (command, args) {
+        (Some(c), a) => c.iter().chain(a.unwrap_or(&[])).map(expand).collect(),
+        (None, Some(a)) => entrypoint
+            .unwrap_or(&[])
+            .iter()
+            .cloned()
+            .chain(a.iter().map(expand))
+            .collect(),
+        (None, None) => entrypoint
+            .unwrap_or(&[])
+            .iter()
+            .chain(cmd.unwrap_or(&[]))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Expand `$(NAME)` from `env`; unknown references stay as written; `$$` is a literal `$`.
+pub fn expand_vars(s: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `/etc/hosts` as the kubelet writes it (`managedHostsFileContent`).
+pub fn hosts_file(
+    ip: &str,
+    hostname: &str,
+    subdomain: Option<&str>,
+    namespace: &str,
+    domain: &str,
+) -> String {
+    let mut s = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    match subdomain.filter(|s| !s.is_empty()) {
+        Some(sub) => s.push_str(&format!(
+            "{ip}\t{hostname}.{sub}.{namespace}.svc.{domain}\t{hostname}\n"
+        )),
+        None => s.push_str(&format!("{ip}\t{hostname}\n")),
+    }
+    s
+}
+
+struct Agent {
+    client: kube::Client,
+    cfg: Config,
+    images: ImageStore,
+    berth: PathBuf,
+    /// (pod uid, container) → (earliest next start, current back-off).
+    backoff: HashMap<(String, String), (Instant, Duration)>,
+    /// Pod uid → last status written.
+    written: HashMap<String, Value>,
+}
+
 /// Run until the process ends.
 pub async fn run(client: kube::Client, cfg: Config) {
+    let images = match ImageStore::open(&cfg.data_dir) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "image store");
+            return;
+        }
+    };
+    import_dropped(&images, &cfg);
+    let berth = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth"));
     let api: Api<Pod> = Api::all(client.clone());
     let wc = watcher::Config::default()
         .any_semantic()
         .fields(&format!("spec.nodeName={}", cfg.node_name));
-    let mut pods = watcher(api, wc).default_backoff().applied_objects().boxed();
-    while let Some(ev) = pods.next().await {
-        let Ok(p) = ev else { continue };
-        if !must_finish_deletion(&cfg.node_name, &p) {
+    let (store, writer) = reflector::store::<Pod>();
+    let mut events = reflector(writer, watcher(api, wc)).default_backoff().boxed();
+    let mut agent = Agent {
+        client,
+        cfg,
+        images,
+        berth,
+        backoff: HashMap::new(),
+        written: HashMap::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Until the first full list is in, the cache is not the truth: nothing is started or collected.
+    let mut synced = false;
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                None => return,
+                Some(Ok(watcher::Event::InitDone)) => synced = true,
+                Some(_) => {}
+            },
+            _ = tick.tick() => {}
+        }
+        while let Some(Some(ev)) = futures::FutureExt::now_or_never(events.next()) {
+            if matches!(ev, Ok(watcher::Event::InitDone)) {
+                synced = true;
+            }
+        }
+        if !synced {
             continue;
         }
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        let name = p.metadata.name.clone().unwrap_or_default();
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: p.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        match api.delete(&name, &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => tracing::warn!(pod = %name, error = %e, "finishing pod deletion failed"),
+        let pods: Vec<Pod> = store.state().iter().map(|p| (**p).clone()).collect();
+        agent.sync_all(&pods).await;
+    }
+}
+
+/// Archives dropped into `<data-dir>/agent/images/` are imported at start (the k3s air-gap convention).
+fn import_dropped(images: &ImageStore, cfg: &Config) {
+    let dir = cfg.data_dir.join("agent/images");
+    let Ok(rd) = std::fs::read_dir(&dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if p.is_file()
+            && [".tar", ".tar.gz", ".tgz", ".tar.zst"]
+                .iter()
+                .any(|x| name.ends_with(x))
+        {
+            match images.import(&p) {
+                Ok(named) => tracing::info!(archive = %p.display(), images = ?named, "imported"),
+                Err(e) => tracing::warn!(archive = %p.display(), error = %e, "import failed"),
+            }
         }
     }
+}
+
+fn pod_dir(cfg: &Config, uid: &str) -> PathBuf {
+    cfg.data_dir.join("agent/pods").join(uid)
+}
+
+impl Agent {
+    async fn sync_all(&mut self, pods: &[Pod]) {
+        let live: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        for p in pods {
+            if let Err(e) = self.sync_pod(p).await {
+                tracing::debug!(pod = ?p.metadata.name, error = %e, "pod sync");
+            }
+        }
+        // Containers of pods that are gone: stop, then remove.
+        let root = self.cfg.data_dir.join("agent/pods");
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let uid = e.file_name().to_string_lossy().into_owned();
+                if live.contains(&uid) {
+                    continue;
+                }
+                if stop_all(&e.path(), true) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                    self.written.remove(&uid);
+                }
+            }
+        }
+    }
+
+    async fn sync_pod(&mut self, p: &Pod) -> Result<(), String> {
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let dir = pod_dir(&self.cfg, &uid);
+        let spec = p.spec.clone().unwrap_or_default();
+        if p.metadata.deletion_timestamp.is_some() {
+            let deadline_passed = p
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0 <= jiff::Timestamp::now());
+            if stop_all(&dir, deadline_passed) {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(&name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                self.written.remove(&uid);
+            }
+            return Ok(());
+        }
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        if matches!(phase, "Succeeded" | "Failed") {
+            return Ok(());
+        }
+        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let mut waiting: BTreeMap<String, (String, String)> = BTreeMap::new();
+        // Volumes first: a claim that is not bound yet keeps every container waiting.
+        let binds_by_volume = match self.volumes(p, &dir).await {
+            Ok(v) => v,
+            Err(msg) => {
+                for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+                    waiting.insert(c.name.clone(), ("ContainerCreating".into(), msg.clone()));
+                }
+                return self.write_status(p, &dir, &waiting, false).await;
+            }
+        };
+        // Init containers, in order, each to completion.
+        let mut initialized = true;
+        for c in spec.init_containers.iter().flatten() {
+            let cdir = dir.join("init").join(&c.name);
+            match runtime::state(&cdir) {
+                State::Exited { code: 0, .. } => continue,
+                State::Running { .. } | State::Starting | State::Stopping => {
+                    initialized = false;
+                    break;
+                }
+                State::Exited { code, .. } if restart_policy == "Never" => {
+                    let _ = code;
+                    initialized = false;
+                    break;
+                }
+                State::Exited { .. } | State::Absent => {
+                    initialized = false;
+                    self.start(p, c, &cdir, &binds_by_volume, &mut waiting).await;
+                    break;
+                }
+            }
+        }
+        if initialized {
+            for c in &spec.containers {
+                let cdir = dir.join("containers").join(&c.name);
+                match runtime::state(&cdir) {
+                    State::Running { .. } | State::Starting | State::Stopping => {}
+                    State::Absent => self.start(p, c, &cdir, &binds_by_volume, &mut waiting).await,
+                    State::Exited { code, .. } => {
+                        let restart =
+                            restart_policy == "Always" || (restart_policy == "OnFailure" && code != 0);
+                        if restart {
+                            self.start(p, c, &cdir, &binds_by_volume, &mut waiting).await;
+                        }
+                    }
+                }
+            }
+        }
+        self.write_status(p, &dir, &waiting, initialized).await
+    }
+
+    /// Start (or restart, honouring the back-off) one container.
+    async fn start(
+        &mut self,
+        p: &Pod,
+        c: &Container,
+        cdir: &Path,
+        volumes: &HashMap<String, PathBuf>,
+        waiting: &mut BTreeMap<String, (String, String)>,
+    ) {
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let key = (uid, c.name.clone());
+        let restarting = !matches!(runtime::state(cdir), State::Absent);
+        if restarting
+            && let Some((next, _)) = self.backoff.get(&key)
+            && Instant::now() < *next
+        {
+            waiting.insert(
+                c.name.clone(),
+                (
+                    "CrashLoopBackOff".into(),
+                    format!("back-off restarting failed container {}", c.name),
+                ),
+            );
+            return;
+        }
+        let image = c.image.clone().unwrap_or_default();
+        let Some(digest) = self.images.resolve(&image) else {
+            waiting.insert(
+                c.name.clone(),
+                (
+                    "ErrImagePull".into(),
+                    format!("image {image:?} is not in this node's image store (import it with `berth image import`)"),
+                ),
+            );
+            return;
+        };
+        let spec = match self.container_spec(p, c, &digest, volumes).await {
+            Ok(s) => s,
+            Err(msg) => {
+                waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                return;
+            }
+        };
+        if restarting {
+            let restarts = read_restarts(cdir) + 1;
+            let _ = std::fs::write(cdir.join("restarts"), restarts.to_string());
+            // Back-off for the next restart: 10 s doubling to 5 min (reset after 10 min running is
+            // approximated by forgetting back-off state of containers that ran that long).
+            let next = self
+                .backoff
+                .get(&key)
+                .map_or(BACKOFF_INITIAL, |(_, d)| (*d * 2).min(BACKOFF_MAX));
+            self.backoff.insert(key, (Instant::now() + next, next));
+        }
+        if let Err(e) = std::fs::create_dir_all(cdir).and_then(|()| runtime::start(&self.berth, cdir, &spec))
+        {
+            waiting.insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
+        }
+    }
+
+    async fn container_spec(
+        &self,
+        p: &Pod,
+        c: &Container,
+        digest: &str,
+        volumes: &HashMap<String, PathBuf>,
+    ) -> Result<ContainerSpec, String> {
+        let cfg = self.images.config(digest).map_err(|e| e.to_string())?;
+        let rootfs = self.images.rootfs(digest).map_err(|e| e.to_string())?;
+        let spec = p.spec.clone().unwrap_or_default();
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let mut env: Vec<(String, String)> = cfg
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+            env.retain(|(x, _)| x != &k);
+            env.push((k, v));
+        };
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            set(
+                &mut env,
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
+        let hostname = spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| p.metadata.name.clone().unwrap_or_default());
+        set(&mut env, "HOSTNAME".into(), hostname.clone());
+        for e in c.env.iter().flatten() {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => expand_vars(v, &env),
+                (None, Some(src)) => {
+                    if let Some(f) = &src.field_ref {
+                        field_value(p, &f.field_path, &self.cfg)?
+                    } else if let Some(r) = &src.config_map_key_ref {
+                        self.key_ref(&ns, &r.name, &r.key, false, r.optional == Some(true))
+                            .await?
+                    } else if let Some(r) = &src.secret_key_ref {
+                        self.key_ref(&ns, &r.name, &r.key, true, r.optional == Some(true))
+                            .await?
+                    } else {
+                        String::new()
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            set(&mut env, e.name.clone(), value);
+        }
+        let argv = argv(
+            cfg.entrypoint.as_deref(),
+            cfg.cmd.as_deref(),
+            c.command.as_deref(),
+            c.args.as_deref(),
+            &env,
+        );
+        let mut binds = Vec::new();
+        for m in c.volume_mounts.iter().flatten() {
+            let Some(src) = volumes.get(&m.name) else {
+                return Err(format!("volume {:?} is not available", m.name));
+            };
+            let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sp) if !sp.split('/').any(|c| c == "..") => {
+                    let s = src.join(sp);
+                    let _ = std::fs::create_dir_all(&s);
+                    s
+                }
+                Some(sp) => return Err(format!("subPath {sp:?} must not contain '..'")),
+                None => src.clone(),
+            };
+            binds.push(Bind {
+                source,
+                target: m.mount_path.clone(),
+                read_only: m.read_only.unwrap_or(false),
+            });
+        }
+        let sc = c.security_context.as_ref();
+        let psc = spec.security_context.as_ref();
+        let uid = sc
+            .and_then(|s| s.run_as_user)
+            .or(psc.and_then(|s| s.run_as_user))
+            .unwrap_or(0);
+        let gid = sc
+            .and_then(|s| s.run_as_group)
+            .or(psc.and_then(|s| s.run_as_group))
+            .unwrap_or(0);
+        let subdomain = spec.subdomain.clone();
+        let domain = "cluster.local";
+        let ip = self.cfg.node_ip.to_string();
+        Ok(ContainerSpec {
+            rootfs,
+            argv,
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: c
+                .working_dir
+                .clone()
+                .or(cfg.working_dir.clone())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            hostname: hostname.clone(),
+            domainname: subdomain
+                .as_ref()
+                .map(|s| format!("{s}.{ns}.svc.{domain}"))
+                .unwrap_or_default(),
+            uid: uid as u32,
+            gid: gid as u32,
+            binds,
+            hosts: hosts_file(&ip, &hostname, subdomain.as_deref(), &ns, domain),
+            resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        })
+    }
+
+    /// A key of a ConfigMap (`secret` false) or Secret; `Err` names what is missing (upstream:
+    /// CreateContainerConfigError), `Ok("")` for a missing optional reference.
+    async fn key_ref(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        secret: bool,
+        optional: bool,
+    ) -> Result<String, String> {
+        let value = if secret {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            api.get_opt(name).await.map_err(|e| e.to_string())?.map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .get(key)
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            })
+        } else {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+            api.get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|m| m.data.unwrap_or_default().get(key).cloned())
+        };
+        let kind = if secret { "secret" } else { "configmap" };
+        match value {
+            Some(Some(v)) => Ok(v),
+            _ if optional => Ok(String::new()),
+            None => Err(format!("{kind} {name:?} not found")),
+            Some(None) => Err(format!("couldn't find key {key} in {kind} {ns}/{name}")),
+        }
+    }
+
+    /// Host directories of the pod's volumes (claims must be bound).
+    async fn volumes(&self, p: &Pod, dir: &Path) -> Result<HashMap<String, PathBuf>, String> {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let mut out = HashMap::new();
+        for v in p
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let path = if let Some(c) = &v.persistent_volume_claim {
+                let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                let claim = claims
+                    .get_opt(&c.claim_name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("persistentvolumeclaim {:?} not found", c.claim_name))?;
+                let vol = claim
+                    .spec
+                    .and_then(|s| s.volume_name)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("persistentvolumeclaim {:?} is not bound", c.claim_name))?;
+                let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+                let pv = pvs.get(&vol).await.map_err(|e| e.to_string())?;
+                let hp = pv
+                    .spec
+                    .and_then(|s| s.host_path)
+                    .ok_or_else(|| format!("volume {vol} has no local path"))?;
+                PathBuf::from(hp.path)
+            } else if v.empty_dir.is_some() {
+                dir.join("volumes/empty-dir").join(&v.name)
+            } else if let Some(h) = &v.host_path {
+                PathBuf::from(&h.path)
+            } else if let Some(cm) = &v.config_map {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+                let data = match api.get_opt(&cm.name).await.map_err(|e| e.to_string())? {
+                    Some(m) => m.data.unwrap_or_default(),
+                    None if cm.optional == Some(true) => BTreeMap::new(),
+                    None => return Err(format!("configmap {:?} not found", cm.name)),
+                };
+                let d = dir.join("volumes/configmap").join(&v.name);
+                write_files(&d, data.into_iter().map(|(k, v)| (k, v.into_bytes())))?;
+                d
+            } else if let Some(s) = &v.secret {
+                let name = s.secret_name.clone().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+                let data = match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+                    Some(sec) => sec.data.unwrap_or_default(),
+                    None if s.optional == Some(true) => BTreeMap::new(),
+                    None => return Err(format!("secret {name:?} not found")),
+                };
+                let d = dir.join("volumes/secret").join(&v.name);
+                write_files(&d, data.into_iter().map(|(k, v)| (k, v.0)))?;
+                d
+            } else {
+                return Err(format!(
+                    "volume {:?}: this volume type is not supported yet",
+                    v.name
+                ));
+            };
+            std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.insert(v.name.clone(), path);
+        }
+        Ok(out)
+    }
+
+    async fn write_status(
+        &mut self,
+        p: &Pod,
+        dir: &Path,
+        waiting: &BTreeMap<String, (String, String)>,
+        initialized: bool,
+    ) -> Result<(), String> {
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let spec = p.spec.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now().to_string();
+        let statuses = |list: &[Container], sub: &str| -> Vec<Value> {
+            list.iter()
+                .map(|c| {
+                    let cdir = dir.join(sub).join(&c.name);
+                    let digest = self.images.resolve(c.image.as_deref().unwrap_or("")).unwrap_or_default();
+                    let state = match (waiting.get(&c.name), runtime::state(&cdir)) {
+                        (Some((reason, message)), _) => json!({"waiting": {"reason": reason, "message": message}}),
+                        (None, State::Running { started, .. }) => json!({"running": {"startedAt": started}}),
+                        (None, State::Exited { code, started, finished }) => json!({"terminated": {
+                            "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                            "startedAt": started, "finishedAt": finished}}),
+                        (None, State::Absent | State::Starting) => json!({"waiting": {"reason": "ContainerCreating"}}),
+                        (None, State::Stopping) => json!({"waiting": {"reason": "ContainerCreating"}}),
+                    };
+                    let running = state.get("running").is_some();
+                    let last = runtime::last_exit(&cdir).map_or(json!({}), |(code, started, finished)| {
+                        json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                                              "startedAt": started, "finishedAt": finished}})
+                    });
+                    json!({"name": c.name, "image": c.image, "imageID": digest,
+                           "containerID": format!("berth://{uid}/{}", c.name),
+                           "ready": running && sub == "containers", "started": running,
+                           "restartCount": read_restarts(&cdir), "state": state, "lastState": last})
+                })
+                .collect()
+        };
+        let init = statuses(spec.init_containers.as_deref().unwrap_or(&[]), "init");
+        let app = statuses(&spec.containers, "containers");
+        let all_ready = !app.is_empty() && app.iter().all(|s| s["ready"] == true);
+        let any_started = app
+            .iter()
+            .any(|s| s["state"].get("running").is_some() || s["state"].get("terminated").is_some());
+        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let all_terminated = !app.is_empty() && app.iter().all(|s| s["state"].get("terminated").is_some());
+        let phase = if all_terminated && restart_policy != "Always" {
+            if app.iter().all(|s| s["state"]["terminated"]["exitCode"] == 0) {
+                "Succeeded"
+            } else if restart_policy == "Never" {
+                "Failed"
+            } else {
+                "Running"
+            }
+        } else if initialized && any_started {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let old_conds: Vec<Value> = p
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(&s.conditions).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        let cond = |t: &str, ok: bool| {
+            let status = if ok { "True" } else { "False" };
+            let since = old_conds
+                .iter()
+                .find(|c| c["type"] == t && c["status"] == status)
+                .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+                .unwrap_or_else(|| now.clone());
+            json!({"type": t, "status": status, "lastTransitionTime": since})
+        };
+        let ip = self.cfg.node_ip.to_string();
+        let start_time = p
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| now.clone());
+        let status = json!({
+            "phase": phase,
+            "conditions": [cond("PodReadyToStartContainers", true), cond("Initialized", initialized), cond("Ready", all_ready),
+                           cond("ContainersReady", all_ready), cond("PodScheduled", true)],
+            "hostIP": ip, "hostIPs": [{"ip": ip}], "podIP": ip, "podIPs": [{"ip": ip}],
+            "startTime": start_time,
+            "initContainerStatuses": init,
+            "containerStatuses": app,
+            "qosClass": p.status.as_ref().and_then(|s| s.qos_class.clone()),
+        });
+        if self.written.get(&uid) == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or(""));
+        api.patch_status(
+            p.metadata.name.as_deref().unwrap_or(""),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        self.written.insert(uid, status);
+        Ok(())
+    }
+}
+
+fn read_restarts(cdir: &Path) -> i64 {
+    std::fs::read_to_string(cdir.join("restarts"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Write `files` into `dir` (replacing what was there), as the kubelet's atomic writer does for
+/// configMap and secret volumes (keys are file names; a key with a path separator is refused).
+fn write_files(dir: &Path, files: impl Iterator<Item = (String, Vec<u8>)>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (k, v) in files {
+        if k.contains('/') || k == ".." || k == "." {
+            return Err(format!("key {k:?} is not a file name"));
+        }
+        std::fs::write(dir.join(&k), v).map_err(|e| format!("{}: {e}", dir.join(&k).display()))?;
+    }
+    Ok(())
+}
+
+/// A downward-API field (upstream `podFieldSelectorRuntimeValue` and `ExtractFieldPathAsString`).
+fn field_value(p: &Pod, path: &str, cfg: &Config) -> Result<String, String> {
+    let m = &p.metadata;
+    let map_key = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("']"))
+            .map(str::to_string)
+    };
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => cfg.node_name.clone(),
+        "spec.serviceAccountName" => p
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.hostIP" => cfg.node_ip.to_string(),
+        _ => {
+            if let Some(k) = map_key("metadata.labels['") {
+                m.labels
+                    .as_ref()
+                    .and_then(|l| l.get(&k).cloned())
+                    .unwrap_or_default()
+            } else if let Some(k) = map_key("metadata.annotations['") {
+                m.annotations
+                    .as_ref()
+                    .and_then(|l| l.get(&k).cloned())
+                    .unwrap_or_default()
+            } else {
+                return Err(format!("unsupported fieldRef {path:?}"));
+            }
+        }
+    })
+}
+
+/// Stop every container under a pod directory: SIGTERM (SIGKILL when `kill`); true once none runs.
+fn stop_all(pod_dir: &Path, kill: bool) -> bool {
+    let mut all_stopped = true;
+    for sub in ["init", "containers"] {
+        let Ok(rd) = std::fs::read_dir(pod_dir.join(sub)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let st = runtime::state(&e.path());
+            if matches!(st, State::Starting | State::Stopping) {
+                all_stopped = false;
+            }
+            if let State::Running { .. } = st {
+                all_stopped = false;
+                let sig = if kill {
+                    nix::sys::signal::Signal::SIGKILL
+                } else {
+                    nix::sys::signal::Signal::SIGTERM
+                };
+                runtime::signal(&e.path(), sig);
+            }
+        }
+    }
+    all_stopped
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_follows_the_kubernetes_rules_and_expands_env_references() {
+        let ep = s(&["/entry"]);
+        let cmd = s(&["default"]);
+        let env = vec![("NAME".to_string(), "web-0".to_string())];
+        assert_eq!(
+            argv(Some(&ep), Some(&cmd), None, None, &env),
+            s(&["/entry", "default"])
+        );
+        assert_eq!(
+            argv(Some(&ep), Some(&cmd), None, Some(&s(&["x", "$(NAME)"])), &env),
+            s(&["/entry", "x", "web-0"])
+        );
+        assert_eq!(
+            argv(Some(&ep), Some(&cmd), Some(&s(&["/bin/sh"])), None, &env),
+            s(&["/bin/sh"])
+        );
+        assert_eq!(
+            argv(
+                Some(&ep),
+                Some(&cmd),
+                Some(&s(&["/bin/sh"])),
+                Some(&s(&["-c", "echo $$(NAME) $(MISSING)"])),
+                &env
+            ),
+            s(&["/bin/sh", "-c", "echo $(NAME) $(MISSING)"])
+        );
+    }
+
+    #[test]
+    fn hosts_file_names_the_pod_by_its_stable_dns_name() {
+        let h = hosts_file("10.42.0.5", "web-0", Some("nginx"), "default", "cluster.local");
+        assert!(
+            h.ends_with("10.42.0.5\tweb-0.nginx.default.svc.cluster.local\tweb-0\n"),
+            "{h}"
+        );
+        assert!(hosts_file("10.42.0.5", "p", None, "default", "cluster.local").ends_with("10.42.0.5\tp\n"));
+    }
 
     #[test]
     fn only_terminating_pods_of_this_node() {

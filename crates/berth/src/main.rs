@@ -30,12 +30,86 @@ enum Command {
     Server(ServerArgs),
     /// Measure Berth's figures on this machine and print them as Markdown (docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// The node's image store: import air-gapped archives, list and remove images.
+    Image {
+        /// Data directory.
+        #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Internal: a container's shim (started by the agent; outlives the server).
+    #[command(hide = true, name = "container-shim")]
+    ContainerShim {
+        /// The container's directory.
+        dir: PathBuf,
+    },
+    /// Internal: a container's init (PID 1 of its PID namespace until it execs the workload).
+    #[command(hide = true, name = "container-init")]
+    ContainerInit {
+        /// The container's directory.
+        dir: PathBuf,
+    },
     /// Print the path of the admin kubeconfig.
     Kubeconfig {
         /// Data directory.
         #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import an OCI image-layout or `docker save` archive (tar, optionally gzip/zstd); works while the
+    /// server runs.
+    Import {
+        /// Archive files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List stored images.
+    Ls,
+    /// Remove images by name.
+    Rm {
+        /// Names (any spelling Docker accepts: `busybox` = `docker.io/library/busybox:latest`).
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn image(data_dir: &std::path::Path, cmd: ImageCommand) -> Result<()> {
+    let store = agent::image::ImageStore::open(data_dir)?;
+    match cmd {
+        ImageCommand::Import { files } => {
+            for f in files {
+                for (name, digest) in store
+                    .import(&f)
+                    .with_context(|| format!("importing {}", f.display()))?
+                {
+                    println!("{name} {digest}");
+                }
+            }
+        }
+        ImageCommand::Ls => {
+            println!("{:<60} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
+            for e in store.list()? {
+                let short = e
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .get(..12)
+                    .unwrap_or("")
+                    .to_string();
+                println!("{:<60} {:<20} {:>10}", e.name, short, e.size);
+            }
+        }
+        ImageCommand::Rm { names } => {
+            for n in names {
+                store.remove(&n)?;
+                println!("removed {}", agent::image::normalize(&n));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Flags named as k3s names them.
@@ -91,6 +165,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => run_async(server(args)),
         Command::Bench(args) => run_async(bench::run(args)),
+        Command::Image { data_dir, command } => image(&data_dir, command),
+        Command::ContainerShim { dir } => agent::runtime::shim_main(&dir).context("container shim"),
+        Command::ContainerInit { dir } => agent::runtime::init_main(&dir).context("container init"),
         Command::Kubeconfig { data_dir } => {
             println!("{}", data_dir.join("kubeconfig.yaml").display());
             Ok(())

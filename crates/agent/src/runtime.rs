@@ -1,0 +1,444 @@
+//! Containers as Linux processes, without a container daemon (the patterns of runc's `init` and
+//! containerd's shim, architecture.md "How the agent runs a pod"):
+//!
+//! - the agent writes a [`ContainerSpec`] to `<container dir>/spec.json` and starts `berth container-shim
+//!   <dir>`: a re-executed, single-threaded `berth`, in its own process group, that outlives the server;
+//! - the shim unshares UTS, IPC and PID namespaces and starts `berth container-init <dir>`, which is
+//!   therefore PID 1 of a new PID namespace and makes its own mount namespace; the shim records the init's pid (`pid`), waits for it,
+//!   and records its exit (`exit`), so exit codes survive a server crash and the agent re-adopts running
+//!   containers from these files;
+//! - the init makes the container's world: every mount private, an overlay root (the image's rootfs
+//!   read-only below, the container's own upper directory), the pod's volumes bound at their mount paths,
+//!   `/proc`, a tmpfs `/dev` with the standard devices, `/sys` read-only, `/etc/hosts`, `/etc/hostname`,
+//!   `/etc/resolv.conf`; hostname and domain name; `pivot_root`; the user and group; the working
+//!   directory and environment; then it `exec`s the workload, which becomes PID 1.
+//!
+//! Every mount lives in the container's own mount namespace and disappears with its last process: a crash
+//! anywhere leaves no mount behind on the host.
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::unistd::{Gid, Pid, Uid};
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bind {
+    /// Host path (directory or file).
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Everything the init needs, written by the agent as `spec.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The image's root filesystem (the overlay's lower directory).
+    pub rootfs: PathBuf,
+    /// argv (argv[0] resolved through `PATH` of `env`).
+    pub argv: Vec<String>,
+    /// Environment, `K=V`.
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    pub cwd: String,
+    /// Hostname (UTS namespace).
+    pub hostname: String,
+    /// NIS domain name (UTS namespace), e.g. `nginx.default.svc.cluster.local` for a pod with a subdomain.
+    pub domainname: String,
+    /// uid and gid the workload runs as.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+    /// Volumes and other bind mounts, in order.
+    pub binds: Vec<Bind>,
+    /// Contents of `/etc/hosts`.
+    pub hosts: String,
+    /// Contents of `/etc/resolv.conf`.
+    pub resolv_conf: String,
+}
+
+/// Where a container stands, read from its directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Never started (no pid file).
+    Absent,
+    /// The shim was started moments ago and has not recorded the init's pid yet.
+    Starting,
+    /// The workload is gone and its shim is still recording the exit.
+    Stopping,
+    /// Its init (the workload) runs with this host pid.
+    Running {
+        /// Host pid of the workload.
+        pid: i32,
+        /// When it started (RFC 3339).
+        started: String,
+    },
+    /// It exited.
+    Exited {
+        /// Exit code (128 + signal when killed by a signal).
+        code: i32,
+        /// When it started.
+        started: String,
+        /// When it finished.
+        finished: String,
+    },
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Start a container whose spec is in `dir` (a fresh start: the previous run's pid and exit files are
+/// cleared; the upper directory, i.e. the container's writable layer, is kept as a restart keeps it).
+///
+/// # Errors
+/// When the shim cannot be spawned.
+pub fn start(berth: &Path, dir: &Path, spec: &ContainerSpec) -> std::io::Result<()> {
+    for d in ["upper", "work", "merged"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    write_atomic(
+        &dir.join("spec.json"),
+        &serde_json::to_vec_pretty(spec).unwrap_or_default(),
+    )?;
+    // The previous run's end is kept for `lastState` (upstream keeps the last terminated container).
+    if let (Ok(exit), Ok(started)) = (
+        std::fs::read_to_string(dir.join("exit")),
+        std::fs::read_to_string(dir.join("started")),
+    ) {
+        write_atomic(
+            &dir.join("last-exit"),
+            format!("{} {}", exit.trim(), started.trim()).as_bytes(),
+        )?;
+    }
+    for f in ["pid", "exit", "started"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    // Until the shim records a pid, the container is Starting (never started twice by a quick re-sync).
+    write_atomic(
+        &dir.join("starting"),
+        jiff::Timestamp::now().to_string().as_bytes(),
+    )?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))?;
+    let shim = Command::new(berth)
+        .arg("container-shim")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    write_atomic(&dir.join("shim-pid"), shim.id().to_string().as_bytes())?;
+    Ok(())
+}
+
+/// The container's state from its files (a pid whose process is gone without an exit file counts as
+/// exited with code 255: the shim itself was killed).
+pub fn state(dir: &Path) -> State {
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let started = read("started").unwrap_or_default();
+    if let Some(exit) = read("exit") {
+        let mut parts = exit.splitn(2, ' ');
+        let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(255);
+        let finished = parts.next().unwrap_or("").to_string();
+        return State::Exited {
+            code,
+            started,
+            finished,
+        };
+    }
+    match read("pid").and_then(|p| p.parse::<i32>().ok()) {
+        None => match read("starting").and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
+            // A shim that never recorded a pid within 30 s died before starting anything.
+            Some(t) if jiff::Timestamp::now().duration_since(t) < jiff::SignedDuration::from_secs(30) => {
+                State::Starting
+            }
+            Some(_) => State::Exited {
+                code: 255,
+                started: String::new(),
+                finished: String::new(),
+            },
+            None => State::Absent,
+        },
+        Some(pid) if alive(pid) => State::Running { pid, started },
+        Some(_)
+            if read("shim-pid")
+                .and_then(|p| p.parse::<i32>().ok())
+                .is_some_and(alive) =>
+        {
+            State::Stopping
+        }
+        Some(_) => State::Exited {
+            code: 255,
+            started: started.clone(),
+            finished: started,
+        },
+    }
+}
+
+/// The previous run's end: (exit code, started, finished), if the container was restarted.
+pub fn last_exit(dir: &Path) -> Option<(i32, String, String)> {
+    let s = std::fs::read_to_string(dir.join("last-exit")).ok()?;
+    let mut p = s.split_whitespace();
+    let code = p.next()?.parse().ok()?;
+    let finished = p.next()?.to_string();
+    let started = p.next().unwrap_or("").to_string();
+    Some((code, started, finished))
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped by its parent) counts as gone.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+    nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok() && state != Some("Z")
+}
+
+/// Send `sig` to the container's workload (if it runs).
+pub fn signal(dir: &Path, sig: nix::sys::signal::Signal) {
+    if let State::Running { pid, .. } = state(dir) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// `berth container-shim <dir>`: new namespaces, start the init, record its pid and exit.
+///
+/// # Errors
+/// When the namespaces cannot be made or the init cannot be started.
+pub fn shim_main(dir: &Path) -> std::io::Result<()> {
+    // The mount namespace is the init's own (its pivot_root must not move the shim's root).
+    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
+        .map_err(std::io::Error::from)?;
+    let me = std::env::current_exe()?;
+    let mut child = Command::new(me).arg("container-init").arg(dir).spawn()?;
+    let now = jiff::Timestamp::now().to_string();
+    write_atomic(&dir.join("started"), now.as_bytes())?;
+    write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())?;
+    let _ = std::fs::remove_file(dir.join("starting"));
+    let status = child.wait()?;
+    let code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(9)
+    });
+    write_atomic(
+        &dir.join("exit"),
+        format!("{code} {}", jiff::Timestamp::now()).as_bytes(),
+    )
+}
+
+fn err(what: &str) -> impl FnOnce(nix::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::other(format!("{what}: {e}"))
+}
+
+/// Make `target` (inside the new root) exist as a directory or an empty file, matching `source`.
+fn mount_point(target: &Path, source: &Path) -> std::io::Result<()> {
+    if source.is_dir() {
+        std::fs::create_dir_all(target)
+    } else {
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        if !target.exists() {
+            std::fs::write(target, b"")?;
+        }
+        Ok(())
+    }
+}
+
+fn bind(source: &Path, target: &Path, read_only: bool) -> std::io::Result<()> {
+    mount_point(target, source)?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err("bind mount"))?;
+    if read_only {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(err("read-only remount"))?;
+    }
+    Ok(())
+}
+
+/// Resolve a path inside the new root without following symlinks out of it (a volume's mountPath of an
+/// image with a hostile symlink must not bind over a host path).
+fn inside_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
+    let mut out = root.to_path_buf();
+    for c in Path::new(path).components() {
+        match c {
+            std::path::Component::Normal(n) => {
+                out.push(n);
+                if std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(std::io::Error::other(format!("{path}: a symlink in the image")));
+                }
+            }
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            std::path::Component::ParentDir | std::path::Component::Prefix(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{path}: not a plain absolute path"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `berth container-init <dir>`: PID 1 of the container; builds its root and execs the workload.
+///
+/// # Errors
+/// Any failure before the exec (it then exits non-zero and the shim records it).
+pub fn init_main(dir: &Path) -> std::io::Result<()> {
+    let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
+        .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(err("mount namespace"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("making mounts private"))?;
+    let root = dir.join("merged");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.rootfs.display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(err("overlay root"))?;
+    // Kernel filesystems.
+    let proc_dir = root.join("proc");
+    std::fs::create_dir_all(&proc_dir)?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(err("/proc"))?;
+    let dev = root.join("dev");
+    std::fs::create_dir_all(&dev)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(err("/dev"))?;
+    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let host = Path::new("/dev").join(d);
+        if host.exists() {
+            bind(&host, &dev.join(d), false)?;
+        }
+    }
+    std::fs::create_dir_all(dev.join("shm"))?;
+    mount(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(err("/dev/shm"))?;
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(to, dev.join(link));
+    }
+    let sys = root.join("sys");
+    std::fs::create_dir_all(&sys)?;
+    if bind(Path::new("/sys"), &sys, true).is_err() {
+        tracing::debug!("no /sys in the container");
+    }
+    // /etc files, then volumes.
+    for (name, content) in [
+        ("hosts", &spec.hosts),
+        ("hostname", &format!("{}\n", spec.hostname)),
+        ("resolv.conf", &spec.resolv_conf),
+    ] {
+        let src = dir.join(format!("etc-{name}"));
+        std::fs::write(&src, content)?;
+        let target = inside_root(&root, &format!("/etc/{name}"))?;
+        bind(&src, &target, false)?;
+    }
+    for b in &spec.binds {
+        let target = inside_root(&root, &b.target)?;
+        bind(&b.source, &target, b.read_only)?;
+    }
+    nix::unistd::sethostname(&spec.hostname).map_err(err("hostname"))?;
+    if !spec.domainname.is_empty() {
+        std::fs::write("/proc/sys/kernel/domainname", &spec.domainname)?;
+    }
+    // pivot_root into the new root and drop the old one.
+    let old = root.join(".oldroot");
+    std::fs::create_dir_all(&old)?;
+    nix::unistd::pivot_root(&root, &old).map_err(err("pivot_root"))?;
+    nix::unistd::chdir("/").map_err(err("chdir /"))?;
+    umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(err("detaching the old root"))?;
+    let _ = std::fs::remove_dir("/.oldroot");
+    // Identity, then the workload.
+    nix::unistd::setgroups(&[Gid::from_raw(spec.gid)]).map_err(err("setgroups"))?;
+    nix::unistd::setgid(Gid::from_raw(spec.gid)).map_err(err("setgid"))?;
+    nix::unistd::setuid(Uid::from_raw(spec.uid)).map_err(err("setuid"))?;
+    let (program, args) = spec.argv.split_first().ok_or_else(|| {
+        std::io::Error::other("no command: the image has no Entrypoint/Cmd and the container no command")
+    })?;
+    let mut cmd = Command::new(resolve(program, &spec.env));
+    cmd.args(args).env_clear().current_dir(&spec.cwd);
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let e = cmd.exec();
+    Err(std::io::Error::other(format!("exec {program}: {e}")))
+}
+
+/// `program` looked up in the container's `PATH` (as execvp would) when it has no slash.
+fn resolve(program: &str, env: &[String]) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(program))
+}

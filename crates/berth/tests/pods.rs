@@ -1,0 +1,203 @@
+//! Pods really run (issue "Node agent"): the agent inside `berth server` runs a StatefulSet's pods as
+//! Linux processes in their own namespaces on an overlay of an imported image, with their claims mounted,
+//! restarts crashed containers, terminates gracefully, and re-adopts its containers after kill -9 of the
+//! server. Needs root, overlayfs and `/usr/bin/busybox` (Debian `busybox-static`, installed by `.ci/run`);
+//! skipped otherwise unless `BERTH_TEST_ROOT=1` (set by `scripts/test` as root), which makes it fail.
+
+mod common;
+
+use common::{Server, eventually};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn prerequisites() -> bool {
+    let ok = nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("BERTH_TEST_ROOT").is_none(),
+            "BERTH_TEST_ROOT is set but this test needs root and /usr/bin/busybox"
+        );
+        eprintln!("skipped: needs root and /usr/bin/busybox (busybox-static)");
+    }
+    ok
+}
+
+const SET: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {clusterIP: None, selector: {app: db}, ports: [{port: 80, name: web}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: main
+        image: busybox:test
+        env:
+        - name: ORDINAL
+          valueFrom: {fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}}
+        command: ["/bin/sh", "-c"]
+        args:
+        - |
+          echo "boot $(hostname) $ORDINAL" >> /data/log
+          trap 'echo "term $(hostname)" >> /data/log; exit 0' TERM
+          while true; do sleep 1; done
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}
+"#;
+
+fn pod(s: &Server, name: &str) -> Option<Value> {
+    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
+}
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn volume_log(s: &Server, claim: &str) -> String {
+    let c = s.get_json(&["pvc", claim]);
+    let pv = s.get_json(&["pv", c["spec"]["volumeName"].as_str().expect("bound")]);
+    let dir = PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().expect("path"));
+    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+}
+
+fn uid(s: &Server, name: &str) -> String {
+    pod(s, name).expect("pod")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string()
+}
+
+#[test]
+fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_graceful_termination() {
+    if !prerequisites() {
+        return;
+    }
+    let mut s = Server::start_with(&["--node-name", "node-a"]);
+    let archive = common::busybox_archive(s.data_dir()).expect("busybox archive");
+    // Imported while the server runs.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["image", "import", "--data-dir"])
+        .arg(s.data_dir())
+        .arg(&archive)
+        .output()
+        .expect("berth image import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("docker.io/library/busybox:test"));
+
+    s.apply(SET);
+    // OrderedReady with a real kubelet: db-1 only after db-0 runs and is Ready.
+    let p0 = eventually(60, "db-0 Running and Ready", || pod(&s, "db-0").filter(ready));
+    assert_eq!(p0["status"]["phase"], "Running");
+    let p1 = eventually(60, "db-1 Running and Ready", || pod(&s, "db-1").filter(ready));
+    let t0 = p0["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+        .as_str()
+        .expect("t0")
+        .to_string();
+    let c1 = p1["metadata"]["creationTimestamp"]
+        .as_str()
+        .expect("c1")
+        .to_string();
+    assert!(
+        c1.as_str() >= &t0[..19],
+        "db-1 created ({c1}) before db-0 ran ({t0})"
+    );
+    // Identity inside the container: hostname and the pod-index label through the downward API.
+    eventually(20, "both pods wrote into their own claims", || {
+        (volume_log(&s, "data-db-0").contains("boot db-0 0")
+            && volume_log(&s, "data-db-1").contains("boot db-1 1"))
+        .then_some(())
+    });
+
+    // Graceful deletion: SIGTERM reaches the workload, then db-0 comes back on the same claim.
+    let old = uid(&s, "db-0");
+    s.ok(&["delete", "pod", "db-0", "--wait=false"]);
+    eventually(60, "db-0 back and Ready", || {
+        pod(&s, "db-0").filter(|p| p["metadata"]["uid"] != old.as_str() && ready(p))
+    });
+    eventually(20, "term then a second boot on the same volume", || {
+        let log = volume_log(&s, "data-db-0");
+        (log.contains("term db-0") && log.matches("boot db-0 0").count() == 2).then_some(())
+    });
+
+    // A crashed container is restarted in place (restartCount, lastState).
+    let dir = s
+        .data_dir()
+        .join("agent/pods")
+        .join(uid(&s, "db-1"))
+        .join("containers/main");
+    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let p1 = eventually(30, "db-1 restarted", || {
+        pod(&s, "db-1").filter(|p| p["status"]["containerStatuses"][0]["restartCount"] == 1 && ready(p))
+    });
+    assert_eq!(
+        p1["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        137
+    );
+
+    // kill -9 of the whole server: the containers keep running and are re-adopted, not restarted.
+    let before = std::fs::read_to_string(dir.join("pid")).expect("pid");
+    s.restart();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let p1 = eventually(30, "db-1 still Ready after the restart", || {
+        pod(&s, "db-1").filter(ready)
+    });
+    assert_eq!(p1["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pid")).expect("pid"),
+        before,
+        "same process"
+    );
+
+    // A missing image and a crashing command are reported as upstream names them.
+    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"noimage"},"spec":{"containers":[{"name":"c","image":"nothere:1"}]}}"#);
+    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"crash"},"spec":{"containers":[{"name":"c","image":"busybox:test","command":["/bin/false"]}]}}"#);
+    eventually(30, "ErrImagePull", || {
+        (pod(&s, "noimage")?["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "ErrImagePull")
+            .then_some(())
+    });
+    eventually(40, "CrashLoopBackOff", || {
+        (pod(&s, "crash")?["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "CrashLoopBackOff")
+            .then_some(())
+    });
+
+    // Scale to zero and delete the rest: no container process remains.
+    s.ok(&["scale", "sts", "db", "--replicas=0"]);
+    s.ok(&["delete", "pod", "noimage", "crash", "--wait=false"]);
+    eventually(60, "every pod gone", || {
+        s.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    eventually(20, "no pod directories left", || {
+        std::fs::read_dir(s.data_dir().join("agent/pods"))
+            .ok()?
+            .next()
+            .is_none()
+            .then_some(())
+    });
+}
