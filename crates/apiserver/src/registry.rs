@@ -300,6 +300,9 @@ impl Registry {
         }
         api::strategy::prepare_for_create(res.group, res.kind, &mut obj);
         api::strategy::default(res.group, res.kind, &mut obj);
+        if res.kind == "PersistentVolumeClaim" && res.group.is_empty() {
+            self.default_storage_class(&mut obj).await?;
+        }
         let name = object::name(&obj).to_string();
         let mut errors = api::strategy::validate(res.group, res.kind, &obj);
         if name.is_empty() && !errors.iter().any(|e| e.field == "metadata.name") {
@@ -365,6 +368,43 @@ impl Registry {
             Err(store::Error::AlreadyExists { .. }) => Err(ApiError::AlreadyExists(subject(res, &name))),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// DefaultStorageClass admission (upstream `plugin/pkg/admission/storage/storageclass/setdefault`): a
+    /// claim created without `storageClassName` gets the default class's name (the newest one when several
+    /// are marked default); an explicit `""` stays (no class).
+    async fn default_storage_class(&self, obj: &mut Value) -> ApiResult<()> {
+        if obj
+            .pointer("/spec/storageClassName")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Ok(());
+        }
+        let Some(sc) = resources::find("storage.k8s.io", "v1", "storageclasses") else {
+            return Ok(());
+        };
+        let list = self.inner.store.list(&object::prefix(sc, None), None, 0).await?;
+        let mut defaults: Vec<Value> = list
+            .kvs
+            .iter()
+            .filter_map(|kv| decode(kv).ok())
+            .filter(|c| {
+                c.pointer("/metadata/annotations")
+                    .and_then(|a| a.get(api::wellknown::DEFAULT_CLASS))
+                    .and_then(Value::as_str)
+                    == Some("true")
+            })
+            .collect();
+        defaults.sort_by_key(|c| {
+            c.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
+        if let Some(name) = defaults.last().and_then(|c| c.pointer("/metadata/name")).cloned() {
+            api::value::set_in(obj, &["spec", "storageClassName"], name);
+        }
+        Ok(())
     }
 
     async fn all_services(&self) -> ApiResult<Vec<Value>> {

@@ -10,18 +10,6 @@ use common::{Server, eventually};
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn prerequisites() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists();
-    if !ok {
-        assert!(
-            std::env::var_os("BERTH_TEST_ROOT").is_none(),
-            "BERTH_TEST_ROOT is set but this test needs root and /usr/bin/busybox"
-        );
-        eprintln!("skipped: needs root and /usr/bin/busybox (busybox-static)");
-    }
-    ok
-}
-
 const SET: &str = r#"
 apiVersion: v1
 kind: Service
@@ -86,20 +74,11 @@ fn uid(s: &Server, name: &str) -> String {
 
 #[test]
 fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_graceful_termination() {
-    if !prerequisites() {
+    if !common::can_run_containers() {
         return;
     }
-    let mut s = Server::start_with(&["--node-name", "node-a"]);
-    let archive = common::busybox_archive(s.data_dir()).expect("busybox archive");
-    // Imported while the server runs.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["image", "import", "--data-dir"])
-        .arg(s.data_dir())
-        .arg(&archive)
-        .output()
-        .expect("berth image import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("docker.io/library/busybox:test"));
+    // The image is imported while the server runs.
+    let mut s = common::server_with_busybox("node-a");
 
     s.apply(SET);
     // OrderedReady with a real kubelet: db-1 only after db-0 runs and is Ready.

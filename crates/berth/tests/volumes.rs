@@ -1,14 +1,48 @@
-//! The node agent's volume side, the local-path provisioner and binder, and the scheduler, against the real
-//! `berth server` with its agent on (issue "Node agent", item 4 "Volumes", and the storage parts of the
-//! StatefulSet issue): claims are provisioned on the node their pod is scheduled to, bound before the pod is,
-//! cloned from the previous ordinal and expanded on request, and their directories removed on release.
-//! The test plays the container runtime (which is not built yet) by marking pods Ready through `pods/status`.
+//! Storage with the real agent (issue "Node agent", item 4 "Volumes", and the storage parts of the
+//! StatefulSet issue): claims are provisioned on the node their pod is scheduled to and bound before the
+//! pod is, a new ordinal's claim is a copy of the previous one's, raised requests expand every claim,
+//! Retain keeps data on scale-down and Delete removes it with the claim. Runs real containers, so it
+//! needs root and busybox like `pods.rs`.
 
 mod common;
 
-use common::{Server, eventually, seed};
+use common::{Server, eventually};
 use serde_json::Value;
 use std::path::PathBuf;
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+  annotations:
+    berth.dev/clone-previous-ordinal: "true"
+    berth.dev/expand-volume-claims: "true"
+spec:
+  serviceName: nginx
+  replicas: 2
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      initContainers:
+      - name: seed
+        image: busybox:test
+        command: ["/bin/sh", "-c", "[ -f /www/index.html ] || echo \"first written by $(hostname)\" > /www/index.html"]
+        volumeMounts: [{name: www, mountPath: /www}]
+      containers:
+      - name: web
+        image: busybox:test
+        command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+        volumeMounts: [{name: www, mountPath: /usr/share/nginx/html}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: storage-local
+      resources: {requests: {storage: 200Mi}}
+"#;
 
 fn claim(s: &Server, name: &str) -> Option<Value> {
     let out = s.kubectl(&["get", "pvc", name, "-o", "json"]);
@@ -30,7 +64,10 @@ fn bound(s: &Server, name: &str) -> Option<Value> {
 
 #[test]
 fn claims_are_provisioned_bound_cloned_expanded_and_released_on_the_agents_node() {
-    let s = Server::start_with(&["--node-name", "node-a"]);
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("node-a");
     // The agent registered its node with a lease; the default StorageClass exists.
     eventually(20, "node Ready", || {
         let n = s.kubectl(&["get", "node", "node-a", "-o", "json"]);
@@ -47,49 +84,38 @@ fn claims_are_provisioned_bound_cloned_expanded_and_released_on_the_agents_node(
     s.ok(&[
         "apply",
         "-f",
-        &seed("seed-storage-local.yaml").to_string_lossy(),
-        "-f",
-        &seed("seed-web.yaml").to_string_lossy(),
+        &common::seed("seed-storage-local.yaml").to_string_lossy(),
     ]);
-    s.ok(&[
-        "annotate",
-        "sts",
-        "web",
-        "berth.dev/clone-previous-ordinal=true",
-        "berth.dev/expand-volume-claims=true",
-    ]);
+    s.apply(WEB);
     // WaitForFirstConsumer: the claim is provisioned on the node web-0 is scheduled to, then web-0 is bound.
     let c0 = eventually(30, "www-web-0 bound", || bound(&s, "www-web-0"));
     assert_eq!(
         c0["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
         "node-a"
     );
-    let pod = eventually(20, "web-0 scheduled", || {
-        let p = s.get_json(&["pod", "web-0"]);
-        (p["spec"]["nodeName"] == "node-a").then_some(p)
-    });
-    assert!(pod["status"]["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|c| c["type"] == "PodScheduled" && c["status"] == "True")
-    }));
     let dir0 = volume_dir(&s, "www-web-0");
     assert!(
         dir0.starts_with(s.data_dir().join("volumes")),
         "{}",
         dir0.display()
     );
-    assert!(dir0.is_dir());
-    std::fs::write(dir0.join("index.html"), "web-0 data\n").expect("write into web-0's volume");
-
-    // web-1's claim is a clone of web-0's.
-    s.mark_ready("web-0");
-    let c1 = eventually(30, "www-web-1 bound", || bound(&s, "www-web-1"));
+    // web-0's init container wrote its page before web-0 became Ready; web-1's claim is a copy of web-0's.
+    let c1 = eventually(60, "www-web-1 bound", || bound(&s, "www-web-1"));
     assert_eq!(c1["spec"]["dataSource"]["name"], "www-web-0");
     let dir1 = volume_dir(&s, "www-web-1");
     assert_ne!(dir0, dir1);
     assert_eq!(
-        std::fs::read_to_string(dir1.join("index.html")).expect("cloned file"),
-        "web-0 data\n"
+        std::fs::read_to_string(dir0.join("index.html")).expect("web-0 page"),
+        "first written by web-0\n"
+    );
+    eventually(30, "web-1 running", || {
+        let p = s.get_json(&["pod", "web-1"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(dir1.join("index.html")).expect("cloned page"),
+        "first written by web-0\n",
+        "the clone carried web-0's data, so web-1's init container kept it"
     );
 
     // Raising the template's request expands both claims and their volumes.
@@ -107,11 +133,13 @@ fn claims_are_provisioned_bound_cloned_expanded_and_released_on_the_agents_node(
         });
     }
 
-    // Scale to zero: the agent finishes the graceful deletions; claims and data stay (Retain).
+    // Scale to zero: the pods stop; claims and data stay (whenScaled: Retain).
     s.ok(&["scale", "sts", "web", "--replicas=0"]);
-    eventually(30, "pods gone", || {
-        let out = s.ok(&["get", "pods", "-o", "name"]);
-        out.trim().is_empty().then_some(())
+    eventually(60, "pods gone", || {
+        s.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
     });
     assert!(dir0.join("index.html").exists() && dir1.is_dir());
 
@@ -134,4 +162,13 @@ fn claims_are_provisioned_bound_cloned_expanded_and_released_on_the_agents_node(
             .then_some(())
     });
     assert_eq!(claim(&s, "lost").expect("claim")["status"]["phase"], "Pending");
+    // DefaultStorageClass admission: a claim without a class gets the default one's name.
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":"plain"},
+            "spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Mi"}}}}"#,
+    );
+    assert_eq!(
+        claim(&s, "plain").expect("claim")["spec"]["storageClassName"],
+        "local-path"
+    );
 }

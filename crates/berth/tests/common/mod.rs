@@ -245,6 +245,35 @@ pub fn kill_containers(data_dir: &Path) {
     }
 }
 
+/// Whether tests that run real containers can run here (root and `/usr/bin/busybox`). When not, they
+/// skip with a message, unless `BERTH_TEST_ROOT` is set (`scripts/test` as root), which makes it a failure.
+pub fn can_run_containers() -> bool {
+    let ok = nix::unistd::geteuid().is_root() && Path::new("/usr/bin/busybox").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("BERTH_TEST_ROOT").is_none(),
+            "BERTH_TEST_ROOT is set but this test needs root and /usr/bin/busybox"
+        );
+        eprintln!("skipped: needs root and /usr/bin/busybox (busybox-static)");
+    }
+    ok
+}
+
+/// Start a server with its agent and import the busybox test image into it (while it runs).
+pub fn server_with_busybox(node: &str) -> Server {
+    let s = Server::start_with(&["--node-name", node]);
+    let archive = busybox_archive(s.data_dir()).expect("busybox archive");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["image", "import", "--data-dir"])
+        .arg(s.data_dir())
+        .arg(&archive)
+        .output()
+        .expect("berth image import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("docker.io/library/busybox:test"));
+    s
+}
+
 /// An image archive (`docker save` layout) named `busybox:test` with Debian's static busybox and its
 /// applets, for tests that run real containers. `None` when `/usr/bin/busybox` (package busybox-static)
 /// is missing.
