@@ -17,6 +17,7 @@
 pub mod image;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod runtime;
 pub mod volumes;
 

@@ -10,6 +10,7 @@
 
 use crate::Config;
 use crate::image::ImageStore;
+use crate::probe;
 use crate::runtime::{self, Bind, ContainerSpec, State};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
@@ -122,6 +123,8 @@ struct Agent {
     backoff: HashMap<(String, String), (Instant, Duration)>,
     /// Pod uid → last status written.
     written: HashMap<String, Value>,
+    /// (pod uid, container, probe) → (the container run it belongs to, its tracker).
+    probes: HashMap<(String, String, probe::Kind), (String, probe::Tracker)>,
 }
 
 /// Run until the process ends.
@@ -148,6 +151,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         berth,
         backoff: HashMap::new(),
         written: HashMap::new(),
+        probes: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     // Until the first full list is in, the cache is not the truth: nothing is started or collected.
@@ -271,7 +275,7 @@ impl Agent {
                 for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
                     waiting.insert(c.name.clone(), ("ContainerCreating".into(), msg.clone()));
                 }
-                return self.write_status(p, &dir, &waiting, false).await;
+                return self.write_status(p, &dir, &waiting, false, &HashMap::new()).await;
             }
         };
         // Init containers, in order, each to completion.
@@ -312,7 +316,102 @@ impl Agent {
                 }
             }
         }
-        self.write_status(p, &dir, &waiting, initialized).await
+        let verdicts = if initialized {
+            self.run_probes(p, &dir).await
+        } else {
+            HashMap::new()
+        };
+        self.write_status(p, &dir, &waiting, initialized, &verdicts).await
+    }
+
+    /// Run the probes that are due for the pod's running containers; returns container → (started, ready)
+    /// for containers with probes. A failed liveness or startup probe kills the run (it restarts by policy).
+    async fn run_probes(&mut self, p: &Pod, dir: &Path) -> HashMap<String, (bool, bool)> {
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let now = Instant::now();
+        let mut out = HashMap::new();
+        let mut due = Vec::new();
+        for c in &p.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default() {
+            let cdir = dir.join("containers").join(&c.name);
+            let State::Running { started, .. } = runtime::state(&cdir) else {
+                continue;
+            };
+            let kinds = [
+                (probe::Kind::Startup, &c.startup_probe),
+                (probe::Kind::Liveness, &c.liveness_probe),
+                (probe::Kind::Readiness, &c.readiness_probe),
+            ];
+            if kinds.iter().all(|(_, pr)| pr.is_none()) {
+                continue;
+            }
+            let verdict = |kind| {
+                self.probes
+                    .get(&(uid.clone(), c.name.clone(), kind))
+                    .filter(|(run, _)| run == &started)
+                    .and_then(|(_, t)| t.passing)
+            };
+            let startup_passed = c.startup_probe.is_none() || verdict(probe::Kind::Startup) == Some(true);
+            let ready = startup_passed
+                && (c.readiness_probe.is_none() || verdict(probe::Kind::Readiness) == Some(true));
+            out.insert(c.name.clone(), (startup_passed, ready));
+            for (kind, pr) in kinds {
+                let Some(pr) = pr else { continue };
+                if kind != probe::Kind::Startup && !startup_passed {
+                    continue;
+                }
+                if kind == probe::Kind::Startup && startup_passed {
+                    continue;
+                }
+                let key = (uid.clone(), c.name.clone(), kind);
+                let entry = self
+                    .probes
+                    .entry(key.clone())
+                    .or_insert_with(|| (started.clone(), probe::Tracker::new(now, pr)));
+                if entry.0 != started {
+                    *entry = (started.clone(), probe::Tracker::new(now, pr));
+                }
+                if entry.1.due(now) {
+                    due.push((key, c.clone(), pr.clone(), cdir.clone()));
+                }
+            }
+        }
+        let ip = self.cfg.node_ip;
+        let berth = self.berth.clone();
+        let results = futures::future::join_all(
+            due.iter()
+                .map(|(_, c, pr, cdir)| probe::run(&berth, cdir, c, pr, ip)),
+        )
+        .await;
+        for ((key, c, pr, cdir), result) in due.into_iter().zip(results) {
+            if let Err(msg) = &result {
+                tracing::debug!(pod = ?p.metadata.name, container = %c.name, kind = ?key.2, %msg, "probe failed");
+            }
+            let Some((_, tracker)) = self.probes.get_mut(&key) else {
+                continue;
+            };
+            let verdict = tracker.record(&pr, result.is_ok(), Instant::now());
+            match (key.2, verdict) {
+                (probe::Kind::Liveness | probe::Kind::Startup, Some(false)) => {
+                    // Upstream: "Container … failed liveness probe, will be restarted".
+                    runtime::signal(&cdir, nix::sys::signal::Signal::SIGKILL);
+                }
+                (probe::Kind::Readiness | probe::Kind::Startup, _) => {
+                    let startup_passed = c.startup_probe.is_none()
+                        || (key.2 == probe::Kind::Startup && verdict == Some(true))
+                        || out.get(&c.name).is_some_and(|v| v.0);
+                    let ready = startup_passed
+                        && (c.readiness_probe.is_none()
+                            || self
+                                .probes
+                                .get(&(key.0.clone(), key.1.clone(), probe::Kind::Readiness))
+                                .and_then(|(_, t)| t.passing)
+                                == Some(true));
+                    out.insert(c.name.clone(), (startup_passed, ready));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Start (or restart, honouring the back-off) one container.
@@ -598,6 +697,7 @@ impl Agent {
         dir: &Path,
         waiting: &BTreeMap<String, (String, String)>,
         initialized: bool,
+        verdicts: &HashMap<String, (bool, bool)>,
     ) -> Result<(), String> {
         let uid = p.metadata.uid.clone().unwrap_or_default();
         let spec = p.spec.clone().unwrap_or_default();
@@ -623,7 +723,8 @@ impl Agent {
                     });
                     json!({"name": c.name, "image": c.image, "imageID": digest,
                            "containerID": format!("berth://{uid}/{}", c.name),
-                           "ready": running && sub == "containers", "started": running,
+                           "ready": running && sub == "containers" && verdicts.get(&c.name).is_none_or(|v| v.1),
+                           "started": running && verdicts.get(&c.name).is_none_or(|v| v.0),
                            "restartCount": read_restarts(&cdir), "state": state, "lastState": last})
                 })
                 .collect()

@@ -442,3 +442,44 @@ fn resolve(program: &str, env: &[String]) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from(program))
 }
+
+/// `berth container-exec <dir> <argv…>`: run a command inside a running container (probes, and later
+/// `kubectl exec`): join the workload's mount, UTS, IPC and PID namespaces (`setns`, as `nsenter` and
+/// runc's exec do; joining the mount namespace moves root and cwd to the container's root), then run
+/// `argv` with the container's environment, user and working directory, and exit with its status.
+///
+/// # Errors
+/// When the container does not run or a namespace cannot be joined.
+pub fn exec_main(dir: &Path, argv: &[String]) -> std::io::Result<i32> {
+    let State::Running { pid, .. } = state(dir) else {
+        return Err(std::io::Error::other("container is not running"));
+    };
+    let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
+        .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
+    // Open every namespace first (after joining the mount namespace /proc is the container's).
+    let open = |ns: &str| std::fs::File::open(format!("/proc/{pid}/ns/{ns}"));
+    let (ipc, uts, pidns, mnt) = (open("ipc")?, open("uts")?, open("pid")?, open("mnt")?);
+    nix::sched::setns(&ipc, CloneFlags::CLONE_NEWIPC).map_err(err("joining ipc"))?;
+    nix::sched::setns(&uts, CloneFlags::CLONE_NEWUTS).map_err(err("joining uts"))?;
+    nix::sched::setns(&pidns, CloneFlags::CLONE_NEWPID).map_err(err("joining pid"))?;
+    nix::sched::setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(err("joining mnt"))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("no command"))?;
+    let mut cmd = Command::new(resolve(program, &spec.env));
+    cmd.args(args)
+        .env_clear()
+        .current_dir(&spec.cwd)
+        .uid(spec.uid)
+        .gid(spec.gid);
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let status = cmd.status()?;
+    Ok(status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(9)
+    }))
+}

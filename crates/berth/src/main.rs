@@ -50,6 +50,15 @@ enum Command {
         /// The container's directory.
         dir: PathBuf,
     },
+    /// Internal: run a command inside a running container (probes).
+    #[command(hide = true, name = "container-exec")]
+    ContainerExec {
+        /// The container's directory.
+        dir: PathBuf,
+        /// The command.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Print the path of the admin kubeconfig.
     Kubeconfig {
         /// Data directory.
@@ -168,6 +177,10 @@ fn main() -> std::process::ExitCode {
         Command::Image { data_dir, command } => image(&data_dir, command),
         Command::ContainerShim { dir } => agent::runtime::shim_main(&dir).context("container shim"),
         Command::ContainerInit { dir } => agent::runtime::init_main(&dir).context("container init"),
+        Command::ContainerExec { dir, argv } => match agent::runtime::exec_main(&dir, &argv) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(anyhow::anyhow!("container exec: {e}")),
+        },
         Command::Kubeconfig { data_dir } => {
             println!("{}", data_dir.join("kubeconfig.yaml").display());
             Ok(())

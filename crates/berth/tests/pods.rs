@@ -38,7 +38,11 @@ spec:
         - |
           echo "boot $(hostname) $ORDINAL" >> /data/log
           trap 'echo "term $(hostname)" >> /data/log; exit 0' TERM
+          (sleep 1; echo ok > /tmp/ready) &
           while true; do sleep 1; done
+        readinessProbe:
+          exec: {command: [cat, /tmp/ready]}
+          periodSeconds: 1
         volumeMounts: [{name: data, mountPath: /data}]
   volumeClaimTemplates:
   - metadata: {name: data}
@@ -81,6 +85,11 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
     let mut s = common::server_with_busybox("node-a");
 
     s.apply(SET);
+    // The readiness probe (exec inside the container) holds db-0 Running but not Ready for a second.
+    eventually(30, "db-0 Running, not yet Ready", || {
+        pod(&s, "db-0").filter(|p| p["status"]["phase"] == "Running" && !ready(p))
+    });
+    assert!(pod(&s, "db-1").is_none(), "db-1 waits for db-0's readiness");
     // OrderedReady with a real kubelet: db-1 only after db-0 runs and is Ready.
     let p0 = eventually(60, "db-0 Running and Ready", || pod(&s, "db-0").filter(ready));
     assert_eq!(p0["status"]["phase"], "Running");
@@ -149,6 +158,13 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
         "same process"
     );
 
+    // A failing liveness probe restarts the container.
+    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"unlive"},"spec":{"containers":[{"name":"c","image":"busybox:test",
+        "command":["/bin/sh","-c","while true; do sleep 1; done"],
+        "livenessProbe":{"exec":{"command":["cat","/tmp/alive"]},"periodSeconds":1,"failureThreshold":1}}]}}"#);
+    eventually(30, "liveness restart", || {
+        (pod(&s, "unlive")?["status"]["containerStatuses"][0]["restartCount"].as_i64()? >= 1).then_some(())
+    });
     // A missing image and a crashing command are reported as upstream names them.
     s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"noimage"},"spec":{"containers":[{"name":"c","image":"nothere:1"}]}}"#);
     s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"crash"},"spec":{"containers":[{"name":"c","image":"busybox:test","command":["/bin/false"]}]}}"#);
@@ -165,7 +181,7 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
 
     // Scale to zero and delete the rest: no container process remains.
     s.ok(&["scale", "sts", "db", "--replicas=0"]);
-    s.ok(&["delete", "pod", "noimage", "crash", "--wait=false"]);
+    s.ok(&["delete", "pod", "noimage", "crash", "unlive", "--wait=false"]);
     eventually(60, "every pod gone", || {
         s.ok(&["get", "pods", "-o", "name"])
             .trim()
