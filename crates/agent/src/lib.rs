@@ -15,6 +15,7 @@
 //! Invariant: the agent never touches a path outside its own volumes directory.
 
 pub mod image;
+pub mod kubelet;
 pub mod node;
 pub mod pods;
 pub mod probe;
@@ -36,6 +37,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Whether this agent runs inside `berth server` (its Node gets the control-plane role label, as k3s).
     pub control_plane: bool,
+    /// Bearer token the API server presents to this agent's kubelet API.
+    pub kubelet_token: String,
+    /// The kubelet API's port (set by [`start`] once bound).
+    pub kubelet_port: u16,
 }
 
 impl Config {
@@ -45,8 +50,20 @@ impl Config {
     }
 }
 
-/// Start every agent loop on `client`; each is restarted after a pause if it ends.
-pub fn spawn(client: kube::Client, config: Config) {
+/// Bind the kubelet API, then start every agent loop on `client`; each loop is restarted after a pause
+/// if it ends.
+///
+/// # Errors
+/// When the kubelet API's socket cannot be bound.
+pub async fn start(client: kube::Client, mut config: Config) -> std::io::Result<()> {
+    let (port, serve) = kubelet::bind(config.node_ip, config.kubelet_token.clone(), &config.data_dir).await?;
+    config.kubelet_port = port;
+    tokio::spawn(serve);
+    spawn(client, config);
+    Ok(())
+}
+
+fn spawn(client: kube::Client, config: Config) {
     let (c, cfg) = (client.clone(), config.clone());
     supervise("node", move || node::run(c.clone(), cfg.clone()));
     let (c, cfg) = (client.clone(), config.clone());

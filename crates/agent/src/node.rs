@@ -121,7 +121,9 @@ pub fn node_object(cfg: &Config, m: &Machine, now: jiff::Timestamp) -> Node {
                 },
             ]),
             daemon_endpoints: Some(NodeDaemonEndpoints {
-                kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(cfg.kubelet_port),
+                }),
             }),
             node_info: Some(NodeSystemInfo {
                 architecture: arch().into(),
@@ -267,6 +269,8 @@ mod tests {
             node_ip: "127.0.0.1".parse().expect("ip"),
             data_dir: "/var/lib/berth".into(),
             control_plane: true,
+            kubelet_token: String::new(),
+            kubelet_port: 10250,
         };
         let m = Machine {
             cpus: 2,

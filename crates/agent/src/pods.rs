@@ -267,6 +267,11 @@ impl Agent {
             return Ok(());
         }
         let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        // The kubelet API finds a pod's containers by namespace/name.
+        if !dir.join("pod").exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("pod"), format!("{ns}/{name}")).map_err(|e| e.to_string())?;
+        }
         let mut waiting: BTreeMap<String, (String, String)> = BTreeMap::new();
         // Volumes first: a claim that is not bound yet keeps every container waiting.
         let binds_by_volume = match self.volumes(p, &dir).await {

@@ -126,10 +126,14 @@ pub fn start(berth: &Path, dir: &Path, spec: &ContainerSpec) -> std::io::Result<
         &dir.join("starting"),
         jiff::Timestamp::now().to_string().as_bytes(),
     )?;
+    // The previous run's log stays readable (`kubectl logs --previous`).
+    if dir.join("log").exists() {
+        std::fs::rename(dir.join("log"), dir.join("previous.log"))?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("log"))?;
+        .open(dir.join("shim.log"))?;
     let shim = Command::new(berth)
         .arg("container-shim")
         .arg(dir)
@@ -223,11 +227,27 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
         .map_err(std::io::Error::from)?;
     let me = std::env::current_exe()?;
-    let mut child = Command::new(me).arg("container-init").arg(dir).spawn()?;
+    // One pipe for stdout and stderr: after unshare(CLONE_NEWPID) this process cannot start threads, so
+    // one loop copies the output (the log keeps the order in which the container wrote it).
+    let (read_end, write_end) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+    let mut child = Command::new(me)
+        .arg("container-init")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(write_end.try_clone()?))
+        .stderr(std::process::Stdio::from(write_end))
+        .spawn()?;
     let now = jiff::Timestamp::now().to_string();
     write_atomic(&dir.join("started"), now.as_bytes())?;
     write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())?;
     let _ = std::fs::remove_file(dir.join("starting"));
+    // The container's output, as CRI log lines (`<RFC 3339 time> <stream> <F|P> <text>`), as containerd
+    // writes them for the kubelet; it ends when every process of the container is gone.
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))?;
+    pump("stdout", std::fs::File::from(read_end), &mut log);
     let status = child.wait()?;
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
@@ -237,6 +257,29 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         &dir.join("exit"),
         format!("{code} {}", jiff::Timestamp::now()).as_bytes(),
     )
+}
+
+/// Copy one output stream into the log as CRI lines; a line longer than 16 KiB is split into partial
+/// (`P`) records ending with a full (`F`) one.
+fn pump(stream: &str, reader: std::fs::File, log: &mut std::fs::File) {
+    use std::io::{BufRead, Write};
+    const MAX: usize = 16 * 1024;
+    let mut r = std::io::BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = match std::io::Read::take(&mut r, MAX as u64).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let full = buf.ends_with(b"\n");
+        let text = if full { &buf[..n - 1] } else { &buf[..n] };
+        let tag = if full || n < MAX { "F" } else { "P" };
+        let mut line = format!("{} {stream} {tag} ", jiff::Timestamp::now()).into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        let _ = log.write_all(&line);
+    }
 }
 
 fn err(what: &str) -> impl FnOnce(nix::Error) -> std::io::Error + '_ {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub registry: Registry,
     /// `host:port` advertised in legacy discovery.
     pub server_address: String,
+    /// Bearer token presented to node agents' kubelet APIs (logs).
+    pub kubelet_token: String,
 }
 
 /// The version Berth advertises: minor 32, so the kubectl dispatcher runs its built-in kubectl 1.32
@@ -305,11 +307,16 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        (&Method::GET, Some(name), Some(Subresource::Log)) => {
+            crate::proxy::pod_log(reg, &target, name, &query, &state.kubelet_token).await
+        }
         (
             _,
             Some(_),
             Some(Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward),
-        ) => Err(ApiError::Unavailable("no node agent serves this pod yet".into())),
+        ) => Err(ApiError::Unavailable(
+            "exec, attach and port-forward are not supported by Berth's node agent yet".into(),
+        )),
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),

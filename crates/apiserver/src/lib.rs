@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod object;
 pub mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod request;
 pub mod scale;

@@ -17,6 +17,7 @@ fn router(dir: &std::path::Path) -> axum::Router {
     apiserver::http::router(apiserver::http::AppState {
         registry,
         server_address: "127.0.0.1:6443".into(),
+        kubelet_token: "fuzz".into(),
     })
 }
 

@@ -213,6 +213,16 @@ fn node_name(args: &ServerArgs) -> String {
     })
 }
 
+/// 256 random bits, hex (from the kernel's CSPRNG).
+fn uuid_like_secret() -> String {
+    let mut buf = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A running server, for `berth server` and `berth bench`.
 pub struct Running {
     /// The admin kubeconfig path.
@@ -278,9 +288,12 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     if let Some(p) = &args.write_kubeconfig {
         write_file(p, &kubeconfig)?;
     }
+    // A fresh secret per start that only this process and its own agent know.
+    let kubelet_token = uuid_like_secret();
     let state = apiserver::http::AppState {
         registry,
         server_address: format!("{host}:{}", local.port()),
+        kubelet_token: kubelet_token.clone(),
     };
     let router = apiserver::http::router(state);
     let tls = pki.server_config().context("tls")?;
@@ -299,7 +312,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     controllers::spawn_all(client.clone());
     if !args.disable_agent {
         // This machine's own node agent, on the same in-process client (a remote agent uses HTTPS).
-        agent::spawn(
+        agent::start(
             client,
             agent::Config {
                 node_name: node.clone(),
@@ -310,8 +323,12 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
                 },
                 data_dir: args.data_dir.clone(),
                 control_plane: true,
+                kubelet_token: kubelet_token.clone(),
+                kubelet_port: 0,
             },
-        );
+        )
+        .await
+        .context("starting the node agent")?;
     }
     tracing::info!(%url, kubeconfig = %kc_path.display(), "berth server ready");
     Ok(Running {

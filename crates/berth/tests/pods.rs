@@ -36,6 +36,7 @@ spec:
         command: ["/bin/sh", "-c"]
         args:
         - |
+          echo "hello from $(hostname)"
           echo "boot $(hostname) $ORDINAL" >> /data/log
           trap 'echo "term $(hostname)" >> /data/log; exit 0' TERM
           (sleep 1; echo ok > /tmp/ready) &
@@ -112,6 +113,15 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
             && volume_log(&s, "data-db-1").contains("boot db-1 1"))
         .then_some(())
     });
+
+    // kubectl logs through the API server and the agent's kubelet API (also --timestamps, --tail).
+    eventually(20, "kubectl logs", || {
+        (s.ok(&["logs", "db-1"]) == "hello from db-1\n").then_some(())
+    });
+    let ts = s.ok(&["logs", "db-1", "--timestamps", "--tail=1"]);
+    assert!(ts.ends_with(" hello from db-1\n") && ts.starts_with("20"), "{ts}");
+    let err = s.fails(&["logs", "db-1", "-c", "nope"]);
+    assert!(err.contains("container nope is not valid for pod db-1"), "{err}");
 
     // Graceful deletion: SIGTERM reaches the workload, then db-0 comes back on the same claim.
     let old = uid(&s, "db-0");

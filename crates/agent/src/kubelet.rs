@@ -1,0 +1,284 @@
+//! The agent's kubelet API, which the API server calls for `pods/log` (upstream kubelet server
+//! `/containerLogs/{namespace}/{pod}/{container}`, `pkg/kubelet/server`): container logs read from the
+//! CRI log files the shims write, with `follow`, `previous`, `tailLines`, `sinceSeconds`, `timestamps`
+//! and `limitBytes` as `kubectl logs` sends them.
+//!
+//! It listens on the node's address at a port chosen by the OS (published in the Node's
+//! `status.daemonEndpoints.kubeletEndpoint.Port`) and answers only requests carrying the bearer token the
+//! server gave it (the agent and the API server share it; nothing else can read logs).
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `kubectl logs` options (upstream `PodLogOptions`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogOptions {
+    /// Keep streaming until the container's run ends.
+    #[serde(default)]
+    pub follow: bool,
+    /// The previous run's log.
+    #[serde(default)]
+    pub previous: bool,
+    /// Only the last N lines.
+    pub tail_lines: Option<usize>,
+    /// Only lines newer than this many seconds.
+    pub since_seconds: Option<i64>,
+    /// Prefix each line with its RFC 3339 time.
+    #[serde(default)]
+    pub timestamps: bool,
+    /// Stop after this many bytes.
+    pub limit_bytes: Option<usize>,
+}
+
+/// One record of a CRI log file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// When it was written.
+    pub time: Option<jiff::Timestamp>,
+    /// RFC 3339 text of `time`, as written.
+    pub time_text: String,
+    /// The text, partial records joined, without the newline.
+    pub text: Vec<u8>,
+}
+
+/// Parse CRI log lines (`<time> <stream> <F|P> <text>`); partial (`P`) records are joined with the next.
+/// Lines that are not CRI records (a shim's own message) are kept as text.
+pub fn parse(content: &[u8]) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut partial: Option<Record> = None;
+    for line in content.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.splitn(4, |b| *b == b' ');
+        let (ts, stream, tag, text) = (parts.next(), parts.next(), parts.next(), parts.next());
+        let time = ts
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        match (time, stream, tag, text) {
+            (Some(time), Some(b"stdout" | b"stderr"), Some(tag @ (b"F" | b"P")), text) => {
+                let rec = partial.get_or_insert_with(|| Record {
+                    time: Some(time),
+                    time_text: String::from_utf8_lossy(ts.unwrap_or_default()).into_owned(),
+                    text: Vec::new(),
+                });
+                rec.text.extend_from_slice(text.unwrap_or_default());
+                if tag == b"F"
+                    && let Some(r) = partial.take()
+                {
+                    out.push(r);
+                }
+            }
+            _ => out.push(Record {
+                time: None,
+                time_text: String::new(),
+                text: line.to_vec(),
+            }),
+        }
+    }
+    out.extend(partial);
+    out
+}
+
+/// Render records as `kubectl logs` prints them, after `sinceSeconds` (relative to `now`) and `tailLines`.
+pub fn render(records: &[Record], opts: &LogOptions, now: jiff::Timestamp) -> Vec<u8> {
+    let since = opts
+        .since_seconds
+        .map(|s| now - jiff::SignedDuration::from_secs(s.max(0)));
+    let kept: Vec<&Record> = records
+        .iter()
+        .filter(|r| since.is_none_or(|s| r.time.is_none_or(|t| t >= s)))
+        .collect();
+    let start = opts.tail_lines.map_or(0, |n| kept.len().saturating_sub(n));
+    let mut out = Vec::new();
+    for r in &kept[start..] {
+        if opts.timestamps {
+            out.extend_from_slice(r.time_text.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&r.text);
+        out.push(b'\n');
+    }
+    if let Some(limit) = opts.limit_bytes {
+        out.truncate(limit);
+    }
+    out
+}
+
+struct Shared {
+    token: String,
+    pods_dir: PathBuf,
+}
+
+/// The container directory of `container` in pod `ns/name` on this node.
+fn container_dir(pods_dir: &Path, ns: &str, name: &str, container: &str) -> Option<PathBuf> {
+    let want = format!("{ns}/{name}");
+    for e in std::fs::read_dir(pods_dir).ok()?.flatten() {
+        if std::fs::read_to_string(e.path().join("pod")).is_ok_and(|p| p.trim() == want) {
+            for sub in ["containers", "init"] {
+                let d = e.path().join(sub).join(container);
+                if d.is_dir() {
+                    return Some(d);
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn container_logs(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    Query(opts): Query<LogOptions>,
+    headers: HeaderMap,
+) -> Response {
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == shared.token);
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    let Some(dir) = container_dir(&shared.pods_dir, &ns, &pod, &container) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} in pod {pod:?} is waiting to start: no log yet"),
+        )
+            .into_response();
+    };
+    let file = dir.join(if opts.previous { "previous.log" } else { "log" });
+    let Ok(content) = tokio::fs::read(&file).await else {
+        let msg = if opts.previous {
+            format!("previous terminated container {container:?} in pod {pod:?} not found")
+        } else {
+            format!("container {container:?} in pod {pod:?} has no log yet")
+        };
+        return (StatusCode::NOT_FOUND, msg).into_response();
+    };
+    let first = render(&parse(&content), &opts, jiff::Timestamp::now());
+    if !opts.follow || opts.previous {
+        return (StatusCode::OK, first).into_response();
+    }
+    // Follow: what is there, then what is appended, until this run of the container ends.
+    let stream = futures::stream::unfold(
+        (Some(first), content.len(), dir, file, opts),
+        |(pending, offset, dir, file, opts)| async move {
+            if let Some(p) = pending {
+                return Some((Ok::<_, std::io::Error>(p), (None, offset, dir, file, opts)));
+            }
+            loop {
+                let content = tokio::fs::read(&file).await.ok()?;
+                if content.len() > offset {
+                    // Only complete lines; a line still being written waits for its newline.
+                    let end = content[offset..]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map(|i| offset + i + 1);
+                    if let Some(end) = end {
+                        let opts_all = LogOptions {
+                            tail_lines: None,
+                            since_seconds: None,
+                            limit_bytes: None,
+                            ..opts.clone()
+                        };
+                        let chunk = render(&parse(&content[offset..end]), &opts_all, jiff::Timestamp::now());
+                        return Some((Ok(chunk), (None, end, dir, file, opts)));
+                    }
+                }
+                if dir.join("exit").exists() || content.len() < offset {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Bind the kubelet API on `ip` (port chosen by the OS); returns the port and the serving future.
+///
+/// # Errors
+/// When the socket cannot be bound.
+pub async fn bind(
+    ip: std::net::IpAddr,
+    token: String,
+    data_dir: &Path,
+) -> std::io::Result<(u16, impl std::future::Future<Output = ()> + use<>)> {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+    let port = listener.local_addr()?.port();
+    let shared = Arc::new(Shared {
+        token,
+        pods_dir: data_dir.join("agent/pods"),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/containerLogs/{ns}/{pod}/{container}",
+            axum::routing::get(container_logs),
+        )
+        .with_state(shared);
+    Ok((port, async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "kubelet API stopped");
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &[u8] = b"2026-01-01T00:00:01Z stdout F one\n2026-01-01T00:00:02Z stderr P tw\n2026-01-01T00:00:02Z stderr F o\nberth: container init: exec foo: not found\n2026-01-01T00:00:05Z stdout F three\n";
+
+    #[test]
+    fn cri_lines_join_partials_and_render_with_tail_since_timestamps_and_limit() {
+        let recs = parse(LOG);
+        assert_eq!(recs.len(), 4);
+        assert_eq!(recs[1].text, b"two");
+        let now: jiff::Timestamp = "2026-01-01T00:00:06Z".parse().expect("ts");
+        let all = render(&recs, &LogOptions::default(), now);
+        assert_eq!(
+            all,
+            b"one\ntwo\nberth: container init: exec foo: not found\nthree\n"
+        );
+        let tail = render(
+            &recs,
+            &LogOptions {
+                tail_lines: Some(1),
+                timestamps: true,
+                ..LogOptions::default()
+            },
+            now,
+        );
+        assert_eq!(tail, b"2026-01-01T00:00:05Z three\n");
+        let since = render(
+            &recs,
+            &LogOptions {
+                since_seconds: Some(3),
+                ..LogOptions::default()
+            },
+            now,
+        );
+        assert_eq!(since, b"berth: container init: exec foo: not found\nthree\n");
+        let limited = render(
+            &recs,
+            &LogOptions {
+                limit_bytes: Some(5),
+                ..LogOptions::default()
+            },
+            now,
+        );
+        assert_eq!(limited, b"one\nt");
+    }
+}

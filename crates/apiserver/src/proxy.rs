@@ -1,0 +1,155 @@
+//! `pods/log` through the node agent's kubelet API (upstream `pkg/registry/core/pod/rest/log.go` and
+//! `LogLocation`): find the pod's node, check the container, and stream the kubelet's answer back.
+
+use crate::error::{ApiError, ApiResult};
+use crate::registry::Registry;
+use crate::request::{Query, Target};
+use axum::body::Body;
+use axum::response::Response;
+use http::StatusCode;
+use serde_json::Value;
+
+fn names(pod: &Value, list: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{list}"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The container a log request is for, as upstream picks it: the `container` parameter, else the only
+/// container; otherwise upstream's 400 messages.
+pub fn pick_container(pod: &Value, name: &str, requested: Option<&str>) -> ApiResult<String> {
+    let containers = names(pod, "containers");
+    let init = names(pod, "initContainers");
+    match requested.filter(|c| !c.is_empty()) {
+        Some(c) if containers.iter().chain(&init).any(|x| x == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::BadRequest(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None if containers.len() == 1 => Ok(containers[0].clone()),
+        None => {
+            let mut msg = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            );
+            if !init.is_empty() {
+                msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+            }
+            Err(ApiError::BadRequest(msg))
+        }
+    }
+}
+
+/// Serve `GET …/pods/{name}/log`.
+pub async fn pod_log(
+    reg: &Registry,
+    target: &Target,
+    name: &str,
+    query: &Query,
+    token: &str,
+) -> ApiResult<Response> {
+    let pods = target.resource;
+    let ns = target.namespace.clone().unwrap_or_default();
+    let pod = reg.get(pods, Some(&ns), name).await?;
+    let container = pick_container(&pod, name, query.get("container"))?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node_name.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let nodes = api::resources::find("", "v1", "nodes").ok_or_else(|| ApiError::Internal("nodes".into()))?;
+    let node = reg.get(nodes, None, node_name).await?;
+    let address = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap_or(10250);
+    let mut params = Vec::new();
+    for key in [
+        "follow",
+        "previous",
+        "tailLines",
+        "sinceSeconds",
+        "timestamps",
+        "limitBytes",
+    ] {
+        if let Some(v) = query.get(key) {
+            params.push(format!("{key}={v}"));
+        }
+    }
+    let path = format!(
+        "/containerLogs/{ns}/{name}/{container}{}{}",
+        if params.is_empty() { "" } else { "?" },
+        params.join("&")
+    );
+    let unavailable =
+        |e: String| ApiError::Unavailable(format!("the node agent on {node_name} cannot be reached: {e}"));
+    let stream = tokio::net::TcpStream::connect((address.as_str(), port as u16))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", format!("{address}:{port}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    if resp.status() != StatusCode::OK {
+        use http_body_util::BodyExt;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(ApiError::BadRequest(String::from_utf8_lossy(&body).into_owned()));
+    }
+    let mut out = Response::new(Body::new(resp.into_body()));
+    out.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn container_is_picked_as_upstream_does() {
+        let one = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(pick_container(&one, "p", None).expect("only"), "a");
+        let two = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        match pick_container(&two, "p", None) {
+            Err(ApiError::BadRequest(m)) => assert_eq!(
+                m,
+                "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pick_container(&two, "p", Some("i")).expect("init"), "i");
+        assert!(
+            matches!(pick_container(&two, "p", Some("z")), Err(ApiError::BadRequest(m)) if m == "container z is not valid for pod p")
+        );
+    }
+}
