@@ -423,6 +423,76 @@ impl ImageStore {
     }
 }
 
+/// Write a minimal `docker save` archive named `busybox:test` into `dir`: the host's static busybox
+/// (Debian `busybox-static`, `/usr/bin/busybox`) with its common applets as symlinks. Used by
+/// `berth bench` and the end-to-end tests to run real containers without a registry.
+///
+/// # Errors
+/// [`Error::Io`] when `/usr/bin/busybox` is missing or the archive cannot be written.
+pub fn busybox_archive(dir: &Path) -> Result<PathBuf, Error> {
+    let busybox = std::fs::read("/usr/bin/busybox").map_err(io("/usr/bin/busybox"))?;
+    let add = |b: &mut tar::Builder<Vec<u8>>,
+               path: &str,
+               ty: tar::EntryType,
+               data: &[u8],
+               mode: u32,
+               link: Option<&str>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(ty);
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        if let Some(l) = link {
+            let _ = h.set_link_name(l);
+        }
+        b.append_data(&mut h, path, data)
+    };
+    let mut layer = tar::Builder::new(Vec::new());
+    let out = dir.join("busybox-test.tar");
+    let w = |e: std::io::Error| Error::Io(out.display().to_string(), e);
+    for d in ["bin/", "etc/", "tmp/", "data/"] {
+        add(&mut layer, d, tar::EntryType::Directory, &[], 0o755, None).map_err(w)?;
+    }
+    add(
+        &mut layer,
+        "bin/busybox",
+        tar::EntryType::Regular,
+        &busybox,
+        0o755,
+        None,
+    )
+    .map_err(w)?;
+    for applet in [
+        "sh", "sleep", "hostname", "cat", "echo", "ls", "id", "date", "kill", "true", "false", "nc", "httpd",
+        "wget",
+    ] {
+        add(
+            &mut layer,
+            &format!("bin/{applet}"),
+            tar::EntryType::Symlink,
+            &[],
+            0o777,
+            Some("busybox"),
+        )
+        .map_err(w)?;
+    }
+    let layer = layer.into_inner().map_err(w)?;
+    let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]}}"#;
+    let manifest = br#"[{"Config":"config.json","RepoTags":["busybox:test"],"Layers":["layer.tar"]}]"#;
+    let mut ar = tar::Builder::new(Vec::new());
+    for (p, d) in [
+        ("manifest.json", &manifest[..]),
+        ("config.json", &config[..]),
+        ("layer.tar", &layer[..]),
+    ] {
+        add(&mut ar, p, tar::EntryType::Regular, d, 0o644, None).map_err(w)?;
+    }
+    std::fs::write(&out, ar.into_inner().map_err(w)?).map_err(w)?;
+    Ok(out)
+}
+
 /// A reader that undoes gzip or zstd compression, detected by magic bytes.
 fn decompress<R: std::io::BufRead + 'static>(mut r: R) -> std::io::Result<Box<dyn Read>> {
     let head = r.fill_buf()?;

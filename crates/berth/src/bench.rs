@@ -24,7 +24,8 @@ pub struct BenchArgs {
     /// Pods stored for the list-latency run.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// Which figures: `control-plane`, `statefulset` or `all`.
+    /// Which figures: `control-plane`, `statefulset`, `agent` (needs root and /usr/bin/busybox) or `all`
+    /// (`agent` included when it can run).
     #[arg(long, default_value = "all")]
     pub suite: String,
     /// Replicas of the Parallel set in the StatefulSet run.
@@ -33,6 +34,9 @@ pub struct BenchArgs {
     /// Sets (of 10 pods each) in the controller-memory run.
     #[arg(long, default_value_t = 1000)]
     pub sets: usize,
+    /// Running pods in the agent-memory run.
+    #[arg(long, default_value_t = 100)]
+    pub running_pods: usize,
 }
 
 struct Child {
@@ -77,18 +81,17 @@ async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client> {
 
 /// Start `berth server` as a child process and wait for its first successful request.
 async fn start_server() -> Result<(Child, Duration, kube::Client)> {
+    start_server_with(&["--disable-agent"]).await
+}
+
+async fn start_server_with(extra: &[&str]) -> Result<(Child, Duration, kube::Client)> {
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     let t0 = Instant::now();
     let proc = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "server",
-            "--disable-agent",
-            "--https-listen-port",
-            "0",
-            "--data-dir",
-        ])
+        .args(["server", "--https-listen-port", "0", "--data-dir"])
         .arg(dir.path())
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -460,6 +463,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "statefulset" {
         return statefulset_figures(&args).await;
     }
+    if args.suite == "agent" {
+        return agent_figures(&args).await;
+    }
     println!(
         "| server start to first successful request (median of 5) | {:.1} ms |",
         starts[2].as_secs_f64() * 1e3
@@ -497,6 +503,185 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     drop(child);
     if args.suite == "all" {
         statefulset_figures(&args).await?;
+        if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {
+            agent_figures(&args).await?;
+        }
     }
+    Ok(())
+}
+
+/// Proportional set size (KiB) of a process: its share of shared pages (`/proc/<pid>/smaps_rollup`).
+fn pss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Pids of the container shims started for `data_dir`.
+fn shims(data_dir: &std::path::Path) -> Vec<u32> {
+    let needle = data_dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+            .replace('\0', " ");
+        if cmd.contains("container-shim") && cmd.contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn bench_pod(name: &str, node: &str, extra: serde_json::Value) -> Result<Pod> {
+    let mut v = serde_json::json!({"metadata": {"name": name, "labels": {"bench": "agent"}},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "busybox:test", "command": ["/bin/sleep", "3600"]}]}});
+    json_patch::merge(&mut v, &extra);
+    Ok(serde_json::from_value(v)?)
+}
+
+/// Issue 4's figures: pod start latency (bound → Running), a 10-replica OrderedReady set with a
+/// readiness probe to all Ready, and the memory of Berth's own processes per running pod.
+async fn agent_figures(args: &BenchArgs) -> Result<()> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let (child, _, client) = start_server_with(&["--node-name", "bench"]).await?;
+    let archive = agent::image::busybox_archive(child.dir.path())?;
+    agent::image::ImageStore::open(child.dir.path())?.import(&archive)?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Wait for the node, so that pods bound to it are run.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let t0 = Instant::now();
+    while nodes.get_opt("bench").await?.is_none() {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "node never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 1. Start latency: a pod created already bound (spec.nodeName), until the watch shows it Running.
+    let mut lat = Vec::new();
+    for i in 0..20 {
+        let name = format!("start-{i}");
+        let rv = pods
+            .list(&ListParams::default().limit(1))
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        let mut stream = pods
+            .watch(&WatchParams::default().timeout(60), &rv)
+            .await?
+            .boxed();
+        let t = Instant::now();
+        pods.create(
+            &PostParams::default(),
+            &bench_pod(&name, "bench", serde_json::json!({}))?,
+        )
+        .await?;
+        while let Some(ev) = stream.next().await {
+            if let WatchEvent::Modified(p) = ev?
+                && p.metadata.name.as_deref() == Some(&name)
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            {
+                lat.push(t.elapsed());
+                break;
+            }
+        }
+    }
+    lat.sort();
+    println!(
+        "| pod start: created bound to the node → Running (image present; {} pods, one at a time): median / p90 / max | {:.1} ms / {:.1} ms / {:.1} ms |",
+        lat.len(),
+        lat[lat.len() / 2].as_secs_f64() * 1e3,
+        lat[lat.len() * 9 / 10].as_secs_f64() * 1e3,
+        lat[lat.len() - 1].as_secs_f64() * 1e3
+    );
+    // 2. A 10-replica OrderedReady set with an exec readiness probe (periodSeconds 1) until all Ready.
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let set: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ready"},
+        "spec": {"replicas": 10, "serviceName": "ready", "selector": {"matchLabels": {"app": "ready"}},
+            "template": {"metadata": {"labels": {"app": "ready"}}, "spec": {"terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "c", "image": "busybox:test", "command": ["/bin/sleep", "3600"],
+                    "readinessProbe": {"exec": {"command": ["/bin/true"]}, "periodSeconds": 1}}]}}}}))?;
+    let t = Instant::now();
+    sets.create(&PostParams::default(), &set).await?;
+    loop {
+        let s = sets.get("ready").await?;
+        if s.status.as_ref().and_then(|st| st.ready_replicas) == Some(10) {
+            break;
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "set not Ready in 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "| 10-replica OrderedReady set with an exec readiness probe: create → all 10 Ready | {:.2} s |",
+        t.elapsed().as_secs_f64()
+    );
+    sets.delete("ready", &Default::default()).await?;
+    for i in 0..20 {
+        let _ = pods.delete(&format!("start-{i}"), &Default::default()).await;
+    }
+    let t = Instant::now();
+    while !shims(child.dir.path()).is_empty() {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "pods not gone in 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 3. Memory of Berth's own processes (server + shims, not the workloads) with N running pods.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = pss_kib(child.proc.id()).unwrap_or(0);
+    for i in 0..args.running_pods {
+        pods.create(
+            &PostParams::default(),
+            &bench_pod(&format!("mem-{i}"), "bench", serde_json::json!({}))?,
+        )
+        .await?;
+    }
+    let t = Instant::now();
+    loop {
+        let list = pods.list(&ListParams::default().labels("bench=agent")).await?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        if running == args.running_pods {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(180),
+            "only {running} pods running after 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = pss_kib(child.proc.id()).unwrap_or(0);
+    let shim_pids = shims(child.dir.path());
+    let shim_pss: u64 = shim_pids.iter().filter_map(|p| pss_kib(*p)).sum();
+    let shim_rss: u64 = shim_pids.iter().filter_map(|p| rss_kib(*p)).sum();
+    println!(
+        "| {} running pods: server PSS {:.1} → {:.1} MB; {} shims PSS {:.1} MB (RSS {:.1} MB); Berth's own memory per pod | {:.0} KiB |",
+        args.running_pods,
+        before as f64 / 1024.0,
+        server as f64 / 1024.0,
+        shim_pids.len(),
+        shim_pss as f64 / 1024.0,
+        shim_rss as f64 / 1024.0,
+        ((server.saturating_sub(before)) + shim_pss) as f64 / args.running_pods.max(1) as f64
+    );
+    let _ = pods
+        .delete_collection(&Default::default(), &ListParams::default().labels("bench=agent"))
+        .await;
+    let t = Instant::now();
+    while !shims(child.dir.path()).is_empty() && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for pid in shims(child.dir.path()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    drop(child);
     Ok(())
 }

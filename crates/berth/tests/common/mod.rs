@@ -274,67 +274,9 @@ pub fn server_with_busybox(node: &str) -> Server {
     s
 }
 
-/// An image archive (`docker save` layout) named `busybox:test` with Debian's static busybox and its
-/// applets, for tests that run real containers. `None` when `/usr/bin/busybox` (package busybox-static)
-/// is missing.
+/// The busybox test image archive (`agent::image::busybox_archive`); `None` without `/usr/bin/busybox`.
 pub fn busybox_archive(dir: &Path) -> Option<PathBuf> {
-    let busybox = std::fs::read("/usr/bin/busybox").ok()?;
-    let mut layer = tar::Builder::new(Vec::new());
-    let add = |b: &mut tar::Builder<Vec<u8>>,
-               path: &str,
-               ty: tar::EntryType,
-               data: &[u8],
-               mode: u32,
-               link: Option<&str>| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(ty);
-        h.set_size(data.len() as u64);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        if let Some(l) = link {
-            h.set_link_name(l).expect("link");
-        }
-        b.append_data(&mut h, path, data).expect("append");
-    };
-    for d in ["bin/", "etc/", "tmp/", "data/"] {
-        add(&mut layer, d, tar::EntryType::Directory, &[], 0o755, None);
-    }
-    add(
-        &mut layer,
-        "bin/busybox",
-        tar::EntryType::Regular,
-        &busybox,
-        0o755,
-        None,
-    );
-    for applet in [
-        "sh", "sleep", "hostname", "cat", "echo", "ls", "id", "date", "kill", "true", "false",
-    ] {
-        add(
-            &mut layer,
-            &format!("bin/{applet}"),
-            tar::EntryType::Symlink,
-            &[],
-            0o777,
-            Some("busybox"),
-        );
-    }
-    let layer = layer.into_inner().expect("layer");
-    let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]}}"#;
-    let manifest = br#"[{"Config":"config.json","RepoTags":["busybox:test"],"Layers":["layer.tar"]}]"#;
-    let mut ar = tar::Builder::new(Vec::new());
-    for (p, d) in [
-        ("manifest.json", &manifest[..]),
-        ("config.json", &config[..]),
-        ("layer.tar", &layer[..]),
-    ] {
-        add(&mut ar, p, tar::EntryType::Regular, d, 0o644, None);
-    }
-    let path = dir.join("busybox-test.tar");
-    std::fs::write(&path, ar.into_inner().expect("archive")).expect("write archive");
-    Some(path)
+    agent::image::busybox_archive(dir).ok()
 }
 
 /// Poll `f` every 50 ms until it returns Some, or panic after `secs` seconds with `what`.
