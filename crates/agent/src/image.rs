@@ -466,7 +466,7 @@ pub fn busybox_archive(dir: &Path) -> Result<PathBuf, Error> {
     .map_err(w)?;
     for applet in [
         "sh", "sleep", "hostname", "cat", "echo", "ls", "id", "date", "kill", "true", "false", "nc", "httpd",
-        "wget",
+        "wget", "tar", "mkdir", "rm", "test",
     ] {
         add(
             &mut layer,

@@ -115,6 +115,7 @@ pub fn render(records: &[Record], opts: &LogOptions, now: jiff::Timestamp) -> Ve
 struct Shared {
     token: String,
     pods_dir: PathBuf,
+    berth: PathBuf,
 }
 
 /// The container directory of `container` in pod `ns/name` on this node.
@@ -207,6 +208,202 @@ async fn container_logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// `kubectl exec` parameters (upstream `PodExecOptions`; `command` repeats).
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// argv.
+    pub command: Vec<String>,
+    /// Attach stdin.
+    pub stdin: bool,
+    /// Requested a TTY (the command then runs without one: Berth allocates no terminal yet).
+    pub tty: bool,
+}
+
+impl ExecOptions {
+    fn from_query(q: &str) -> Self {
+        let mut o = ExecOptions::default();
+        for pair in q.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v);
+            match k {
+                "command" => o.command.push(v),
+                "stdin" => o.stdin = v == "true" || v == "1",
+                "tty" => o.tty = v == "true" || v == "1",
+                _ => {}
+            }
+        }
+        o
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%' && i + 3 <= b.len())
+            .then(|| {
+                std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .flatten();
+        match (b[i], hex) {
+            (_, Some(c)) => {
+                out.push(c);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, None) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The final status on the error channel (channel 3), as the kubelet's remotecommand server writes it.
+pub fn exit_status(code: i32, command: &[String]) -> String {
+    if code == 0 {
+        return r#"{"metadata":{},"status":"Success"}"#.to_string();
+    }
+    serde_json::json!({"metadata": {}, "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+    .to_string()
+}
+
+async fn exec(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == shared.token);
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    let Some(dir) = container_dir(&shared.pods_dir, &ns, &pod, &container) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} not found in pod {pod:?}"),
+        )
+            .into_response();
+    };
+    let opts = ExecOptions::from_query(uri.query().unwrap_or(""));
+    let berth = shared.berth.clone();
+    ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .on_upgrade(move |socket| run_exec(socket, berth, dir, opts))
+}
+
+/// Run the command in the container and carry its stdio over the channel protocol (one leading byte per
+/// binary message: 0 stdin, 1 stdout, 2 stderr, 3 the final status; v5's 255 closes a stream).
+async fn run_exec(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir: PathBuf, opts: ExecOptions) {
+    use axum::extract::ws::Message;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tx, mut rx) = socket.split();
+    let mut cmd = tokio::process::Command::new(&berth);
+    cmd.arg("container-exec")
+        .arg(&dir)
+        .arg("--")
+        .args(&opts.command)
+        .stdin(if opts.stdin {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let mut m = vec![3u8];
+            m.extend_from_slice(
+                exit_status(126, &opts.command)
+                    .replace("error executing", &format!("{e}: error executing"))
+                    .as_bytes(),
+            );
+            let _ = tx.send(Message::Binary(m.into())).await;
+            return;
+        }
+    };
+    let mut stdin = child.stdin.take();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(64);
+    for (ch, mut reader) in [
+        (
+            1u8,
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        ),
+        (2u8, Box::new(child.stderr.take().expect("piped"))),
+    ] {
+        let out_tx = out_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = reader.read(&mut buf).await {
+                if n == 0 || out_tx.send((ch, buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(out_tx);
+    let mut outputs_open = true;
+    let status = loop {
+        tokio::select! {
+            out = out_rx.recv(), if outputs_open => match out {
+                Some((ch, data)) => {
+                    let mut m = vec![ch];
+                    m.extend_from_slice(&data);
+                    if tx.send(Message::Binary(m.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                None => outputs_open = false,
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                    0 => {
+                        if let Some(s) = stdin.as_mut()
+                            && s.write_all(&b[1..]).await.is_err()
+                        {
+                            stdin = None;
+                        }
+                    }
+                    255 if b.get(1) == Some(&0) => stdin = None,
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(_)) => {}
+            },
+            st = child.wait(), if !outputs_open => break st.ok(),
+        }
+    };
+    let Some(status) = status else { return };
+    let code = status.code().unwrap_or(137);
+    let mut m = vec![3u8];
+    m.extend_from_slice(exit_status(code, &opts.command).as_bytes());
+    let _ = tx.send(Message::Binary(m.into())).await;
+    // A normal closure (1000): client-go reads the error channel until the stream ends cleanly.
+    let _ = tx
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await;
+}
+
 /// Bind the kubelet API on `ip` (port chosen by the OS); returns the port and the serving future.
 ///
 /// # Errors
@@ -221,12 +418,14 @@ pub async fn bind(
     let shared = Arc::new(Shared {
         token,
         pods_dir: data_dir.join("agent/pods"),
+        berth: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth")),
     });
     let app = axum::Router::new()
         .route(
             "/containerLogs/{ns}/{pod}/{container}",
             axum::routing::get(container_logs),
         )
+        .route("/exec/{ns}/{pod}/{container}", axum::routing::any(exec))
         .with_state(shared);
     Ok((port, async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -240,6 +439,20 @@ mod tests {
     use super::*;
 
     const LOG: &[u8] = b"2026-01-01T00:00:01Z stdout F one\n2026-01-01T00:00:02Z stderr P tw\n2026-01-01T00:00:02Z stderr F o\nberth: container init: exec foo: not found\n2026-01-01T00:00:05Z stdout F three\n";
+
+    #[test]
+    fn exec_query_and_final_status_follow_the_protocol() {
+        let o = ExecOptions::from_query(
+            "command=sh&command=-c&command=echo%20a%2Bb&stdin=true&stdout=true&tty=false&container=c",
+        );
+        assert_eq!(o.command, ["sh", "-c", "echo a+b"]);
+        assert!(o.stdin && !o.tty);
+        assert_eq!(exit_status(0, &[]), r#"{"metadata":{},"status":"Success"}"#);
+        let st: serde_json::Value =
+            serde_json::from_str(&exit_status(3, &["false".to_string()])).expect("json");
+        assert_eq!(st["reason"], "NonZeroExitCode");
+        assert_eq!(st["details"]["causes"][0]["message"], "3");
+    }
 
     #[test]
     fn cri_lines_join_partials_and_render_with_tail_since_timestamps_and_limit() {

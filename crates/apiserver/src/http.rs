@@ -102,7 +102,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     let accept = header_str(&parts.headers, header::ACCEPT);
@@ -307,6 +307,20 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        (&Method::GET | &Method::POST, Some(name), Some(Subresource::Exec)) => {
+            let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            crate::proxy::pod_exec(
+                reg,
+                &target,
+                name,
+                &query,
+                parts.uri.query().unwrap_or(""),
+                &parts.headers,
+                on_upgrade,
+                &state.kubelet_token,
+            )
+            .await
+        }
         (&Method::GET, Some(name), Some(Subresource::Log)) => {
             crate::proxy::pod_log(reg, &target, name, &query, &state.kubelet_token).await
         }
@@ -315,7 +329,7 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             Some(_),
             Some(Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward),
         ) => Err(ApiError::Unavailable(
-            "exec, attach and port-forward are not supported by Berth's node agent yet".into(),
+            "attach and port-forward are not supported by Berth's node agent yet".into(),
         )),
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource ({method})"

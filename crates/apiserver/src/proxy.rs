@@ -153,3 +153,127 @@ mod tests {
         );
     }
 }
+
+/// The node's kubelet API address of a scheduled pod, and the container a request is for.
+async fn locate(
+    reg: &Registry,
+    target: &Target,
+    name: &str,
+    query: &Query,
+) -> ApiResult<(String, u16, String)> {
+    let ns = target.namespace.clone().unwrap_or_default();
+    let pod = reg.get(target.resource, Some(&ns), name).await?;
+    let container = pick_container(&pod, name, query.get("container"))?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node_name.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let nodes = api::resources::find("", "v1", "nodes").ok_or_else(|| ApiError::Internal("nodes".into()))?;
+    let node = reg.get(nodes, None, node_name).await?;
+    let address = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(10250);
+    Ok((address, port, container))
+}
+
+/// Serve `…/pods/{name}/exec` as upstream's upgrade-aware proxy does: forward the WebSocket upgrade
+/// (`v5.channel.k8s.io`/`v4.channel.k8s.io`) to the node agent's `/exec`, answer the client with the
+/// agent's `101 Switching Protocols`, then splice the two connections.
+pub async fn pod_exec(
+    reg: &Registry,
+    target: &Target,
+    name: &str,
+    query: &Query,
+    raw_query: &str,
+    headers: &http::HeaderMap,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    token: &str,
+) -> ApiResult<Response> {
+    let is_websocket = headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let (Some(on_upgrade), true) = (on_upgrade, is_websocket) else {
+        return Err(ApiError::BadRequest(
+            "exec needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported".into(),
+        ));
+    };
+    let (address, port, container) = locate(reg, target, name, query).await?;
+    let ns = target.namespace.clone().unwrap_or_default();
+    let unavailable = |e: String| ApiError::Unavailable(format!("the node agent cannot be reached: {e}"));
+    let stream = tokio::net::TcpStream::connect((address.as_str(), port))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(conn.with_upgrades());
+    let mut req = http::Request::get(format!("/exec/{ns}/{name}/{container}?{raw_query}"))
+        .header("host", format!("{address}:{port}"))
+        .header("authorization", format!("Bearer {token}"));
+    for h in [
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+    ] {
+        if let Some(v) = headers.get(h) {
+            req = req.header(h, v);
+        }
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        use http_body_util::BodyExt;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(ApiError::BadRequest(String::from_utf8_lossy(&body).into_owned()));
+    }
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for h in [
+        "connection",
+        "upgrade",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+    ] {
+        if let Some(v) = resp.headers().get(h) {
+            out.headers_mut()
+                .insert(http::HeaderName::from_static(h), v.clone());
+        }
+    }
+    tokio::spawn(async move {
+        let (client, agent) = match (on_upgrade.await, hyper::upgrade::on(resp).await) {
+            (Ok(c), Ok(a)) => (c, a),
+            _ => return,
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut agent = hyper_util::rt::TokioIo::new(agent);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
+    });
+    Ok(out)
+}

@@ -39,7 +39,7 @@ spec:
           echo "hello from $(hostname)"
           echo "boot $(hostname) $ORDINAL" >> /data/log
           trap 'echo "term $(hostname)" >> /data/log; exit 0' TERM
-          (sleep 1; echo ok > /tmp/ready) &
+          (sleep 3; echo ok > /tmp/ready) &
           while true; do sleep 1; done
         readinessProbe:
           exec: {command: [cat, /tmp/ready]}
@@ -86,7 +86,7 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
     let mut s = common::server_with_busybox("node-a");
 
     s.apply(SET);
-    // The readiness probe (exec inside the container) holds db-0 Running but not Ready for a second.
+    // The readiness probe (exec inside the container) holds db-0 Running but not Ready for 3 seconds.
     eventually(30, "db-0 Running, not yet Ready", || {
         pod(&s, "db-0").filter(|p| p["status"]["phase"] == "Running" && !ready(p))
     });
@@ -122,6 +122,31 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
     assert!(ts.ends_with(" hello from db-1\n") && ts.starts_with("20"), "{ts}");
     let err = s.fails(&["logs", "db-1", "-c", "nope"]);
     assert!(err.contains("container nope is not valid for pod db-1"), "{err}");
+
+    // kubectl exec (WebSocket v5.channel.k8s.io through the API server to the agent): stdout, stdin, the
+    // exit code; inside the container's namespaces and root, with its volume.
+    assert_eq!(s.ok(&["exec", "db-1", "--", "hostname"]), "db-1\n");
+    let out = s.with_stdin(
+        &["exec", "-i", "db-1", "--", "sh"],
+        "cat /data/log; cat /etc/hostname\n",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "boot db-1 1\ndb-1\n");
+    let out = s.kubectl(&["exec", "db-1", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // kubectl cp rides on exec and tar.
+    let local = s.data_dir().join("copied.txt");
+    std::fs::write(&local, "copied in\n").expect("write");
+    s.ok(&["cp", &local.to_string_lossy(), "db-1:/tmp/copied.txt"]);
+    assert_eq!(
+        s.ok(&["exec", "db-1", "--", "cat", "/tmp/copied.txt"]),
+        "copied in\n"
+    );
 
     // Graceful deletion: SIGTERM reaches the workload, then db-0 comes back on the same claim.
     let old = uid(&s, "db-0");
