@@ -308,18 +308,7 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             ))
         }
         (&Method::GET | &Method::POST, Some(name), Some(Subresource::Exec)) => {
-            let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-            crate::proxy::pod_exec(
-                reg,
-                &target,
-                name,
-                &query,
-                parts.uri.query().unwrap_or(""),
-                &parts.headers,
-                on_upgrade,
-                &state.kubelet_token,
-            )
-            .await
+            crate::proxy::pod_exec(reg, &target, name, &query, &mut parts, &state.kubelet_token).await
         }
         (&Method::GET, Some(name), Some(Subresource::Log)) => {
             crate::proxy::pod_log(reg, &target, name, &query, &state.kubelet_token).await

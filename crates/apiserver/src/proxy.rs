@@ -130,30 +130,6 @@ pub async fn pod_log(
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn container_is_picked_as_upstream_does() {
-        let one = json!({"spec": {"containers": [{"name": "a"}]}});
-        assert_eq!(pick_container(&one, "p", None).expect("only"), "a");
-        let two = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
-        match pick_container(&two, "p", None) {
-            Err(ApiError::BadRequest(m)) => assert_eq!(
-                m,
-                "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]"
-            ),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(pick_container(&two, "p", Some("i")).expect("init"), "i");
-        assert!(
-            matches!(pick_container(&two, "p", Some("z")), Err(ApiError::BadRequest(m)) if m == "container z is not valid for pod p")
-        );
-    }
-}
-
 /// The node's kubelet API address of a scheduled pod, and the container a request is for.
 async fn locate(
     reg: &Registry,
@@ -198,11 +174,12 @@ pub async fn pod_exec(
     target: &Target,
     name: &str,
     query: &Query,
-    raw_query: &str,
-    headers: &http::HeaderMap,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    parts: &mut http::request::Parts,
     token: &str,
 ) -> ApiResult<Response> {
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let raw_query = parts.uri.query().unwrap_or("").to_string();
+    let headers = &parts.headers;
     let is_websocket = headers
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -276,4 +253,28 @@ pub async fn pod_exec(
         let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn container_is_picked_as_upstream_does() {
+        let one = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(pick_container(&one, "p", None).expect("only"), "a");
+        let two = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        match pick_container(&two, "p", None) {
+            Err(ApiError::BadRequest(m)) => assert_eq!(
+                m,
+                "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pick_container(&two, "p", Some("i")).expect("init"), "i");
+        assert!(
+            matches!(pick_container(&two, "p", Some("z")), Err(ApiError::BadRequest(m)) if m == "container z is not valid for pod p")
+        );
+    }
 }
