@@ -50,32 +50,8 @@ pub async fn pod_log(
     query: &Query,
     token: &str,
 ) -> ApiResult<Response> {
-    let pods = target.resource;
     let ns = target.namespace.clone().unwrap_or_default();
-    let pod = reg.get(pods, Some(&ns), name).await?;
-    let container = pick_container(&pod, name, query.get("container"))?;
-    let node_name = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if node_name.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
-    let nodes = api::resources::find("", "v1", "nodes").ok_or_else(|| ApiError::Internal("nodes".into()))?;
-    let node = reg.get(nodes, None, node_name).await?;
-    let address = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
-        .and_then(|x| x["address"].as_str())
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .unwrap_or(10250);
+    let (address, port, container) = locate(reg, target, name, query).await?;
     let mut params = Vec::new();
     for key in [
         "follow",
@@ -94,9 +70,8 @@ pub async fn pod_log(
         if params.is_empty() { "" } else { "?" },
         params.join("&")
     );
-    let unavailable =
-        |e: String| ApiError::Unavailable(format!("the node agent on {node_name} cannot be reached: {e}"));
-    let stream = tokio::net::TcpStream::connect((address.as_str(), port as u16))
+    let unavailable = |e: String| ApiError::Unavailable(format!("the node agent cannot be reached: {e}"));
+    let stream = tokio::net::TcpStream::connect((address.as_str(), port))
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
