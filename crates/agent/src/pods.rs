@@ -592,6 +592,8 @@ impl Agent {
             binds,
             hosts: hosts_file(&ip, &hostname, subdomain.as_deref(), &ns, domain),
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            resources: resources_of(c),
+            cgroup: format!("{}/{}", p.metadata.uid.as_deref().unwrap_or(""), c.name),
         })
     }
 
@@ -728,8 +730,8 @@ impl Agent {
                     });
                     json!({"name": c.name, "image": c.image, "imageID": digest,
                            "containerID": format!("berth://{uid}/{}", c.name),
-                           "ready": running && sub == "containers" && verdicts.get(&c.name).is_none_or(|v| v.1),
-                           "started": running && verdicts.get(&c.name).is_none_or(|v| v.0),
+                           "ready": running && sub == "containers" && probed_ok(c, verdicts, true),
+                           "started": running && probed_ok(c, verdicts, false),
                            "restartCount": read_restarts(&cdir), "state": state, "lastState": last})
                 })
                 .collect()
@@ -802,6 +804,36 @@ impl Agent {
         self.written.insert(uid, status);
         Ok(())
     }
+}
+
+/// A container's cgroup limits from `resources` (limits; the CPU request for shares/weight).
+pub fn resources_of(c: &Container) -> crate::cgroup::Resources {
+    let get = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+               k: &str| { m.and_then(|m| m.get(k)).and_then(|q| api::quantity::parse(&q.0)) };
+    let r = c.resources.as_ref();
+    let limits = r.and_then(|r| r.limits.as_ref());
+    let requests = r.and_then(|r| r.requests.as_ref());
+    crate::cgroup::Resources {
+        memory_limit: get(limits, "memory").map(|b| b.ceil() as u64),
+        cpu_limit_millis: get(limits, "cpu").map(|c| (c * 1000.0).ceil() as u64),
+        cpu_request_millis: get(requests, "cpu")
+            .or(get(limits, "cpu"))
+            .map(|c| (c * 1000.0).ceil() as u64),
+    }
+}
+
+/// Whether a running container counts as ready (`ready`) or started: without the relevant probes at once,
+/// with them only after the probes said so (never before their first verdict).
+fn probed_ok(c: &Container, verdicts: &HashMap<String, (bool, bool)>, ready: bool) -> bool {
+    let probed = if ready {
+        c.readiness_probe.is_some() || c.startup_probe.is_some()
+    } else {
+        c.startup_probe.is_some()
+    };
+    !probed
+        || verdicts
+            .get(&c.name)
+            .is_some_and(|v| if ready { v.1 } else { v.0 })
 }
 
 fn read_restarts(cdir: &Path) -> i64 {

@@ -60,6 +60,12 @@ pub struct ContainerSpec {
     pub hosts: String,
     /// Contents of `/etc/resolv.conf`.
     pub resolv_conf: String,
+    /// cgroup limits.
+    #[serde(default)]
+    pub resources: crate::cgroup::Resources,
+    /// The container's cgroup path below `berth/` (`<pod uid>/<container>`).
+    #[serde(default)]
+    pub cgroup: String,
 }
 
 /// Where a container stands, read from its directory.
@@ -237,6 +243,24 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         .stdout(std::process::Stdio::from(write_end.try_clone()?))
         .stderr(std::process::Stdio::from(write_end))
         .spawn()?;
+    // Limits before anything else happens in the container (a failure fails the start, as upstream).
+    let spec: Option<ContainerSpec> = std::fs::read(dir.join("spec.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut cgroups = Vec::new();
+    if let Some(spec) = spec
+        .as_ref()
+        .filter(|s| !s.resources.is_empty() && !s.cgroup.is_empty())
+        && let Some(layout) = crate::cgroup::detect()
+    {
+        match crate::cgroup::apply(&layout, &spec.cgroup, &spec.resources, child.id()) {
+            Ok(dirs) => cgroups = dirs,
+            Err(e) => {
+                eprintln!("berth: container shim: cgroup limits: {e}");
+                let _ = child.kill();
+            }
+        }
+    }
     let now = jiff::Timestamp::now().to_string();
     write_atomic(&dir.join("started"), now.as_bytes())?;
     write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())?;
@@ -249,6 +273,7 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         .open(dir.join("log"))?;
     pump("stdout", std::fs::File::from(read_end), &mut log);
     let status = child.wait()?;
+    crate::cgroup::remove(&cgroups);
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(9)

@@ -90,7 +90,15 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
     eventually(30, "db-0 Running, not yet Ready", || {
         pod(&s, "db-0").filter(|p| p["status"]["phase"] == "Running" && !ready(p))
     });
-    assert!(pod(&s, "db-1").is_none(), "db-1 waits for db-0's readiness");
+    if let Some(p1) = pod(&s, "db-1") {
+        panic!(
+            "db-1 exists while db-0 was not Ready:\ndb-0: {}\ndb-1: {}",
+            pod(&s, "db-0")
+                .map(|p| p["status"].to_string())
+                .unwrap_or_default(),
+            p1["metadata"]
+        );
+    }
     // OrderedReady with a real kubelet: db-1 only after db-0 runs and is Ready.
     let p0 = eventually(60, "db-0 Running and Ready", || pod(&s, "db-0").filter(ready));
     assert_eq!(p0["status"]["phase"], "Running");
@@ -192,6 +200,57 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
         before,
         "same process"
     );
+
+    // Resource limits become cgroup limits (v1 here: memory and cpu hierarchies; v2 when unified), and
+    // the cgroup goes with the container.
+    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"limited"},"spec":{"containers":[{"name":"c","image":"busybox:test",
+        "command":["/bin/sleep","3600"],"resources":{"limits":{"memory":"64Mi","cpu":"500m"}}}]}}"#);
+    let lp = eventually(30, "limited running", || {
+        pod(&s, "limited").filter(|p| p["status"]["phase"] == "Running")
+    });
+    let luid = lp["metadata"]["uid"].as_str().expect("uid").to_string();
+    let (mem_file, cpu_file, procs) = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let d = format!("/sys/fs/cgroup/berth/{luid}/c");
+        (
+            format!("{d}/memory.max"),
+            format!("{d}/cpu.max"),
+            format!("{d}/cgroup.procs"),
+        )
+    } else {
+        let m = format!("/sys/fs/cgroup/memory/berth/{luid}/c");
+        (
+            format!("{m}/memory.limit_in_bytes"),
+            format!("/sys/fs/cgroup/cpu/berth/{luid}/c/cpu.cfs_quota_us"),
+            format!("{m}/cgroup.procs"),
+        )
+    };
+    assert_eq!(
+        std::fs::read_to_string(&mem_file).expect("memory limit").trim(),
+        "67108864"
+    );
+    assert!(
+        std::fs::read_to_string(&cpu_file)
+            .expect("cpu quota")
+            .starts_with("50000")
+    );
+    let cpid = std::fs::read_to_string(
+        s.data_dir()
+            .join("agent/pods")
+            .join(&luid)
+            .join("containers/c/pid"),
+    )
+    .expect("pid");
+    assert!(
+        std::fs::read_to_string(&procs)
+            .expect("procs")
+            .lines()
+            .any(|l| l == cpid.trim()),
+        "the workload is in its cgroup"
+    );
+    s.ok(&["delete", "pod", "limited", "--grace-period=1"]);
+    eventually(20, "cgroup removed with the container", || {
+        (!std::path::Path::new(&mem_file).exists()).then_some(())
+    });
 
     // A failing liveness probe restarts the container.
     s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"unlive"},"spec":{"containers":[{"name":"c","image":"busybox:test",
