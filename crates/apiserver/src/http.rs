@@ -30,8 +30,11 @@ pub struct AppState {
     pub registry: Registry,
     /// `host:port` advertised in legacy discovery.
     pub server_address: String,
-    /// Bearer token presented to node agents' kubelet APIs (logs).
+    /// Bearer token presented to node agents' kubelet APIs (logs, exec).
     pub kubelet_token: String,
+    /// The cluster CA certificate (PEM), served unauthenticated at `/cacerts` for joining agents, as k3s
+    /// does (agents check it against the hash in their `K10…` token).
+    pub ca_pem: String,
 }
 
 /// The version Berth advertises: minor 32, so the kubectl dispatcher runs its built-in kubectl 1.32
@@ -63,6 +66,17 @@ pub fn router(state: AppState) -> Router {
             "/version/",
             get(|| async { json_response(StatusCode::OK, &version()) }),
         )
+        .route(
+            "/cacerts",
+            get(|State(state): State<AppState>| async move {
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/plain")],
+                    state.ca_pem.clone(),
+                )
+                    .into_response()
+            }),
+        )
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(health))
@@ -82,7 +96,10 @@ async fn health() -> Response {
 
 async fn require_auth(req: Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path();
-    let open = matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/");
+    let open = matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/" | "/cacerts"
+    );
     if !open && req.extensions().get::<Authenticated>().is_none() {
         return ApiError::Unauthorized.into_response();
     }

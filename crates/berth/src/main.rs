@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the all-in-one server: API server, store, controllers.
     Server(ServerArgs),
+    /// Join a server as a node agent (another machine's kubelet), k3s-style.
+    Agent(AgentArgs),
     /// Measure Berth's figures on this machine and print them as Markdown (docs/benchmarks.md).
     Bench(bench::BenchArgs),
     /// The node's image store: import air-gapped archives, list and remove images.
@@ -121,6 +123,27 @@ fn image(data_dir: &std::path::Path, cmd: ImageCommand) -> Result<()> {
     Ok(())
 }
 
+/// `berth agent` flags, named as k3s names them.
+#[derive(Parser, Clone)]
+pub struct AgentArgs {
+    /// The server's URL (`https://host:6443`).
+    #[arg(long, env = "BERTH_URL")]
+    pub server: String,
+    /// The join token: the server's `<data-dir>/token` (`K10<CA hash>::server:<secret>`), or its plain
+    /// `--token` (then the CA is trusted on first use).
+    #[arg(long, env = "BERTH_TOKEN")]
+    pub token: String,
+    /// Directory holding this node's images, pods and volumes.
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address reported as the node's InternalIP (default: the one that reaches the server).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+}
+
 /// Flags named as k3s names them.
 #[derive(Parser, Clone)]
 pub struct ServerArgs {
@@ -173,6 +196,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Server(args) => run_async(server(args)),
+        Command::Agent(args) => run_async(agent_main(args)),
         Command::Bench(args) => run_async(bench::run(args)),
         Command::Image { data_dir, command } => image(&data_dir, command),
         Command::ContainerShim { dir } => agent::runtime::shim_main(&dir).context("container shim"),
@@ -204,13 +228,96 @@ fn run_async<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
 }
 
 fn node_name(args: &ServerArgs) -> String {
-    args.node_name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_lowercase())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "berth".into())
-    })
+    args.node_name.clone().unwrap_or_else(host_name)
+}
+
+/// k3s's secure join token: `K10<sha256 of the CA certificate PEM>::server:<token>`, so a joining agent can
+/// check the CA it downloads from `/cacerts` before trusting it.
+fn join_token(ca_pem: &str, token: &str) -> String {
+    use sha2::Digest;
+    format!("K10{:x}::server:{token}", sha2::Sha256::digest(ca_pem.as_bytes()))
+}
+
+/// Join a server as a node agent (`berth agent --server URL --token T`), the k3s way: fetch the CA from
+/// `/cacerts`, check it against a `K10…` token's hash, then talk HTTPS with the token as bearer.
+async fn agent_main(args: AgentArgs) -> Result<()> {
+    use base64::Engine;
+    use sha2::Digest;
+    let (hash, password) = match args.token.strip_prefix("K10").and_then(|r| r.split_once("::")) {
+        Some((hash, cred)) => (
+            Some(hash.to_string()),
+            cred.split_once(':').map_or(cred, |(_, p)| p).to_string(),
+        ),
+        None => (None, args.token.clone()),
+    };
+    let url: http::Uri = args.server.parse().context("--server is not a URL")?;
+    let mut insecure = kube::Config::new(url.clone());
+    insecure.accept_invalid_certs = true;
+    let ca = kube::Client::try_from(insecure)?
+        .request_text(http::Request::get("/cacerts").body(Vec::new())?)
+        .await
+        .context("fetching the server's CA from /cacerts")?;
+    match hash {
+        Some(h) if format!("{:x}", sha2::Sha256::digest(ca.as_bytes())) != h => {
+            bail!("the server's CA does not match the token's hash: refusing to join")
+        }
+        Some(_) => {}
+        None => tracing::warn!("plain token: the server's CA is trusted on first use (a K10… token pins it)"),
+    }
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: agent\n  user:\n    token: {password}\ncontexts:\n- name: berth\n  context: {{cluster: berth, user: agent}}\ncurrent-context: berth\n",
+        args.server,
+        base64::engine::general_purpose::STANDARD.encode(ca.as_bytes())
+    );
+    let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    client
+        .apiserver_version()
+        .await
+        .context("the server refused the token")?;
+    let node_ip = match args.node_ip {
+        Some(ip) => ip,
+        None => local_ip_towards(&url).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+    };
+    std::fs::create_dir_all(&args.data_dir)?;
+    let node = args.node_name.clone().unwrap_or_else(host_name);
+    agent::start(
+        client,
+        agent::Config {
+            node_name: node.clone(),
+            node_ip,
+            data_dir: args.data_dir.clone(),
+            control_plane: false,
+            kubelet_token: password,
+            kubelet_port: 0,
+        },
+    )
+    .await?;
+    println!("berth agent {node} ({node_ip}) joined {}", args.server);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+/// The local address this machine would use to reach `url`'s host (a UDP connect sends nothing).
+fn local_ip_towards(url: &http::Uri) -> Option<IpAddr> {
+    let host = url.host()?;
+    let port = url.port_u16().unwrap_or(6443);
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect((host, port)).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "berth".into())
 }
 
 /// 256 random bits, hex (from the kernel's CSPRNG).
@@ -289,11 +396,17 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         write_file(p, &kubeconfig)?;
     }
     // A fresh secret per start that only this process and its own agent know.
-    let kubelet_token = uuid_like_secret();
+    // The agents' kubelet APIs trust this token: the cluster token when there is one (remote agents know
+    // it), else a fresh per-start secret only this process and its own agent share.
+    let kubelet_token = args.token.clone().unwrap_or_else(uuid_like_secret);
+    if let Some(t) = &args.token {
+        write_file(&args.data_dir.join("token"), &join_token(&pki.ca_cert, t))?;
+    }
     let state = apiserver::http::AppState {
         registry,
         server_address: format!("{host}:{}", local.port()),
         kubelet_token: kubelet_token.clone(),
+        ca_pem: pki.ca_cert.clone(),
     };
     let router = apiserver::http::router(state);
     let tls = pki.server_config().context("tls")?;
