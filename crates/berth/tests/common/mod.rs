@@ -243,6 +243,36 @@ pub fn kill_containers(data_dir: &Path) {
                 nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
+    // cgroups of killed shims (a shim removes its own when it ends normally), then the `berth` parents
+    // when empty (another server's containers may still use them; a just-emptied cgroup may be busy).
+    let uids: Vec<String> = std::fs::read_dir(data_dir.join("agent/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for root in [
+        "/sys/fs/cgroup/memory/berth",
+        "/sys/fs/cgroup/cpu/berth",
+        "/sys/fs/cgroup/berth",
+    ] {
+        for uid in &uids {
+            let pod = Path::new(root).join(uid);
+            for e in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&pod);
+        }
+        for _ in 0..20 {
+            if !Path::new(root).exists() || std::fs::remove_dir(root).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// Whether tests that run real containers can run here (root and `/usr/bin/busybox`). When not, they
