@@ -325,6 +325,51 @@ impl ImageStore {
         Ok(named)
     }
 
+    /// Store an image pulled from a registry (config bytes, and `(mediaType, bytes)` per layer as served)
+    /// under `name`; returns the digest of the OCI manifest written for it (the registry's own manifest
+    /// may have been a Docker v2 one or an index, so the digests differ).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a blob cannot be written.
+    pub fn store_pulled(
+        &self,
+        name: &str,
+        config: &[u8],
+        layers: &[(String, Vec<u8>)],
+    ) -> Result<String, Error> {
+        let tmp = self.root.join("tmp").join(format!(
+            "pull-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let put = |data: &[u8], n: usize| -> Result<(String, u64), Error> {
+            let p = tmp.join(n.to_string());
+            std::fs::write(&p, data).map_err(io(&p))?;
+            Ok((self.put_blob(&p, None)?, data.len() as u64))
+        };
+        let result = (|| {
+            let (config_digest, config_size) = put(config, 0)?;
+            let mut descs = Vec::new();
+            for (i, (media_type, l)) in layers.iter().enumerate() {
+                let (d, size) = put(l, i + 1)?;
+                descs.push(json!({"mediaType": media_type, "digest": d, "size": size}));
+            }
+            let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+                "layers": descs});
+            let (digest, _) = put(&serde_json::to_vec(&manifest).unwrap_or_default(), usize::MAX)?;
+            Ok::<_, Error>(digest)
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        let digest = result?;
+        let n = normalize(name);
+        self.with_refs(|r| {
+            r.insert(n, digest.clone());
+        })?;
+        Ok(digest)
+    }
+
     /// Every stored name.
     ///
     /// # Errors
@@ -430,6 +475,32 @@ impl ImageStore {
 /// # Errors
 /// [`Error::Io`] when `/usr/bin/busybox` is missing or the archive cannot be written.
 pub fn busybox_archive(dir: &Path) -> Result<PathBuf, Error> {
+    let out = dir.join("busybox-test.tar");
+    let w = |e: std::io::Error| Error::Io(out.display().to_string(), e);
+    let (layer, config) = busybox_layer()?;
+    let manifest = br#"[{"Config":"config.json","RepoTags":["busybox:test"],"Layers":["layer.tar"]}]"#;
+    let mut ar = tar::Builder::new(Vec::new());
+    for (p, d) in [
+        ("manifest.json", &manifest[..]),
+        ("config.json", config),
+        ("layer.tar", &layer[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(d.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        ar.append_data(&mut h, p, d).map_err(w)?;
+    }
+    std::fs::write(&out, ar.into_inner().map_err(w)?).map_err(w)?;
+    Ok(out)
+}
+
+/// The busybox test image's single layer (an uncompressed tar) and its image config JSON; see
+/// [`busybox_archive`].
+///
+/// # Errors
+/// [`Error::Io`] when `/usr/bin/busybox` is missing.
+pub fn busybox_layer() -> Result<(Vec<u8>, &'static [u8]), Error> {
     let busybox = std::fs::read("/usr/bin/busybox").map_err(io("/usr/bin/busybox"))?;
     let add = |b: &mut tar::Builder<Vec<u8>>,
                path: &str,
@@ -450,8 +521,7 @@ pub fn busybox_archive(dir: &Path) -> Result<PathBuf, Error> {
         b.append_data(&mut h, path, data)
     };
     let mut layer = tar::Builder::new(Vec::new());
-    let out = dir.join("busybox-test.tar");
-    let w = |e: std::io::Error| Error::Io(out.display().to_string(), e);
+    let w = |e: std::io::Error| Error::Io("busybox layer".into(), e);
     for d in ["bin/", "etc/", "tmp/", "data/"] {
         add(&mut layer, d, tar::EntryType::Directory, &[], 0o755, None).map_err(w)?;
     }
@@ -480,17 +550,7 @@ pub fn busybox_archive(dir: &Path) -> Result<PathBuf, Error> {
     }
     let layer = layer.into_inner().map_err(w)?;
     let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]}}"#;
-    let manifest = br#"[{"Config":"config.json","RepoTags":["busybox:test"],"Layers":["layer.tar"]}]"#;
-    let mut ar = tar::Builder::new(Vec::new());
-    for (p, d) in [
-        ("manifest.json", &manifest[..]),
-        ("config.json", &config[..]),
-        ("layer.tar", &layer[..]),
-    ] {
-        add(&mut ar, p, tar::EntryType::Regular, d, 0o644, None).map_err(w)?;
-    }
-    std::fs::write(&out, ar.into_inner().map_err(w)?).map_err(w)?;
-    Ok(out)
+    Ok((layer, config))
 }
 
 /// A reader that undoes gzip or zstd compression, detected by magic bytes.

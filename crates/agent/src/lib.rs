@@ -20,6 +20,7 @@ pub mod kubelet;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod pull;
 pub mod runtime;
 pub mod volumes;
 

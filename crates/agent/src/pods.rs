@@ -114,6 +114,17 @@ pub fn hosts_file(
     s
 }
 
+/// An image pull of one container.
+enum Pull {
+    /// The pull task and the back-off delay to apply if it fails.
+    Running(tokio::task::JoinHandle<Result<String, String>>, Duration),
+    /// Failed: no new attempt before the instant; the delay doubles on each failure.
+    Failed(Instant, Duration, String),
+}
+
+/// First image-pull back-off; it doubles up to [`BACKOFF_MAX`] (upstream's `backOffPeriod`).
+pub const IMAGE_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+
 struct Agent {
     client: kube::Client,
     cfg: Config,
@@ -123,6 +134,8 @@ struct Agent {
     backoff: HashMap<(String, String), (Instant, Duration)>,
     /// Pod uid → last status written.
     written: HashMap<String, Value>,
+    /// (pod uid, container) → its image pull, running or failed.
+    pulls: HashMap<(String, String), Pull>,
     /// (pod uid, container, probe) → (the container run it belongs to, its tracker).
     probes: HashMap<(String, String, probe::Kind), (String, probe::Tracker)>,
 }
@@ -151,6 +164,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         berth,
         backoff: HashMap::new(),
         written: HashMap::new(),
+        pulls: HashMap::new(),
         probes: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -210,6 +224,16 @@ impl Agent {
                 tracing::debug!(pod = ?p.metadata.name, error = %e, "pod sync");
             }
         }
+        // Per-container state of pods that are gone (pulls of a deleted pod are abandoned).
+        self.backoff.retain(|(uid, _), _| live.contains(uid));
+        self.pulls.retain(|(uid, _), pull| {
+            let keep = live.contains(uid);
+            if let (false, Pull::Running(h, _)) = (keep, pull) {
+                h.abort();
+            }
+            keep
+        });
+        self.probes.retain(|(uid, _, _), _| live.contains(uid));
         // Containers of pods that are gone: stop, then remove.
         let root = self.cfg.data_dir.join("agent/pods");
         if let Ok(rd) = std::fs::read_dir(&root) {
@@ -445,15 +469,91 @@ impl Agent {
             return;
         }
         let image = c.image.clone().unwrap_or_default();
-        let Some(digest) = self.images.resolve(&image) else {
-            waiting.insert(
-                c.name.clone(),
-                (
-                    "ErrImagePull".into(),
-                    format!("image {image:?} is not in this node's image store (import it with `berth image import`)"),
-                ),
-            );
-            return;
+        // imagePullPolicy as the kubelet's image manager applies it (defaulted by the API server:
+        // Always for `:latest` or no tag, IfNotPresent otherwise).
+        let latest = !image.contains('@')
+            && image
+                .rsplit('/')
+                .next()
+                .is_none_or(|l| !l.contains(':') || l.ends_with(":latest"));
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            if latest {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let present = self.images.resolve(&image);
+        let digest = match (policy.as_str(), present) {
+            ("Never", None) => {
+                waiting.insert(
+                    c.name.clone(),
+                    (
+                        "ErrImageNeverPull".into(),
+                        format!("Container image {image:?} is not present with pull policy of Never"),
+                    ),
+                );
+                return;
+            }
+            ("Never" | "IfNotPresent", Some(d)) => d,
+            _ => match self.pulls.remove(&key.clone()) {
+                // Pulls run in the background so one slow registry holds up no other pod; the container
+                // waits as ContainerCreating meanwhile, as upstream's does.
+                Some(Pull::Running(handle, delay)) if handle.is_finished() => {
+                    match futures::FutureExt::now_or_never(handle) {
+                        Some(Ok(Ok(d))) => d,
+                        other => {
+                            let msg = match other {
+                                Some(Ok(Err(m))) => m,
+                                _ => format!("pull of {image:?} was interrupted"),
+                            };
+                            self.pulls.insert(
+                                key.clone(),
+                                Pull::Failed(Instant::now() + delay, delay, msg.clone()),
+                            );
+                            waiting.insert(c.name.clone(), ("ErrImagePull".into(), msg));
+                            return;
+                        }
+                    }
+                }
+                Some(Pull::Running(handle, delay)) => {
+                    self.pulls.insert(key.clone(), Pull::Running(handle, delay));
+                    waiting.insert(
+                        c.name.clone(),
+                        ("ContainerCreating".into(), format!("Pulling image {image:?}")),
+                    );
+                    return;
+                }
+                // Upstream's image back-off (`pkg/kubelet/images`): 10 s doubling to 5 min.
+                Some(Pull::Failed(until, delay, msg)) if Instant::now() < until => {
+                    self.pulls
+                        .insert(key.clone(), Pull::Failed(until, delay, msg.clone()));
+                    waiting.insert(
+                        c.name.clone(),
+                        (
+                            "ImagePullBackOff".into(),
+                            format!("Back-off pulling image {image:?}: {msg}"),
+                        ),
+                    );
+                    return;
+                }
+                previous => {
+                    let secrets = self.pull_secrets(p).await;
+                    let store = self.images.clone();
+                    let img = image.clone();
+                    let handle = tokio::spawn(async move { crate::pull::pull(&store, &img, &secrets).await });
+                    let delay = match previous {
+                        Some(Pull::Failed(_, d, _)) => (d * 2).min(BACKOFF_MAX),
+                        _ => IMAGE_BACKOFF_INITIAL,
+                    };
+                    self.pulls.insert(key.clone(), Pull::Running(handle, delay));
+                    waiting.insert(
+                        c.name.clone(),
+                        ("ContainerCreating".into(), format!("Pulling image {image:?}")),
+                    );
+                    return;
+                }
+            },
         };
         let spec = match self.container_spec(p, c, &digest, volumes).await {
             Ok(s) => s,
@@ -595,6 +695,27 @@ impl Agent {
             resources: resources_of(c),
             cgroup: format!("{}/{}", p.metadata.uid.as_deref().unwrap_or(""), c.name),
         })
+    }
+
+    /// `.dockerconfigjson` documents of the pod's `imagePullSecrets`.
+    async fn pull_secrets(&self, p: &Pod) -> Vec<Vec<u8>> {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let mut out = Vec::new();
+        for r in p
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(Some(sec)) = api.get_opt(&r.name).await
+                && let Some(doc) = sec.data.and_then(|d| d.get(".dockerconfigjson").cloned())
+            {
+                out.push(doc.0);
+            }
+        }
+        out
     }
 
     /// A key of a ConfigMap (`secret` false) or Secret; `Err` names what is missing (upstream:

@@ -260,12 +260,14 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
         (pod(&s, "unlive")?["status"]["containerStatuses"][0]["restartCount"].as_i64()? >= 1).then_some(())
     });
     // A missing image and a crashing command are reported as upstream names them.
-    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"noimage"},"spec":{"containers":[{"name":"c","image":"nothere:1"}]}}"#);
+    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"noimage"},"spec":{"containers":[{"name":"c","image":"127.0.0.1:1/nothere:1"}]}}"#);
     s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"crash"},"spec":{"containers":[{"name":"c","image":"busybox:test","command":["/bin/false"]}]}}"#);
+    // (The registry on 127.0.0.1:1 refuses; ErrImagePull, then ImagePullBackOff on the next syncs.)
     eventually(30, "ErrImagePull", || {
-        (pod(&s, "noimage")?["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
-            == "ErrImagePull")
-            .then_some(())
+        let w = pod(&s, "noimage")?["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (matches!(w["reason"].as_str()?, "ErrImagePull" | "ImagePullBackOff")
+            && w["message"].as_str()?.contains("127.0.0.1:1/nothere:1"))
+        .then_some(())
     });
     eventually(40, "CrashLoopBackOff", || {
         (pod(&s, "crash")?["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
