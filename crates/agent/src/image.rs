@@ -536,7 +536,7 @@ pub fn busybox_layer() -> Result<(Vec<u8>, &'static [u8]), Error> {
     .map_err(w)?;
     for applet in [
         "sh", "sleep", "hostname", "cat", "echo", "ls", "id", "date", "kill", "true", "false", "nc", "httpd",
-        "wget", "tar", "mkdir", "rm", "test",
+        "wget", "tar", "mkdir", "rm", "test", "stty", "env", "dd", "df",
     ] {
         add(
             &mut layer,

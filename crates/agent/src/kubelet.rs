@@ -215,7 +215,7 @@ pub struct ExecOptions {
     pub command: Vec<String>,
     /// Attach stdin.
     pub stdin: bool,
-    /// Requested a TTY (the command then runs without one: Berth allocates no terminal yet).
+    /// Run the command on a pseudo-terminal (stdout and stderr merged on channel 1; channel 4 resizes).
     pub tty: bool,
 }
 
@@ -303,7 +303,13 @@ async fn exec(
     let opts = ExecOptions::from_query(uri.query().unwrap_or(""));
     let berth = shared.berth.clone();
     ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
-        .on_upgrade(move |socket| run_exec(socket, berth, dir, opts))
+        .on_upgrade(move |socket| async move {
+            if opts.tty {
+                run_exec_tty(socket, berth, dir, opts).await;
+            } else {
+                run_exec(socket, berth, dir, opts).await;
+            }
+        })
 }
 
 /// Run the command in the container and carry its stdio over the channel protocol (one leading byte per
@@ -402,6 +408,136 @@ async fn run_exec(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir: Pat
             reason: "".into(),
         })))
         .await;
+}
+
+/// `kubectl exec -t`: the command runs on a pseudo-terminal allocated here (its slave becomes the
+/// command's controlling terminal in `berth container-exec --tty`); the master's output goes out on
+/// channel 1, channel 0 is typed input and channel 4 a resize (`{"Width":W,"Height":H}`, upstream
+/// `remotecommand.TerminalSize`), applied with TIOCSWINSZ. Ends with the status on channel 3, as without a
+/// TTY.
+async fn run_exec_tty(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir: PathBuf, opts: ExecOptions) {
+    use axum::extract::ws::Message;
+    use futures::{SinkExt, StreamExt};
+    use std::io::{Read, Write};
+    let (mut tx, mut rx) = socket.split();
+    let fail = |e: String| {
+        let mut m = vec![3u8];
+        m.extend_from_slice(
+            exit_status(126, &opts.command)
+                .replace("error executing", &format!("{e}: error executing"))
+                .as_bytes(),
+        );
+        m
+    };
+    let spawned = (|| {
+        let pty = nix::pty::openpty(None, None).map_err(|e| format!("allocating a terminal: {e}"))?;
+        let slave = std::fs::File::from(pty.slave);
+        let (out, err) = (
+            slave.try_clone().map_err(|e| e.to_string())?,
+            slave.try_clone().map_err(|e| e.to_string())?,
+        );
+        let child = tokio::process::Command::new(&berth)
+            .arg("container-exec")
+            .arg("--tty")
+            .arg(&dir)
+            .arg("--")
+            .args(&opts.command)
+            .stdin(slave)
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        // (The Command and with it our copies of the slave are dropped here: the master then reads EIO
+        // once the command and everything it started have closed the terminal.)
+        Ok::<_, String>((child, std::fs::File::from(pty.master)))
+    })();
+    let (mut child, master) = match spawned {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tx.send(Message::Binary(fail(e).into())).await;
+            return;
+        }
+    };
+    let (Ok(mut reader), Ok(mut writer)) = (master.try_clone(), master.try_clone()) else {
+        let _ = tx.send(Message::Binary(fail("terminal".into()).into())).await;
+        return;
+    };
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || out_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    tokio::task::spawn_blocking(move || {
+        while let Some(data) = in_rx.blocking_recv() {
+            if writer.write_all(&data).is_err() {
+                break;
+            }
+        }
+    });
+    let mut output_open = true;
+    let status = loop {
+        tokio::select! {
+            out = out_rx.recv(), if output_open => match out {
+                Some(data) => {
+                    let mut m = vec![1u8];
+                    m.extend_from_slice(&data);
+                    if tx.send(Message::Binary(m.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                None => output_open = false,
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                    0 if opts.stdin => {
+                        let _ = in_tx.send(b[1..].to_vec()).await;
+                    }
+                    4 => {
+                        if let Ok(size) = serde_json::from_slice::<TerminalSize>(&b[1..]) {
+                            let _ = rustix::termios::tcsetwinsize(
+                                &master,
+                                rustix::termios::Winsize {
+                                    ws_row: size.height,
+                                    ws_col: size.width,
+                                    ws_xpixel: 0,
+                                    ws_ypixel: 0,
+                                },
+                            );
+                        }
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(_)) => {}
+            },
+            st = child.wait(), if !output_open => break st.ok(),
+        }
+    };
+    let Some(status) = status else { return };
+    let code = status.code().unwrap_or(137);
+    let mut m = vec![3u8];
+    m.extend_from_slice(exit_status(code, &opts.command).as_bytes());
+    let _ = tx.send(Message::Binary(m.into())).await;
+    let _ = tx
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await;
+}
+
+/// A terminal size as the client sends it on channel 4 (upstream `remotecommand.TerminalSize`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TerminalSize {
+    width: u16,
+    height: u16,
 }
 
 /// Bind the kubelet API on `ip` (port chosen by the OS); returns the port and the serving future.

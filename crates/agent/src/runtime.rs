@@ -511,17 +511,31 @@ fn resolve(program: &str, env: &[String]) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(program))
 }
 
-/// `berth container-exec <dir> <argv…>`: run a command inside a running container (probes, and later
+/// `berth container-exec [--tty] <dir> <argv…>`: run a command inside a running container (probes, and later
 /// `kubectl exec`): join the workload's mount, UTS, IPC and PID namespaces (`setns`, as `nsenter` and
 /// runc's exec do; joining the mount namespace moves root and cwd to the container's root), then run
-/// `argv` with the container's environment, user and working directory, and exit with its status.
+/// `argv` with the container's environment, user and working directory, and exit with its status. With
+/// `tty`, stdin must be a terminal, which becomes the command's controlling terminal.
 ///
 /// # Errors
 /// When the container does not run or a namespace cannot be joined.
-pub fn exec_main(dir: &Path, argv: &[String]) -> std::io::Result<i32> {
+pub fn exec_main(dir: &Path, argv: &[String], tty: bool) -> std::io::Result<i32> {
     let State::Running { pid, .. } = state(dir) else {
         return Err(std::io::Error::other("container is not running"));
     };
+    if tty {
+        // stdin is a pseudo-terminal's slave (the kubelet API allocated it): lead a new session and make it
+        // the controlling terminal, as runc does for a `terminal: true` process. A session leader without
+        // one acquires the first terminal it opens; reopening fd 0 through /proc does that, before the
+        // container's /proc replaces ours.
+        nix::unistd::setsid().map_err(err("setsid"))?;
+        drop(
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/proc/self/fd/0")?,
+        );
+    }
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
     // Open every namespace first (after joining the mount namespace /proc is the container's).
@@ -540,6 +554,10 @@ pub fn exec_main(dir: &Path, argv: &[String]) -> std::io::Result<i32> {
         .current_dir(&spec.cwd)
         .uid(spec.uid)
         .gid(spec.gid);
+    // A terminal gets TERM=xterm unless the container sets TERM (containerd's default for tty processes).
+    if tty && !spec.env.iter().any(|kv| kv.starts_with("TERM=")) {
+        cmd.env("TERM", "xterm");
+    }
     for kv in &spec.env {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);

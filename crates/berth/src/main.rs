@@ -55,6 +55,9 @@ enum Command {
     /// Internal: run a command inside a running container (probes).
     #[command(hide = true, name = "container-exec")]
     ContainerExec {
+        /// stdin is a terminal: make it the controlling terminal (`kubectl exec -t`).
+        #[arg(long)]
+        tty: bool,
         /// The container's directory.
         dir: PathBuf,
         /// The command.
@@ -201,7 +204,7 @@ fn main() -> std::process::ExitCode {
         Command::Image { data_dir, command } => image(&data_dir, command),
         Command::ContainerShim { dir } => agent::runtime::shim_main(&dir).context("container shim"),
         Command::ContainerInit { dir } => agent::runtime::init_main(&dir).context("container init"),
-        Command::ContainerExec { dir, argv } => match agent::runtime::exec_main(&dir, &argv) {
+        Command::ContainerExec { tty, dir, argv } => match agent::runtime::exec_main(&dir, &argv, tty) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(anyhow::anyhow!("container exec: {e}")),
         },

@@ -292,3 +292,66 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
             .then_some(())
     });
 }
+
+/// `kubectl exec -it … -- sh` (issue "Node agent", Done when): kubectl on a terminal of its own (a pty this
+/// test allocates, 100×40), the shell on a terminal the agent allocates, sized from kubectl's resize
+/// message; typed input is echoed and the shell's exit code comes back as kubectl's.
+#[test]
+fn kubectl_exec_it_runs_an_interactive_shell_on_a_terminal() {
+    use std::io::{Read, Write};
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("tty-node");
+    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"term"},"spec":{"terminationGracePeriodSeconds":1,
+        "containers":[{"name":"c","image":"busybox:test","command":["sleep","3600"]}]}}"#);
+    eventually(30, "term running", || {
+        (pod(&s, "term")?["status"]["phase"] == "Running").then_some(())
+    });
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("pty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut kubectl = {
+        let mut cmd = s.kubectl_cmd(&["exec", "-it", "term", "--", "sh"]);
+        cmd.stdin(slave.try_clone().expect("slave"))
+            .stdout(slave.try_clone().expect("slave"))
+            .stderr(slave);
+        cmd.spawn().expect("kubectl exec -it")
+    };
+    let mut master = std::fs::File::from(pty.master);
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let output = output.clone();
+        let mut master = master.try_clone().expect("master");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&output.lock().expect("lock")).into_owned();
+    eventually(30, "the shell's prompt", || text().contains("# ").then_some(()));
+    master
+        .write_all(b"test -t 0 && echo IS-A-TTY; stty size; echo TERM=$TERM; exit 3\n")
+        .expect("type");
+    let status = eventually(30, "kubectl to exit", || kubectl.try_wait().expect("wait"));
+    let out = text();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(out.contains("IS-A-TTY\r\n"), "{out}");
+    assert!(out.contains("40 100\r\n"), "{out}");
+    assert!(out.contains("TERM=xterm\r\n"), "{out}");
+    drop(master);
+    let _ = reader.join();
+    s.ok(&["delete", "pod", "term", "--wait=false"]);
+    eventually(30, "term gone", || pod(&s, "term").is_none().then_some(()));
+    common::kill_containers(s.data_dir());
+}
