@@ -777,11 +777,26 @@ impl Agent {
                     .ok_or_else(|| format!("persistentvolumeclaim {:?} is not bound", c.claim_name))?;
                 let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
                 let pv = pvs.get(&vol).await.map_err(|e| e.to_string())?;
+                let bytes = pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.capacity.as_ref()?.get("storage"))
+                    .and_then(|q| api::quantity::bytes(&q.0));
                 let hp = pv
                     .spec
                     .and_then(|s| s.host_path)
                     .ok_or_else(|| format!("volume {vol} has no local path"))?;
-                PathBuf::from(hp.path)
+                // A capacity-enforced volume must be mounted before a container binds it (after a
+                // reboot the agent may get here before the provisioner's resync does), and grown to its
+                // capacity if that was raised while containers held it (offline expansion).
+                let path = PathBuf::from(hp.path);
+                crate::capacity::ensure_mounted(&path).map_err(|e| format!("mounting volume {vol}: {e}"))?;
+                if let Some(b) = bytes
+                    && let Err(e) = crate::capacity::grow(&path, b)
+                {
+                    tracing::debug!(volume = %vol, error = %e, "volume not grown yet");
+                }
+                path
             } else if v.empty_dir.is_some() {
                 dir.join("volumes/empty-dir").join(&v.name)
             } else if let Some(h) = &v.host_path {

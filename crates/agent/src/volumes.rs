@@ -28,6 +28,16 @@ pub enum Step {
         path: PathBuf,
         /// The directory to copy from.
         clone_from: Option<PathBuf>,
+        /// `spec.capacity.storage` in bytes, enforced when the node can ([`crate::capacity`]).
+        bytes: Option<u64>,
+    },
+    /// A volume in use: mount it if it is not (after a reboot), and grow it to `bytes` when its capacity
+    /// was raised (claim expansion).
+    Maintain {
+        /// Its directory.
+        path: PathBuf,
+        /// `spec.capacity.storage` in bytes.
+        bytes: Option<u64>,
     },
     /// Remove the directory, then delete the volume object (uid precondition).
     Remove {
@@ -105,6 +115,7 @@ pub fn plan(node: &str, volumes_dir: &Path, volumes: &[PersistentVolume]) -> Vec
                     name,
                     path,
                     clone_from,
+                    bytes: capacity_bytes(v),
                 });
             }
             "Released"
@@ -119,10 +130,25 @@ pub fn plan(node: &str, volumes_dir: &Path, volumes: &[PersistentVolume]) -> Vec
                     path,
                 });
             }
+            "Available" | "Bound" if v.metadata.deletion_timestamp.is_none() => {
+                steps.push(Step::Maintain {
+                    path,
+                    bytes: capacity_bytes(v),
+                });
+            }
             _ => {}
         }
     }
     steps
+}
+
+fn capacity_bytes(v: &PersistentVolume) -> Option<u64> {
+    v.spec
+        .as_ref()?
+        .capacity
+        .as_ref()?
+        .get("storage")
+        .and_then(|q| api::quantity::bytes(&q.0))
 }
 
 fn on_node(v: &PersistentVolume) -> Option<&str> {
@@ -162,14 +188,21 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Make a volume directory: empty, or a copy of `clone_from` built beside it and renamed into place.
-/// Idempotent: an existing directory is kept as it is.
+/// Make a volume directory: empty, or a copy of `clone_from` built beside it and renamed into place;
+/// with `bytes` on a node that can enforce capacities, a filesystem of that size ([`crate::capacity`]).
+/// Idempotent: an existing volume is kept as it is (and mounted).
 ///
 /// # Errors
 /// The first I/O error (a partial copy is removed).
-pub fn materialize(path: &Path, clone_from: Option<&Path>) -> std::io::Result<()> {
+pub fn materialize(path: &Path, clone_from: Option<&Path>, bytes: Option<u64>) -> std::io::Result<()> {
+    if crate::capacity::image_of(path).exists() {
+        return crate::capacity::create(path, bytes.unwrap_or(0), clone_from);
+    }
     if path.is_dir() {
         return Ok(());
+    }
+    if let Some(b) = bytes.filter(|_| crate::capacity::available()) {
+        return crate::capacity::create(path, b, clone_from);
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -217,13 +250,27 @@ pub async fn run(client: kube::Client, cfg: Config) {
 
 async fn execute(api: &Api<PersistentVolume>, step: &Step) -> Result<(), String> {
     match step {
+        Step::Maintain { path, bytes } => {
+            let (p, b) = (path.clone(), *bytes);
+            let grown = tokio::task::spawn_blocking(move || {
+                crate::capacity::ensure_mounted(&p)?;
+                b.map_or(Ok(false), |b| crate::capacity::grow(&p, b))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            if grown {
+                tracing::info!(path = %path.display(), bytes = ?bytes, "volume filesystem grown");
+            }
+        }
         Step::Materialize {
             name,
             path,
             clone_from,
+            bytes,
         } => {
-            let (p, c) = (path.clone(), clone_from.clone());
-            tokio::task::spawn_blocking(move || materialize(&p, c.as_deref()))
+            let (p, c, b) = (path.clone(), clone_from.clone(), *bytes);
+            tokio::task::spawn_blocking(move || materialize(&p, c.as_deref(), b))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -238,9 +285,12 @@ async fn execute(api: &Api<PersistentVolume>, step: &Step) -> Result<(), String>
         }
         Step::Remove { name, uid, path } => {
             let p = path.clone();
-            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
+            tokio::task::spawn_blocking(move || {
+                crate::capacity::remove(&p)?;
+                match std::fs::remove_dir_all(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
             })
             .await
             .map_err(|e| e.to_string())?
@@ -283,7 +333,7 @@ mod tests {
         }
         serde_json::from_value(json!({
             "metadata": {"name": name, "uid": format!("uid-{name}"), "annotations": ann},
-            "spec": {"hostPath": {"path": path}, "persistentVolumeReclaimPolicy": reclaim,
+            "spec": {"hostPath": {"path": path}, "persistentVolumeReclaimPolicy": reclaim, "capacity": {"storage": "1Gi"},
                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                     {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}},
             "status": {"phase": phase}
@@ -303,6 +353,7 @@ mod tests {
             pv("f", "n1", "/etc", "Released", "Delete", None),
             pv("g", "n1", "/d/volumes/../../etc", "Released", "Delete", None),
             pv("h", "n1", "/d/volumes/h", "Pending", "Delete", Some("missing")),
+            pv("i", "n1", "/d/volumes/i", "Bound", "Delete", None),
         ];
         let steps = plan("n1", root, &vols);
         assert_eq!(
@@ -311,17 +362,23 @@ mod tests {
                 Step::Materialize {
                     name: "a".into(),
                     path: "/d/volumes/a".into(),
-                    clone_from: None
+                    clone_from: None,
+                    bytes: Some(1 << 30)
                 },
                 Step::Materialize {
                     name: "b".into(),
                     path: "/d/volumes/b".into(),
-                    clone_from: Some("/d/volumes/a".into())
+                    clone_from: Some("/d/volumes/a".into()),
+                    bytes: Some(1 << 30)
                 },
                 Step::Remove {
                     name: "c".into(),
                     uid: "uid-c".into(),
                     path: "/d/volumes/c".into()
+                },
+                Step::Maintain {
+                    path: "/d/volumes/i".into(),
+                    bytes: Some(1 << 30)
                 },
             ],
             "Retain kept, other nodes ignored, paths outside the volumes dir never touched, missing source waits"
@@ -339,7 +396,7 @@ mod tests {
         std::fs::set_permissions(src.join("data"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::os::unix::fs::symlink("data", src.join("link")).expect("symlink");
         let dst = dir.path().join("dst");
-        materialize(&dst, Some(&src)).expect("clone");
+        materialize(&dst, Some(&src), None).expect("clone");
         assert_eq!(std::fs::read(dst.join("data")).expect("read"), b"hello");
         assert_eq!(std::fs::read(dst.join("sub/x")).expect("read"), b"x");
         assert_eq!(
@@ -357,10 +414,10 @@ mod tests {
         assert!(!dst.with_extension("cloning").exists());
         // A second pass keeps what is there (the data may have changed since).
         std::fs::write(dst.join("data"), b"changed").expect("write");
-        materialize(&dst, Some(&src)).expect("again");
+        materialize(&dst, Some(&src), None).expect("again");
         assert_eq!(std::fs::read(dst.join("data")).expect("read"), b"changed");
         let empty = dir.path().join("empty");
-        materialize(&empty, None).expect("mkdir");
+        materialize(&empty, None, None).expect("mkdir");
         assert!(empty.is_dir());
     }
 }

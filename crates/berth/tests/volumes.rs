@@ -118,6 +118,30 @@ fn claims_are_provisioned_bound_cloned_expanded_and_released_on_the_agents_node(
         "the clone carried web-0's data, so web-1's init container kept it"
     );
 
+    // The volume is a filesystem of the claim's size: writing past 200Mi fails with ENOSPC in the pod.
+    let out = s.kubectl(&[
+        "exec",
+        "web-1",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/usr/share/nginx/html/big",
+        "bs=1048576",
+        "count=300",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    s.ok(&["exec", "web-1", "--", "rm", "/usr/share/nginx/html/big"]);
+    let size_kib = |pod: &str| -> u64 {
+        let df = s.ok(&["exec", pod, "--", "df", "-k", "/usr/share/nginx/html"]);
+        df.lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .expect("df size")
+    };
+    assert!((150_000..210_000).contains(&size_kib("web-0")));
+
     // Raising the template's request expands both claims and their volumes.
     s.ok(&[
         "patch",
@@ -132,6 +156,14 @@ fn claims_are_provisioned_bound_cloned_expanded_and_released_on_the_agents_node(
             (bound(&s, c)?["status"]["capacity"]["storage"] == "1Gi").then_some(())
         });
     }
+    // The filesystem grows online where the kernel permits (CAP_SYS_RESOURCE), else when no container
+    // holds it: a recreated web-0 has the whole 1Gi either way.
+    s.ok(&["delete", "pod", "web-0"]);
+    eventually(60, "web-0 back", || {
+        let p = s.get_json(&["pod", "web-0"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    assert!(size_kib("web-0") > 900_000);
 
     // Scale to zero: the pods stop; claims and data stay (whenScaled: Retain).
     s.ok(&["scale", "sts", "web", "--replicas=0"]);

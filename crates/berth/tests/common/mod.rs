@@ -243,6 +243,18 @@ pub fn kill_containers(data_dir: &Path) {
                 nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
+    // Capacity-enforced volumes are loop-mounted filesystems under the data dir (`agent::capacity`):
+    // unmounted (deepest first; the loop devices go with them: autoclear).
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(data_dir))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
     // cgroups of killed shims (a shim removes its own when it ends normally), then the `berth` parents
     // when empty (another server's containers may still use them; a just-emptied cgroup may be busy).
     let uids: Vec<String> = std::fs::read_dir(data_dir.join("agent/pods"))
