@@ -431,6 +431,8 @@ async fn run_exec_tty(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir:
     };
     let spawned = (|| {
         let pty = nix::pty::openpty(None, None).map_err(|e| format!("allocating a terminal: {e}"))?;
+        crate::stdio::cloexec(&pty.master).map_err(|e| e.to_string())?;
+        crate::stdio::cloexec(&pty.slave).map_err(|e| e.to_string())?;
         let slave = std::fs::File::from(pty.slave);
         let (out, err) = (
             slave.try_clone().map_err(|e| e.to_string())?,
@@ -532,6 +534,104 @@ async fn run_exec_tty(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir:
         .await;
 }
 
+/// `kubectl attach` (upstream kubelet `/attach/{namespace}/{pod}/{container}`): the running container's
+/// output from now on (channel 1), typed input to its stdin (channel 0, when the container has
+/// `stdin: true` and the client asked for `stdin`), resizes of its terminal (channel 4), through the
+/// container shim's attach socket ([`crate::stdio`]). Ends with a Success status when the container's
+/// output ends.
+async fn attach(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == shared.token);
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    let sock = container_dir(&shared.pods_dir, &ns, &pod, &container).map(|d| d.join("attach.sock"));
+    let Some(sock) = sock.filter(|s| s.exists()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("container {container} in pod {pod} is not running"),
+        )
+            .into_response();
+    };
+    let opts = ExecOptions::from_query(uri.query().unwrap_or(""));
+    ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .on_upgrade(move |socket| run_attach(socket, sock, opts))
+}
+
+async fn run_attach(socket: axum::extract::ws::WebSocket, sock: PathBuf, opts: ExecOptions) {
+    use crate::stdio::{FRAME_CLOSE_STDIN, FRAME_RESIZE, FRAME_STDIN, frame};
+    use axum::extract::ws::Message;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tx, mut rx) = socket.split();
+    let stream = match tokio::net::UnixStream::connect(&sock).await {
+        Ok(s) => s,
+        Err(e) => {
+            let status = serde_json::json!({"metadata": {}, "status": "Failure",
+                "message": format!("attaching to the container: {e}")});
+            let mut m = vec![3u8];
+            m.extend_from_slice(status.to_string().as_bytes());
+            let _ = tx.send(Message::Binary(m.into())).await;
+            return;
+        }
+    };
+    let (mut from_shim, mut to_shim) = stream.into_split();
+    let mut buf = vec![0u8; 32 * 1024];
+    let ended = loop {
+        tokio::select! {
+            n = from_shim.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break true,
+                Ok(n) => {
+                    let mut m = vec![1u8];
+                    m.extend_from_slice(&buf[..n]);
+                    if tx.send(Message::Binary(m.into())).await.is_err() {
+                        break false;
+                    }
+                }
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                    let f = match b[0] {
+                        0 if opts.stdin => Some(frame(FRAME_STDIN, &b[1..])),
+                        4 => serde_json::from_slice::<TerminalSize>(&b[1..])
+                            .ok()
+                            .map(|t| frame(FRAME_RESIZE, format!("{} {}", t.width, t.height).as_bytes())),
+                        255 if b.get(1) == Some(&0) => Some(frame(FRAME_CLOSE_STDIN, b"")),
+                        _ => None,
+                    };
+                    if let Some(f) = f
+                        && to_shim.write_all(&f).await.is_err()
+                    {
+                        break true;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break false,
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    if ended {
+        let mut m = vec![3u8];
+        m.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
+        let _ = tx.send(Message::Binary(m.into())).await;
+        let _ = tx
+            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            })))
+            .await;
+    }
+}
+
 /// A terminal size as the client sends it on channel 4 (upstream `remotecommand.TerminalSize`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -562,6 +662,7 @@ pub async fn bind(
             axum::routing::get(container_logs),
         )
         .route("/exec/{ns}/{pod}/{container}", axum::routing::any(exec))
+        .route("/attach/{ns}/{pod}/{container}", axum::routing::any(attach))
         .with_state(shared);
     Ok((port, async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -23,6 +23,7 @@ pub mod pods;
 pub mod probe;
 pub mod pull;
 pub mod runtime;
+pub mod stdio;
 pub mod volumes;
 
 use std::net::IpAddr;

@@ -694,6 +694,9 @@ impl Agent {
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             resources: resources_of(c),
             cgroup: format!("{}/{}", p.metadata.uid.as_deref().unwrap_or(""), c.name),
+            stdin: c.stdin == Some(true),
+            stdin_once: c.stdin_once == Some(true),
+            tty: c.tty == Some(true),
         })
     }
 

@@ -66,6 +66,15 @@ pub struct ContainerSpec {
     /// The container's cgroup path below `berth/` (`<pod uid>/<container>`).
     #[serde(default)]
     pub cgroup: String,
+    /// Keep stdin open for `kubectl attach` (`stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin when the first attached client that wrote to it detaches (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Run on a terminal (`tty`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Where a container stands, read from its directory.
@@ -233,20 +242,24 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
         .map_err(std::io::Error::from)?;
     let me = std::env::current_exe()?;
-    // One pipe for stdout and stderr: after unshare(CLONE_NEWPID) this process cannot start threads, so
-    // one loop copies the output (the log keeps the order in which the container wrote it).
-    let (read_end, write_end) = nix::unistd::pipe().map_err(std::io::Error::from)?;
-    let mut child = Command::new(me)
-        .arg("container-init")
-        .arg(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(write_end.try_clone()?))
-        .stderr(std::process::Stdio::from(write_end))
-        .spawn()?;
-    // Limits before anything else happens in the container (a failure fails the start, as upstream).
     let spec: Option<ContainerSpec> = std::fs::read(dir.join("spec.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
+    // One pipe (or terminal) for stdout and stderr: the log keeps the order in which the container wrote.
+    let (stdin, stdin_once, tty) = spec
+        .as_ref()
+        .map_or((false, false, false), |s| (s.stdin, s.stdin_once, s.tty));
+    let ends = crate::stdio::make(stdin, stdin_once, tty)?;
+    let [child_in, child_out, child_err] = ends.child;
+    // (The builder, holding our copies of the child's ends, is dropped at the end of this statement.)
+    let mut child = Command::new(me)
+        .arg("container-init")
+        .arg(dir)
+        .stdin(std::process::Stdio::from(child_in))
+        .stdout(std::process::Stdio::from(child_out))
+        .stderr(std::process::Stdio::from(child_err))
+        .spawn()?;
+    // Limits before anything else happens in the container (a failure fails the start, as upstream).
     let mut cgroups = Vec::new();
     if let Some(spec) = spec
         .as_ref()
@@ -271,7 +284,9 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         .create(true)
         .append(true)
         .open(dir.join("log"))?;
-    pump("stdout", std::fs::File::from(read_end), &mut log);
+    let listener = crate::stdio::listen(dir);
+    crate::stdio::serve(ends.shim, listener, &mut log);
+    let _ = std::fs::remove_file(dir.join("attach.sock"));
     let status = child.wait()?;
     crate::cgroup::remove(&cgroups);
     let code = status.code().unwrap_or_else(|| {
@@ -282,29 +297,6 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         &dir.join("exit"),
         format!("{code} {}", jiff::Timestamp::now()).as_bytes(),
     )
-}
-
-/// Copy one output stream into the log as CRI lines; a line longer than 16 KiB is split into partial
-/// (`P`) records ending with a full (`F`) one.
-fn pump(stream: &str, reader: std::fs::File, log: &mut std::fs::File) {
-    use std::io::{BufRead, Write};
-    const MAX: usize = 16 * 1024;
-    let mut r = std::io::BufReader::new(reader);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = match std::io::Read::take(&mut r, MAX as u64).read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let full = buf.ends_with(b"\n");
-        let text = if full { &buf[..n - 1] } else { &buf[..n] };
-        let tag = if full || n < MAX { "F" } else { "P" };
-        let mut line = format!("{} {stream} {tag} ", jiff::Timestamp::now()).into_bytes();
-        line.extend_from_slice(text);
-        line.push(b'\n');
-        let _ = log.write_all(&line);
-    }
 }
 
 fn err(what: &str) -> impl FnOnce(nix::Error) -> std::io::Error + '_ {
@@ -379,6 +371,17 @@ fn inside_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
 pub fn init_main(dir: &Path) -> std::io::Result<()> {
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
+    if spec.tty {
+        // The terminal the shim made (on fds 0-2) becomes the workload's controlling terminal: lead a new
+        // session, then open it (a session leader without a terminal acquires the first it opens).
+        nix::unistd::setsid().map_err(err("setsid"))?;
+        drop(
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/proc/self/fd/0")?,
+        );
+    }
     unshare(CloneFlags::CLONE_NEWNS).map_err(err("mount namespace"))?;
     mount(
         None::<&str>,
@@ -487,6 +490,10 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     })?;
     let mut cmd = Command::new(resolve(program, &spec.env));
     cmd.args(args).env_clear().current_dir(&spec.cwd);
+    // A terminal gets TERM=xterm unless the container sets TERM (containerd's default for tty processes).
+    if spec.tty && !spec.env.iter().any(|kv| kv.starts_with("TERM=")) {
+        cmd.env("TERM", "xterm");
+    }
     for kv in &spec.env {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);

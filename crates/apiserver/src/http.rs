@@ -325,7 +325,28 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             ))
         }
         (&Method::GET | &Method::POST, Some(name), Some(Subresource::Exec)) => {
-            crate::proxy::pod_exec(reg, &target, name, &query, &mut parts, &state.kubelet_token).await
+            crate::proxy::pod_exec(
+                reg,
+                &target,
+                name,
+                &query,
+                &mut parts,
+                &state.kubelet_token,
+                "exec",
+            )
+            .await
+        }
+        (&Method::GET | &Method::POST, Some(name), Some(Subresource::Attach)) => {
+            crate::proxy::pod_exec(
+                reg,
+                &target,
+                name,
+                &query,
+                &mut parts,
+                &state.kubelet_token,
+                "attach",
+            )
+            .await
         }
         (&Method::GET, Some(name), Some(Subresource::Log)) => {
             crate::proxy::pod_log(reg, &target, name, &query, &state.kubelet_token).await
@@ -335,7 +356,7 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             Some(_),
             Some(Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward),
         ) => Err(ApiError::Unavailable(
-            "attach and port-forward are not supported by Berth's node agent yet".into(),
+            "port-forward is not supported by Berth's node agent yet".into(),
         )),
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource ({method})"

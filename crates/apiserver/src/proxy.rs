@@ -144,6 +144,9 @@ async fn locate(
 /// Serve `…/pods/{name}/exec` as upstream's upgrade-aware proxy does: forward the WebSocket upgrade
 /// (`v5.channel.k8s.io`/`v4.channel.k8s.io`) to the node agent's `/exec`, answer the client with the
 /// agent's `101 Switching Protocols`, then splice the two connections.
+///
+/// `agent_path` is `exec` or `attach` (`…/pods/{name}/attach` is proxied the same way to the agent's
+/// `/attach`).
 pub async fn pod_exec(
     reg: &Registry,
     target: &Target,
@@ -151,6 +154,7 @@ pub async fn pod_exec(
     query: &Query,
     parts: &mut http::request::Parts,
     token: &str,
+    agent_path: &str,
 ) -> ApiResult<Response> {
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let raw_query = parts.uri.query().unwrap_or("").to_string();
@@ -160,9 +164,9 @@ pub async fn pod_exec(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let (Some(on_upgrade), true) = (on_upgrade, is_websocket) else {
-        return Err(ApiError::BadRequest(
-            "exec needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported".into(),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "{agent_path} needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported"
+        )));
     };
     let (address, port, container) = locate(reg, target, name, query).await?;
     let ns = target.namespace.clone().unwrap_or_default();
@@ -174,7 +178,7 @@ pub async fn pod_exec(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     tokio::spawn(conn.with_upgrades());
-    let mut req = http::Request::get(format!("/exec/{ns}/{name}/{container}?{raw_query}"))
+    let mut req = http::Request::get(format!("/{agent_path}/{ns}/{name}/{container}?{raw_query}"))
         .header("host", format!("{address}:{port}"))
         .header("authorization", format!("Bearer {token}"));
     for h in [

@@ -295,9 +295,10 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
 
 /// `kubectl exec -it … -- sh` (issue "Node agent", Done when): kubectl on a terminal of its own (a pty this
 /// test allocates, 100×40), the shell on a terminal the agent allocates, sized from kubectl's resize
-/// message; typed input is echoed and the shell's exit code comes back as kubectl's.
+/// message; typed input is echoed and the shell's exit code comes back as kubectl's. Then `kubectl attach`,
+/// with piped stdin (`stdinOnce`) and on a `tty` container.
 #[test]
-fn kubectl_exec_it_runs_an_interactive_shell_on_a_terminal() {
+fn exec_it_and_attach_run_interactive_sessions_on_terminals() {
     use std::io::{Read, Write};
     if !common::can_run_containers() {
         return;
@@ -351,7 +352,91 @@ fn kubectl_exec_it_runs_an_interactive_shell_on_a_terminal() {
     assert!(out.contains("TERM=xterm\r\n"), "{out}");
     drop(master);
     let _ = reader.join();
-    s.ok(&["delete", "pod", "term", "--wait=false"]);
-    eventually(30, "term gone", || pod(&s, "term").is_none().then_some(()));
+
+    // `kubectl attach -i` to a container with `stdin` and `stdinOnce`: piped input reaches its stdin, the
+    // end of it closes the container's stdin, the container ends, and so does the attach.
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"reader"},"spec":{"restartPolicy":"Never",
+        "containers":[{"name":"c","image":"busybox:test","stdin":true,"stdinOnce":true,
+        "command":["/bin/sh","-c","while read l; do echo got:$l; done; echo stdin closed"]}]}}"#,
+    );
+    eventually(30, "reader running", || {
+        (pod(&s, "reader")?["status"]["phase"] == "Running").then_some(())
+    });
+    let out = s.with_stdin(&["attach", "-i", "reader"], "one\ntwo\n");
+    let attached = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{attached} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        attached.contains("got:one\ngot:two\nstdin closed\n"),
+        "{attached}"
+    );
+    eventually(30, "reader Succeeded", || {
+        (pod(&s, "reader")?["status"]["phase"] == "Succeeded").then_some(())
+    });
+
+    // `kubectl attach -it` to a `tty` container running a shell: an interactive session on its terminal.
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"console"},"spec":{"restartPolicy":"Never",
+        "containers":[{"name":"c","image":"busybox:test","stdin":true,"tty":true,"command":["/bin/sh"]}]}}"#,
+    );
+    eventually(30, "console running", || {
+        (pod(&s, "console")?["status"]["phase"] == "Running").then_some(())
+    });
+    let pty = nix::pty::openpty(Some(&size), None).expect("pty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut kubectl = {
+        let mut cmd = s.kubectl_cmd(&["attach", "-it", "console"]);
+        cmd.stdin(slave.try_clone().expect("slave"))
+            .stdout(slave.try_clone().expect("slave"))
+            .stderr(slave);
+        cmd.spawn().expect("kubectl attach -it")
+    };
+    let mut master = std::fs::File::from(pty.master);
+    output.lock().expect("lock").clear();
+    let reader = {
+        let output = output.clone();
+        let mut master = master.try_clone().expect("master");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    // (Attach shows output from now on: a newline makes the shell print a fresh prompt.)
+    eventually(30, "attached", || {
+        let _ = master.write_all(b"\n");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        text().contains("# ").then_some(())
+    });
+    master
+        .write_all(b"echo ATTACHED-$((40+2)); stty size; exit 4\n")
+        .expect("type");
+    let status = eventually(30, "kubectl attach to exit", || kubectl.try_wait().expect("wait"));
+    let out = text();
+    assert!(out.contains("ATTACHED-42\r\n"), "{out}");
+    assert!(out.contains("40 100\r\n"), "{out}");
+    assert!(status.success(), "{out}");
+    drop(master);
+    let _ = reader.join();
+    eventually(30, "console Failed with exit code 4", || {
+        let p = pod(&s, "console")?;
+        (p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 4).then_some(())
+    });
+
+    s.ok(&["delete", "pod", "--all", "--wait=false", "--grace-period=1"]);
+    eventually(30, "pods gone", || {
+        s.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
     common::kill_containers(s.data_dir());
 }
