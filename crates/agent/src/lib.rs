@@ -18,6 +18,7 @@ pub mod capacity;
 pub mod cgroup;
 pub mod image;
 pub mod kubelet;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod probe;

@@ -5,7 +5,8 @@
 //! graceful termination (SIGTERM, then SIGKILL when `deletionTimestamp` passes) and the final deletion
 //! with grace period 0. Containers found on disk for pods that no longer exist are stopped and removed.
 //!
-//! Pods share the node's network until the pod network lands (their `podIP` is the node's address).
+//! Each pod has its own network namespace on the node's bridge ([`crate::network`]); `hostNetwork` pods
+//! share the node's (their `podIP` is the node's address).
 //! Probes are not run yet: a running container counts as ready.
 
 use crate::Config;
@@ -136,6 +137,8 @@ struct Agent {
     written: HashMap<String, Value>,
     /// (pod uid, container) → its image pull, running or failed.
     pulls: HashMap<(String, String), Pull>,
+    /// The node's bridge, known once the Node has its pod CIDR.
+    bridge: Option<crate::network::Bridge>,
     /// (pod uid, container, probe) → (the container run it belongs to, its tracker).
     probes: HashMap<(String, String, probe::Kind), (String, probe::Tracker)>,
 }
@@ -165,6 +168,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         backoff: HashMap::new(),
         written: HashMap::new(),
         pulls: HashMap::new(),
+        bridge: None,
         probes: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -216,6 +220,22 @@ fn pod_dir(cfg: &Config, uid: &str) -> PathBuf {
     cfg.data_dir.join("agent/pods").join(uid)
 }
 
+fn host_network(p: &Pod) -> bool {
+    p.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+}
+
+/// The pod's IP: the node's with `hostNetwork`, else its own once its network is set up.
+fn pod_ip(cfg: &Config, p: &Pod) -> std::net::IpAddr {
+    if host_network(p) {
+        return cfg.node_ip;
+    }
+    let dir = pod_dir(cfg, p.metadata.uid.as_deref().unwrap_or(""));
+    crate::network::pod_ip(&dir).map_or(cfg.node_ip, std::net::IpAddr::V4)
+}
+
+/// The name of the bridge pods are attached to.
+pub const BRIDGE: &str = "berth0";
+
 impl Agent {
     async fn sync_all(&mut self, pods: &[Pod]) {
         let live: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
@@ -243,6 +263,7 @@ impl Agent {
                     continue;
                 }
                 if stop_all(&e.path(), true) {
+                    let _ = crate::network::teardown(&uid, &e.path());
                     let _ = std::fs::remove_dir_all(e.path());
                     self.written.remove(&uid);
                 }
@@ -277,6 +298,7 @@ impl Agent {
                     Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                     Err(e) => return Err(e.to_string()),
                 }
+                let _ = crate::network::teardown(&uid, &dir);
                 let _ = std::fs::remove_dir_all(&dir);
                 self.written.remove(&uid);
             }
@@ -307,6 +329,26 @@ impl Agent {
                 return self.write_status(p, &dir, &waiting, false, &HashMap::new()).await;
             }
         };
+        // The pod's network namespace, veth and address (upstream: the sandbox, before any container).
+        if !host_network(p) && crate::network::pod_ip(&dir).is_none() {
+            let set_up = match self.bridge().await {
+                Ok(b) => {
+                    let (u, d) = (uid.clone(), dir.clone());
+                    tokio::task::spawn_blocking(move || b.setup(&u, &d))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(msg) = set_up {
+                let msg = format!("setting up the pod network: {msg}");
+                for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+                    waiting.insert(c.name.clone(), ("ContainerCreating".into(), msg.clone()));
+                }
+                return self.write_status(p, &dir, &waiting, false, &HashMap::new()).await;
+            }
+        }
         // Init containers, in order, each to completion.
         let mut initialized = true;
         for c in spec.init_containers.iter().flatten() {
@@ -404,7 +446,7 @@ impl Agent {
                 }
             }
         }
-        let ip = self.cfg.node_ip;
+        let ip = pod_ip(&self.cfg, p);
         let berth = self.berth.clone();
         let results = futures::future::join_all(
             due.iter()
@@ -671,8 +713,12 @@ impl Agent {
             .unwrap_or(0);
         let subdomain = spec.subdomain.clone();
         let domain = "cluster.local";
-        let ip = self.cfg.node_ip.to_string();
+        let ip = pod_ip(&self.cfg, p).to_string();
+        let netns = (!host_network(p)).then(|| {
+            crate::network::netns_path(&pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or("")))
+        });
         Ok(ContainerSpec {
+            netns,
             rootfs,
             argv,
             env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -698,6 +744,32 @@ impl Agent {
             stdin_once: c.stdin_once == Some(true),
             tty: c.tty == Some(true),
         })
+    }
+
+    /// The node's bridge, once the node IPAM controller gave the Node its `spec.podCIDR`.
+    async fn bridge(&mut self) -> Result<crate::network::Bridge, String> {
+        if let Some(b) = &self.bridge {
+            return Ok(b.clone());
+        }
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let node = nodes.get(&self.cfg.node_name).await.map_err(|e| e.to_string())?;
+        let slice = node
+            .spec
+            .and_then(|s| s.pod_cidr)
+            .ok_or_else(|| "the node has no pod CIDR yet".to_string())?
+            .parse()
+            .map_err(|e| format!("the node's pod CIDR: {e}"))?;
+        let b = crate::network::Bridge {
+            name: BRIDGE.into(),
+            slice,
+        };
+        let b2 = b.clone();
+        tokio::task::spawn_blocking(move || b2.ensure())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        self.bridge = Some(b.clone());
+        Ok(b)
     }
 
     /// `.dockerconfigjson` documents of the pod's `imagePullSecrets`.
@@ -911,7 +983,8 @@ impl Agent {
                 .unwrap_or_else(|| now.clone());
             json!({"type": t, "status": status, "lastTransitionTime": since})
         };
-        let ip = self.cfg.node_ip.to_string();
+        let host_ip = self.cfg.node_ip.to_string();
+        let ip = pod_ip(&self.cfg, p).to_string();
         let start_time = p
             .status
             .as_ref()
@@ -922,7 +995,7 @@ impl Agent {
             "phase": phase,
             "conditions": [cond("PodReadyToStartContainers", true), cond("Initialized", initialized), cond("Ready", all_ready),
                            cond("ContainersReady", all_ready), cond("PodScheduled", true)],
-            "hostIP": ip, "hostIPs": [{"ip": ip}], "podIP": ip, "podIPs": [{"ip": ip}],
+            "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ip, "podIPs": [{"ip": ip}],
             "startTime": start_time,
             "initContainerStatuses": init,
             "containerStatuses": app,
@@ -1013,7 +1086,8 @@ fn field_value(p: &Pod, path: &str, cfg: &Config) -> Result<String, String> {
             .as_ref()
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.podIP" | "status.hostIP" => cfg.node_ip.to_string(),
+        "status.podIP" => pod_ip(cfg, p).to_string(),
+        "status.hostIP" => cfg.node_ip.to_string(),
         _ => {
             if let Some(k) = map_key("metadata.labels['") {
                 m.labels

@@ -75,6 +75,9 @@ pub struct ContainerSpec {
     /// Run on a terminal (`tty`).
     #[serde(default)]
     pub tty: bool,
+    /// The pod's pinned network namespace to join; `None` shares the node's (`hostNetwork`).
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// Where a container stands, read from its directory.
@@ -238,13 +241,19 @@ pub fn signal(dir: &Path, sig: nix::sys::signal::Signal) {
 /// # Errors
 /// When the namespaces cannot be made or the init cannot be started.
 pub fn shim_main(dir: &Path) -> std::io::Result<()> {
+    // The pod's network namespace first: the init and everything it starts are in it.
+    let spec: Option<ContainerSpec> = std::fs::read(dir.join("spec.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(ns) = spec.as_ref().and_then(|s| s.netns.as_ref()) {
+        let f = std::fs::File::open(ns)?;
+        nix::sched::setns(&f, CloneFlags::CLONE_NEWNET)
+            .map_err(err("joining the pod's network namespace"))?;
+    }
     // The mount namespace is the init's own (its pivot_root must not move the shim's root).
     unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
         .map_err(std::io::Error::from)?;
     let me = std::env::current_exe()?;
-    let spec: Option<ContainerSpec> = std::fs::read(dir.join("spec.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
     // One pipe (or terminal) for stdout and stderr: the log keeps the order in which the container wrote.
     let (stdin, stdin_once, tty) = spec
         .as_ref()
@@ -548,6 +557,8 @@ pub fn exec_main(dir: &Path, argv: &[String], tty: bool) -> std::io::Result<i32>
     // Open every namespace first (after joining the mount namespace /proc is the container's).
     let open = |ns: &str| std::fs::File::open(format!("/proc/{pid}/ns/{ns}"));
     let (ipc, uts, pidns, mnt) = (open("ipc")?, open("uts")?, open("pid")?, open("mnt")?);
+    let net = open("net")?;
+    nix::sched::setns(&net, CloneFlags::CLONE_NEWNET).map_err(err("joining net"))?;
     nix::sched::setns(&ipc, CloneFlags::CLONE_NEWIPC).map_err(err("joining ipc"))?;
     nix::sched::setns(&uts, CloneFlags::CLONE_NEWUTS).map_err(err("joining uts"))?;
     nix::sched::setns(&pidns, CloneFlags::CLONE_NEWPID).map_err(err("joining pid"))?;

@@ -425,7 +425,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     ));
     // Controllers reach the API through a kube-rs client over the in-process router (no socket).
     let client = kube::Client::new(apiserver::server::in_process(router.clone()), "default");
-    controllers::spawn_all(client.clone());
+    controllers::spawn_all(client.clone(), args.cluster_cidr.clone());
     if !args.disable_agent {
         // This machine's own node agent, on the same in-process client (a remote agent uses HTTPS).
         agent::start(

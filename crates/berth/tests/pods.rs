@@ -440,3 +440,92 @@ fn exec_it_and_attach_run_interactive_sessions_on_terminals() {
     });
     common::kill_containers(s.data_dir());
 }
+
+/// Every pod has its own network namespace on the node's bridge (issue "Cluster networking", item 1):
+/// an address from the node's slice of 10.42.0.0/16, reported in `status.podIP` and written in its
+/// `/etc/hosts`; two pods listen on the same port; the host and the other pod reach each over HTTP; an
+/// httpGet readiness probe reaches it at its address; `hostNetwork` pods keep the node's address.
+#[test]
+fn pods_have_their_own_addresses_and_reach_each_other() {
+    use std::io::{Read, Write};
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("net-node");
+    let node = s.get_json(&["node", "net-node"]);
+    let slice = node["spec"]["podCIDR"].as_str().unwrap_or_default().to_string();
+    assert!(slice.starts_with("10.42.") && slice.ends_with(".0/24"), "{node}");
+    for name in ["web-a", "web-b"] {
+        s.apply(&format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"terminationGracePeriodSeconds":1,
+            "containers":[{{"name":"c","image":"busybox:test","command":["/bin/sh","-c","mkdir -p /www; echo I am $(hostname) > /www/index.html; exec httpd -f -p 8080 -h /www"],
+            "readinessProbe":{{"httpGet":{{"path":"/","port":8080}},"periodSeconds":1}}}}]}}}}"#
+        ));
+    }
+    s.apply(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"on-host"},"spec":{"hostNetwork":true,"terminationGracePeriodSeconds":1,
+        "containers":[{"name":"c","image":"busybox:test","command":["sleep","3600"]}]}}"#);
+    let ip = |name: &str| -> String {
+        eventually(60, "ready with an address", || {
+            let p = pod(&s, name)?;
+            ready(&p).then(|| p["status"]["podIP"].as_str().map(str::to_string))?
+        })
+    };
+    let (a, b) = (ip("web-a"), ip("web-b"));
+    assert_ne!(a, b);
+    let prefix = slice.trim_end_matches("0/24");
+    assert!(
+        a.starts_with(prefix) && b.starts_with(prefix),
+        "{a} {b} in {slice}"
+    );
+    assert!(
+        s.ok(&["exec", "web-a", "--", "cat", "/etc/hosts"])
+            .contains(&format!("{a}\tweb-a"))
+    );
+    // From the host, straight to each pod's address.
+    for (addr, who) in [(&a, "web-a"), (&b, "web-b")] {
+        let mut c = std::net::TcpStream::connect((addr.as_str(), 8080)).expect("connect to the pod");
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+        let mut body = String::new();
+        c.read_to_string(&mut body).expect("read");
+        assert!(body.ends_with(&format!("I am {who}\n")), "{body}");
+    }
+    // Pod to pod.
+    let got = s.ok(&[
+        "exec",
+        "web-a",
+        "--",
+        "wget",
+        "-qO-",
+        &format!("http://{b}:8080/"),
+    ]);
+    assert_eq!(got, "I am web-b\n");
+    // hostNetwork: the node's address.
+    let host = eventually(30, "on-host running", || {
+        let p = pod(&s, "on-host")?;
+        (p["status"]["phase"] == "Running").then(|| p["status"]["podIP"].as_str().map(str::to_string))?
+    });
+    assert_eq!(
+        host,
+        node["status"]["addresses"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    s.ok(&["delete", "pod", "--all", "--wait=false"]);
+    eventually(30, "pods gone", || {
+        s.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    // Their addresses are free again.
+    eventually(10, "addresses released", || {
+        let held: Vec<String> = std::fs::read_dir(agent::network::IPAM_DIR)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        (!held.contains(&a) && !held.contains(&b)).then_some(())
+    });
+    common::kill_containers(s.data_dir());
+}

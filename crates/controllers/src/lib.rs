@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod gc;
+pub mod nodeipam;
 pub mod scheduler;
 pub mod statefulset;
 pub mod volume;
@@ -29,8 +30,11 @@ where
     });
 }
 
-/// Start every controller on `client` (in `berth server`, an in-process client).
-pub fn spawn_all(client: kube::Client) {
+/// Start every controller on `client` (in `berth server`, an in-process client); `cluster_cidr` is the
+/// pod network the node IPAM controller slices.
+pub fn spawn_all(client: kube::Client, cluster_cidr: String) {
+    let c = client.clone();
+    supervise("nodeipam", move || nodeipam::run(c.clone(), cluster_cidr.clone()));
     let c = client.clone();
     supervise("garbage-collector", move || gc::run(c.clone()));
     let c = client.clone();

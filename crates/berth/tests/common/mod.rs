@@ -255,6 +255,21 @@ pub fn kill_containers(data_dir: &Path) {
     for m in mounts {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
+    // Pod addresses held by this server's pods (the netns pins were unmounted above, so their veths
+    // are gone), then the bridge when no pod of any server uses it any more.
+    for uid in std::fs::read_dir(data_dir.join("agent/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        agent::network::release(&uid.file_name().to_string_lossy());
+    }
+    let ports = std::fs::read_dir("/sys/class/net/berth0/brif")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if ports == 0 {
+        let _ = Command::new("ip").args(["link", "del", "berth0"]).status();
+    }
     // cgroups of killed shims (a shim removes its own when it ends normally), then the `berth` parents
     // when empty (another server's containers may still use them; a just-emptied cgroup may be busy).
     let uids: Vec<String> = std::fs::read_dir(data_dir.join("agent/pods"))

@@ -1,0 +1,214 @@
+//! The pod network on this node, as the CNI `bridge` and `host-local` plugins make it (what k3s's
+//! flannel sets up on one node): a Linux bridge (`berth0`) holding the first address of the node's slice
+//! (`spec.podCIDR`, given by the node IPAM controller) as the pods' gateway; per pod, a network
+//! namespace pinned at `<pod dir>/netns` (so it outlives the server, like `ip netns add`), loopback up,
+//! and a veth pair, one end on the bridge, the other in the pod as `eth0` with the pod's IP and a
+//! default route via the bridge. Every container of the pod joins that namespace.
+//!
+//! Pod IPs are allocated host-wide, one file per address under `/run/berth/ipam/` created with
+//! `O_EXCL` (host-local's scheme), so agents and servers sharing this machine never hand out an address
+//! twice. The link work is done with iproute2 and util-linux (`ip`, `unshare`, `nsenter`).
+//!
+//! Nothing here adds a route or NAT toward anything outside the machine: pods reach each other and the
+//! host, and the host reaches them.
+
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where pod addresses are allocated (one file per address, holding the pod's uid).
+pub const IPAM_DIR: &str = "/run/berth/ipam";
+
+/// The node's bridge and slice.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    /// Bridge name.
+    pub name: String,
+    /// The node's slice (`spec.podCIDR`).
+    pub slice: Ipv4Net,
+}
+
+fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// The host end of a pod's veth pair: `bv` + 12 hex digits of its uid (15 bytes at most: IFNAMSIZ).
+pub fn veth_name(uid: &str) -> String {
+    let hex: String = uid.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+    format!("bv{hex}")
+}
+
+impl Bridge {
+    /// The gateway: the slice's first address, held by the bridge.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.slice.hosts().next().unwrap_or(self.slice.addr())
+    }
+
+    /// Make the bridge if missing, give it the gateway address, bring it up. Idempotent.
+    ///
+    /// # Errors
+    /// When `ip` fails.
+    pub fn ensure(&self) -> std::io::Result<()> {
+        if !link_exists(&self.name) {
+            // Another agent on this machine may make it at the same moment.
+            if let Err(e) = run("ip", &["link", "add", &self.name, "type", "bridge"])
+                && !link_exists(&self.name)
+            {
+                return Err(e);
+            }
+        }
+        let addr = format!("{}/{}", self.gateway(), self.slice.prefix_len());
+        run("ip", &["addr", "replace", &addr, "dev", &self.name])?;
+        run("ip", &["link", "set", &self.name, "up"])
+    }
+
+    /// Allocate an address of the slice for `uid` (the one it already holds, if any).
+    fn allocate(&self, uid: &str) -> std::io::Result<Ipv4Addr> {
+        std::fs::create_dir_all(IPAM_DIR)?;
+        let gateway = self.gateway();
+        let broadcast = self.slice.broadcast();
+        let candidates = || self.slice.hosts().filter(|a| *a != gateway && *a != broadcast);
+        for a in candidates() {
+            if std::fs::read_to_string(Path::new(IPAM_DIR).join(a.to_string())).is_ok_and(|o| o == uid) {
+                return Ok(a);
+            }
+        }
+        for a in candidates() {
+            let p = Path::new(IPAM_DIR).join(a.to_string());
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+                Ok(mut f) => {
+                    std::io::Write::write_all(&mut f, uid.as_bytes())?;
+                    return Ok(a);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "no free address in {}",
+            self.slice
+        )))
+    }
+
+    /// Give the pod whose directory is `pod_dir` its network namespace, veth and address; returns the
+    /// address. Idempotent (a crash half-way is finished by the next call); the address is recorded
+    /// in `<pod dir>/ip` last.
+    ///
+    /// # Errors
+    /// When a command fails or no address is free.
+    pub fn setup(&self, uid: &str, pod_dir: &Path) -> std::io::Result<Ipv4Addr> {
+        if let Some(ip) = pod_ip(pod_dir) {
+            return Ok(ip);
+        }
+        self.ensure()?;
+        let ip = self.allocate(uid)?;
+        let pin = netns_path(pod_dir);
+        let pin_s = pin.to_string_lossy().into_owned();
+        if crate::capacity::mounted_source(&pin).is_none() {
+            std::fs::create_dir_all(pod_dir)?;
+            std::fs::write(&pin, b"")?;
+            run("unshare", &[&format!("--net={pin_s}"), "true"])?;
+        }
+        let veth = veth_name(uid);
+        if !link_exists(&veth) {
+            run(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pin_s,
+                ],
+            )?;
+        }
+        run("ip", &["link", "set", &veth, "master", &self.name, "up"])?;
+        let addr = format!("{ip}/{}", self.slice.prefix_len());
+        let gw = self.gateway().to_string();
+        let net = format!("--net={pin_s}");
+        for args in [
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "addr", "replace", &addr, "dev", "eth0"],
+            vec!["ip", "route", "replace", "default", "via", &gw, "dev", "eth0"],
+        ] {
+            let mut a = vec![net.as_str(), "--"];
+            a.extend(args);
+            run("nsenter", &a)?;
+        }
+        std::fs::write(pod_dir.join("ip"), ip.to_string())?;
+        Ok(ip)
+    }
+}
+
+/// The pinned network namespace of the pod whose directory is `pod_dir`.
+pub fn netns_path(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("netns")
+}
+
+/// The pod's address, once its network is set up.
+pub fn pod_ip(pod_dir: &Path) -> Option<Ipv4Addr> {
+    std::fs::read_to_string(pod_dir.join("ip"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Undo [`Bridge::setup`] for a pod that is gone: its veth (and so the pair), its namespace's pin, its
+/// address. Idempotent.
+///
+/// # Errors
+/// When the pin cannot be unmounted.
+pub fn teardown(uid: &str, pod_dir: &Path) -> std::io::Result<()> {
+    let veth = veth_name(uid);
+    if link_exists(&veth) {
+        let _ = run("ip", &["link", "del", &veth]);
+    }
+    let pin = netns_path(pod_dir);
+    if crate::capacity::mounted_source(&pin).is_some() {
+        nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH).map_err(std::io::Error::from)?;
+    }
+    let _ = std::fs::remove_file(&pin);
+    let _ = std::fs::remove_file(pod_dir.join("ip"));
+    release(uid);
+    Ok(())
+}
+
+/// Free every address held by `uid`.
+pub fn release(uid: &str) {
+    for e in std::fs::read_dir(IPAM_DIR).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(e.path()).is_ok_and(|o| o == uid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_gateway() {
+        assert_eq!(
+            veth_name("7b54680c-d237-4e64-bea8-5a4f66336266"),
+            "bv7b54680cd237"
+        );
+        assert!(veth_name("7b54680c-d237-4e64-bea8-5a4f66336266").len() <= 15);
+        let b = Bridge {
+            name: "berth0".into(),
+            slice: "10.42.3.0/24".parse().expect("cidr"),
+        };
+        assert_eq!(b.gateway(), Ipv4Addr::new(10, 42, 3, 1));
+    }
+}
