@@ -1,0 +1,161 @@
+//! The seed's `web` StatefulSet, as a new user runs it (issue "Node agent", Done when; `examples/web`): its
+//! image `k8s.gcr.io/nginx-slim:0.8` built from Debian's nginx by `examples/web/build.sh`, imported, and the
+//! seed's manifests applied unchanged. Checked with the real kubectl and real HTTP to the pods' addresses:
+//! order, stable names, per-pod storage surviving pod deletion, scale to zero and back, a container
+//! restart, and kill -9 of the whole server. Needs root (like `pods.rs`) and the Debian mirror (apt).
+
+mod common;
+
+use common::{Server, eventually};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::process::Command;
+
+fn pod(s: &Server, name: &str) -> Option<Value> {
+    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
+}
+
+fn ready_ip(s: &Server, name: &str) -> String {
+    eventually(90, &format!("{name} Running and Ready"), || {
+        let p = pod(s, name)?;
+        let ready = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (ready && p["metadata"]["deletionTimestamp"].is_null())
+            .then(|| p["status"]["podIP"].as_str().map(str::to_string))?
+    })
+}
+
+/// GET / from a pod's address on port 80: (status line, body).
+fn get(ip: &str) -> (String, String) {
+    let mut c = std::net::TcpStream::connect((ip, 80)).expect("connect to nginx");
+    c.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n").expect("send");
+    let mut r = String::new();
+    c.read_to_string(&mut r).expect("read");
+    let status = r.lines().next().unwrap_or_default().to_string();
+    let body = r.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[test]
+fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let mut s = Server::start_with(&["--node-name", "web-node"]);
+    let archive = s.data_dir().join("nginx-slim.tar");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(root.join("examples/web/build.sh"))
+        .arg(&archive)
+        .output()
+        .expect("examples/web/build.sh");
+    assert!(
+        out.status.success(),
+        "build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["image", "import", "--data-dir"])
+        .arg(s.data_dir())
+        .arg(&archive)
+        .output()
+        .expect("import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["seed-storage-local.yaml", "seed-web.yaml"] {
+        s.ok(&["apply", "-f", &common::seed(f).to_string_lossy()]);
+    }
+
+    // Order: web-1 is created only once web-0 is Running and Ready.
+    let ip0 = ready_ip(&s, "web-0");
+    let ip1 = ready_ip(&s, "web-1");
+    let created = |n: &str| {
+        pod(&s, n).expect("pod")["metadata"]["creationTimestamp"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let ready0 = pod(&s, "web-0").expect("web-0")["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string));
+    assert!(created("web-1") >= ready0, "web-1 created after web-0 was Ready");
+    assert_eq!(s.ok(&["exec", "web-0", "--", "hostname"]), "web-0\n");
+
+    // Each pod serves its own volume.
+    s.ok(&[
+        "exec",
+        "web-0",
+        "--",
+        "sh",
+        "-c",
+        "echo page of web-0 > /usr/share/nginx/html/index.html",
+    ]);
+    s.ok(&[
+        "exec",
+        "web-1",
+        "--",
+        "sh",
+        "-c",
+        "echo page of web-1 > /usr/share/nginx/html/index.html",
+    ]);
+    assert_eq!(get(&ip0).1, "page of web-0\n");
+    assert_eq!(get(&ip1).1, "page of web-1\n");
+
+    // A deleted pod comes back with the same name and the same volume.
+    s.ok(&["delete", "pod", "web-0"]);
+    let ip0 = ready_ip(&s, "web-0");
+    assert_eq!(get(&ip0).1, "page of web-0\n");
+    assert_eq!(s.ok(&["exec", "web-0", "--", "hostname"]), "web-0\n");
+
+    // Killing nginx (PID 1 of the container) restarts the container.
+    s.ok(&["exec", "web-1", "--", "kill", "1"]);
+    eventually(60, "web-1 restarted once and Ready", || {
+        let p = pod(&s, "web-1")?;
+        (p["status"]["containerStatuses"][0]["restartCount"] == 1
+            && p["status"]["containerStatuses"][0]["ready"] == true)
+            .then_some(())
+    });
+
+    // Scale to zero and back: the claims and their data stay.
+    s.ok(&["scale", "sts", "web", "--replicas=0"]);
+    eventually(90, "no pods", || {
+        s.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    assert!(s.ok(&["get", "pvc", "-o", "name"]).contains("www-web-1"));
+    s.ok(&["scale", "sts", "web", "--replicas=2"]);
+    let ip0 = ready_ip(&s, "web-0");
+    let ip1 = ready_ip(&s, "web-1");
+    assert_eq!(get(&ip0).1, "page of web-0\n");
+    assert_eq!(get(&ip1).1, "page of web-1\n");
+
+    // kill -9 of the whole server: its pods keep serving, and are re-adopted when it starts again.
+    s.kill9();
+    assert_eq!(get(&ip1).1, "page of web-1\n");
+    s.restart();
+    eventually(60, "web-1 re-adopted, not restarted", || {
+        let p = pod(&s, "web-1")?;
+        (p["status"]["podIP"] == ip1.as_str() && p["status"]["containerStatuses"][0]["restartCount"] == 0)
+            .then_some(())
+    });
+    assert_eq!(get(&ip0).1, "page of web-0\n");
+
+    s.ok(&[
+        "delete",
+        "-f",
+        &common::seed("seed-web.yaml").to_string_lossy(),
+        "--wait=false",
+    ]);
+    eventually(90, "pods gone", || {
+        s.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    common::kill_containers(s.data_dir());
+}
