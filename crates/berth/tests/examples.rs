@@ -133,6 +133,22 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
     let ip1 = ready_ip(&s, "web-1");
     assert_eq!(get(&ip0).1, "page of web-0\n");
     assert_eq!(get(&ip1).1, "page of web-1\n");
+    // The headless Service's endpoints name each pod by its stable hostname, at its current address.
+    eventually(20, "endpoints with hostnames", || {
+        let e = s.get_json(&["endpoints", "nginx"]);
+        let mut named: Vec<(String, String)> = e["subsets"][0]["addresses"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| Some((a["hostname"].as_str()?.to_string(), a["ip"].as_str()?.to_string())))
+            .collect();
+        named.sort();
+        (named
+            == [
+                ("web-0".to_string(), ip0.clone()),
+                ("web-1".to_string(), ip1.clone()),
+            ])
+        .then_some(())
+    });
 
     // kill -9 of the whole server: its pods keep serving, and are re-adopted when it starts again.
     s.kill9();

@@ -499,6 +499,32 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
         &format!("http://{b}:8080/"),
     ]);
     assert_eq!(got, "I am web-b\n");
+    // The endpoints controllers: a Service selecting both lists their addresses with the named port
+    // resolved on the pods (the Endpoints for `kubectl get endpoints`, and an EndpointSlice).
+    s.ok(&["label", "pod", "web-a", "web-b", "app=web"]);
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"selector":{"app":"web"},
+        "ports":[{"name":"http","port":80,"targetPort":8080}]}}"#,
+    );
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    eventually(20, "endpoints of both pods", || {
+        let e = s.get_json(&["endpoints", "web"]);
+        let mut ips: Vec<String> = e["subsets"][0]["addresses"]
+            .as_array()?
+            .iter()
+            .filter_map(|x| x["ip"].as_str().map(str::to_string))
+            .collect();
+        ips.sort();
+        (ips == want && e["subsets"][0]["ports"][0]["port"] == 8080).then_some(())
+    });
+    let slices = s.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    assert_eq!(
+        slices["items"][0]["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{slices}"
+    );
+    assert!(s.ok(&["get", "endpoints", "web"]).contains(":8080"));
     // hostNetwork: the node's address.
     let host = eventually(30, "on-host running", || {
         let p = pod(&s, "on-host")?;

@@ -5,6 +5,7 @@
 //! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod nodeipam;
@@ -35,6 +36,8 @@ where
 pub fn spawn_all(client: kube::Client, cluster_cidr: String) {
     let c = client.clone();
     supervise("nodeipam", move || nodeipam::run(c.clone(), cluster_cidr.clone()));
+    let c = client.clone();
+    supervise("endpoints", move || endpoints::run(c.clone()));
     let c = client.clone();
     supervise("garbage-collector", move || gc::run(c.clone()));
     let c = client.clone();
