@@ -168,10 +168,13 @@ fn owner(svc: &Value) -> Value {
         "uid": svc["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
 }
 
+/// A subset being built: ready addresses, not-ready addresses, ports.
+type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
+
 /// The Endpoints object the Service should have (`None` for a Service without a selector).
 pub fn desired_endpoints(svc: &Value, pods: &[Pod]) -> Option<Value> {
     let members = members(svc, pods)?;
-    let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Subset> = BTreeMap::new();
     for m in &members {
         let key = serde_json::to_string(&m.ports).unwrap_or_default();
         let g = groups
