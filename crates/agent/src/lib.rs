@@ -46,6 +46,10 @@ pub struct Config {
     pub kubelet_token: String,
     /// The kubelet API's port (set by [`start`] once bound).
     pub kubelet_port: u16,
+    /// The cluster DNS address pods' `resolv.conf` names (`--cluster-dns`).
+    pub cluster_dns: IpAddr,
+    /// The cluster domain (`--cluster-domain`, `cluster.local`).
+    pub cluster_domain: String,
 }
 
 impl Config {

@@ -87,11 +87,23 @@ impl Bridge {
                 return Ok(a);
             }
         }
-        for a in candidates() {
+        // Round-robin from the last address handed out, as host-local does (`last_reserved_ip`): a
+        // replaced pod does not get its predecessor's address back at once, which neighbours may still
+        // have cached with the old interface's MAC.
+        let last_file = Path::new(IPAM_DIR).join(format!("last_reserved_ip.{}", self.slice.network()));
+        let last: Option<Ipv4Addr> = std::fs::read_to_string(&last_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let all: Vec<Ipv4Addr> = candidates().collect();
+        let start = last
+            .and_then(|l| all.iter().position(|a| *a == l))
+            .map_or(0, |i| i + 1);
+        for a in all[start..].iter().chain(&all[..start]).copied() {
             let p = Path::new(IPAM_DIR).join(a.to_string());
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
                 Ok(mut f) => {
                     std::io::Write::write_all(&mut f, uid.as_bytes())?;
+                    let _ = std::fs::write(&last_file, a.to_string());
                     return Ok(a);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -146,6 +158,8 @@ impl Bridge {
             a.extend(args);
             run("nsenter", &a)?;
         }
+        // Forget whatever the host had cached for this address (a previous pod's MAC).
+        let _ = run("ip", &["neigh", "flush", "to", &ip.to_string()]);
         std::fs::write(pod_dir.join("ip"), ip.to_string())?;
         Ok(ip)
     }

@@ -271,6 +271,8 @@ mod tests {
             control_plane: true,
             kubelet_token: String::new(),
             kubelet_port: 10250,
+            cluster_dns: "10.43.0.10".parse().expect("ip"),
+            cluster_domain: "cluster.local".into(),
         };
         let m = Machine {
             cpus: 2,

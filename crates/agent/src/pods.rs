@@ -233,6 +233,57 @@ fn pod_ip(cfg: &Config, p: &Pod) -> std::net::IpAddr {
     crate::network::pod_ip(&dir).map_or(cfg.node_ip, std::net::IpAddr::V4)
 }
 
+/// The pod's `/etc/resolv.conf` by its `dnsPolicy`, as the kubelet writes it (`pkg/kubelet/network/dns`):
+/// `ClusterFirst` (the default; for `hostNetwork` pods only with `ClusterFirstWithHostNet`) names the
+/// cluster DNS with the search path `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`; `Default`
+/// (and `hostNetwork` with `ClusterFirst`) is the node's own file. `dnsConfig` nameservers, searches and
+/// options are appended.
+pub fn resolv_conf(cfg: &Config, p: &Pod) -> String {
+    let spec = p.spec.clone().unwrap_or_default();
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let hostnet = spec.host_network == Some(true);
+    let cluster = match policy {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !hostnet,
+        _ => false,
+    };
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let d = &cfg.cluster_domain;
+    let (mut servers, mut search, mut options) = if cluster {
+        (
+            vec![cfg.cluster_dns.to_string()],
+            vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
+            vec!["ndots:5".to_string()],
+        )
+    } else if policy == "None" {
+        (Vec::new(), Vec::new(), Vec::new())
+    } else {
+        return std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    };
+    if let Some(dc) = &spec.dns_config {
+        servers.extend(dc.nameservers.clone().unwrap_or_default());
+        search.extend(dc.searches.clone().unwrap_or_default());
+        for o in dc.options.iter().flatten() {
+            let o = match &o.value {
+                Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+                None => o.name.clone().unwrap_or_default(),
+            };
+            options.push(o);
+        }
+    }
+    let mut out = String::new();
+    for s in servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
 /// The name of the bridge pods are attached to.
 pub const BRIDGE: &str = "berth0";
 
@@ -712,7 +763,7 @@ impl Agent {
             .or(psc.and_then(|s| s.run_as_group))
             .unwrap_or(0);
         let subdomain = spec.subdomain.clone();
-        let domain = "cluster.local";
+        let domain = self.cfg.cluster_domain.as_str();
         let ip = pod_ip(&self.cfg, p).to_string();
         let netns = (!host_network(p)).then(|| {
             crate::network::netns_path(&pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or("")))
@@ -737,7 +788,7 @@ impl Agent {
             gid: gid as u32,
             binds,
             hosts: hosts_file(&ip, &hostname, subdomain.as_deref(), &ns, domain),
-            resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            resolv_conf: resolv_conf(&self.cfg, p),
             resources: resources_of(c),
             cgroup: format!("{}/{}", p.metadata.uid.as_deref().unwrap_or(""), c.name),
             stdin: c.stdin == Some(true),

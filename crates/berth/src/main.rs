@@ -294,6 +294,8 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
             control_plane: false,
             kubelet_token: password,
             kubelet_port: 0,
+            cluster_dns: IpAddr::from([10, 43, 0, 10]),
+            cluster_domain: "cluster.local".into(),
         },
     )
     .await?;
@@ -426,6 +428,19 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     // Controllers reach the API through a kube-rs client over the in-process router (no socket).
     let client = kube::Client::new(apiserver::server::in_process(router.clone()), "default");
     controllers::spawn_all(client.clone(), args.cluster_cidr.clone());
+    // Cluster DNS on `--cluster-dns`, an address of this host (needs root, as the pod network does).
+    match args.cluster_dns {
+        IpAddr::V4(ip) if nix::unistd::geteuid().is_root() => match dns::ensure_address(ip) {
+            Ok(()) => {
+                if let Err(e) = dns::serve(client.clone(), (ip, 53).into(), args.cluster_domain.clone()).await
+                {
+                    tracing::warn!(error = %e, %ip, "cluster DNS not served");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, %ip, "cluster DNS address not set up"),
+        },
+        ip => tracing::warn!(%ip, "cluster DNS not served (needs root and an IPv4 address)"),
+    }
     if !args.disable_agent {
         // This machine's own node agent, on the same in-process client (a remote agent uses HTTPS).
         agent::start(
@@ -441,6 +456,8 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
                 control_plane: true,
                 kubelet_token: kubelet_token.clone(),
                 kubelet_port: 0,
+                cluster_dns: args.cluster_dns,
+                cluster_domain: args.cluster_domain.clone(),
             },
         )
         .await

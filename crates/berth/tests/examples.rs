@@ -150,6 +150,49 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
         .then_some(())
     });
 
+    // Cluster DNS from inside the pods: each pod's stable name answers its current address, also after
+    // the pod is replaced; the Service name lists the ready pods; SRV names both.
+    let resolv = s.ok(&["exec", "web-1", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains(&format!("nameserver {}", s.dns))
+            && resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local")
+            && resolv.contains("options ndots:5"),
+        "{resolv}"
+    );
+    let lookup = |from: &str, name: &str| s.ok(&["exec", from, "--", "nslookup", name]);
+    assert!(lookup("web-1", "web-0.nginx").contains(&format!("Address: {ip0}")));
+    let both = lookup("web-0", "nginx");
+    assert!(
+        both.contains(&format!("Address: {ip0}")) && both.contains(&format!("Address: {ip1}")),
+        "{both}"
+    );
+    let srv = s.ok(&[
+        "exec",
+        "web-0",
+        "--",
+        "nslookup",
+        "-type=srv",
+        "_web._tcp.nginx.default.svc.cluster.local",
+    ]);
+    assert!(
+        srv.contains("web-0.nginx.default.svc.cluster.local")
+            && srv.contains("web-1.nginx.default.svc.cluster.local"),
+        "{srv}"
+    );
+    assert!(
+        !s.kubectl(&["exec", "web-0", "--", "nslookup", "web-9.nginx"])
+            .status
+            .success(),
+        "NXDOMAIN"
+    );
+    s.ok(&["delete", "pod", "web-0"]);
+    let ip0 = ready_ip(&s, "web-0");
+    eventually(10, "web-0.nginx answers the new address", || {
+        lookup("web-1", "web-0.nginx")
+            .contains(&format!("Address: {ip0}"))
+            .then_some(())
+    });
+
     // kill -9 of the whole server: its pods keep serving, and are re-adopted when it starts again.
     s.kill9();
     assert_eq!(get(&ip1).1, "page of web-1\n");

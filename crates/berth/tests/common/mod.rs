@@ -15,6 +15,9 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     cache: tempfile::TempDir,
     args: Vec<String>,
+    /// This server's cluster DNS address (each test server has its own, so parallel tests never answer
+    /// each other's pods).
+    pub dns: String,
 }
 
 impl Server {
@@ -27,11 +30,17 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = tempfile::tempdir().expect("temp dir");
+        static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dns = format!("10.43.255.{}", 2 + (std::process::id() * 13 + n) % 250);
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["--cluster-dns".to_string(), dns.clone()]);
         let mut s = Server {
             child: None,
             dir,
             cache,
-            args: extra.iter().map(|s| s.to_string()).collect(),
+            args,
+            dns,
         };
         s.spawn();
         s
@@ -221,6 +230,12 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
         kill_containers(self.dir.path());
+        // The cluster DNS address the server put on the loopback interface.
+        if nix::unistd::geteuid().is_root() {
+            let _ = Command::new("ip")
+                .args(["addr", "del", &format!("{}/32", self.dns), "dev", "lo"])
+                .output();
+        }
     }
 }
 
