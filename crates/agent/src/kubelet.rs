@@ -415,6 +415,7 @@ pub async fn bind(
 ) -> std::io::Result<(u16, impl std::future::Future<Output = ()> + use<>)> {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
     let port = listener.local_addr()?.port();
+    let port_forward = crate::portforward::router(token.clone(), data_dir.join("agent/pods"));
     let shared = Arc::new(Shared {
         token,
         pods_dir: data_dir.join("agent/pods"),
@@ -426,7 +427,8 @@ pub async fn bind(
             axum::routing::get(container_logs),
         )
         .route("/exec/{ns}/{pod}/{container}", axum::routing::any(exec))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(port_forward);
     Ok((port, async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "kubelet API stopped");

@@ -19,6 +19,7 @@ pub mod image;
 pub mod kubelet;
 pub mod node;
 pub mod pods;
+pub mod portforward;
 pub mod probe;
 pub mod pull;
 pub mod runtime;
