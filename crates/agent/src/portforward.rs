@@ -929,9 +929,7 @@ mod tests {
         // Closing the client side ends the server and closes its side.
         c.to_server.close_channel();
         server.await.expect("server");
-        while let Some(f) = c.next().await {
-            panic!("unexpected frame after close: {f:?}");
-        }
+        assert_eq!(c.next().await, None, "frames after close");
     }
 
     #[tokio::test]
