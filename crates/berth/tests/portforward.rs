@@ -124,14 +124,9 @@ impl Drop for PortForward {
     }
 }
 
-#[test]
-fn kubectl_port_forward_reaches_a_pod_port() {
-    if !common::can_run_containers() {
-        return;
-    }
-    let s = common::server_with_busybox("node");
-    // Pods share the node's network namespace for now: the pod's port must be free on this machine.
-    let (pod_port, dead_port) = (free_port(), free_port());
+/// Run pod `web`: busybox httpd serving [`BODY`] at `/index.html` on `port`, and wait until it is Ready
+/// (a tcpSocket probe). Pods share the node's network namespace for now, so `port` must be free here.
+fn run_httpd(s: &common::Server, port: u16) {
     s.apply(&format!(
         r#"
 apiVersion: v1
@@ -146,9 +141,9 @@ spec:
     - |
       mkdir -p /www
       echo "{BODY}" > /www/index.html
-      exec /bin/httpd -f -p {pod_port} -h /www
+      exec /bin/httpd -f -p {port} -h /www
     readinessProbe:
-      tcpSocket: {{port: {pod_port}}}
+      tcpSocket: {{port: {port}}}
       periodSeconds: 1
 "#
     ));
@@ -162,6 +157,16 @@ spec:
         ]);
         (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
     });
+}
+
+#[test]
+fn kubectl_port_forward_reaches_a_pod_port() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("node");
+    let (pod_port, dead_port) = (free_port(), free_port());
+    run_httpd(&s, pod_port);
 
     let (local, local_dead) = (free_port(), free_port());
     let mut pf = PortForward::start(
@@ -238,4 +243,35 @@ spec:
     pf.assert_running();
     drop(pf);
     common::kill_containers(s.data_dir());
+}
+
+/// The other port-forward protocol (kube-rs, Python): WebSocket `v4.channel.k8s.io` with `?ports=`.
+/// Opt-in tier like the other Python test: needs the `kubernetes` package (`BERTH_TEST_PYTHON=1`).
+#[test]
+fn python_client_port_forward_over_v4_channels() {
+    if std::env::var_os("BERTH_TEST_PYTHON").is_none() {
+        eprintln!("skipped: set BERTH_TEST_PYTHON=1 with the Python `kubernetes` package installed");
+        return;
+    }
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("node");
+    let (pod_port, dead_port) = (free_port(), free_port());
+    run_httpd(&s, pod_port);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_portforward.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["web", &pod_port.to_string(), &dead_port.to_string(), BODY])
+        .env("KUBECONFIG", s.kubeconfig())
+        .output()
+        .expect("python3");
+    common::kill_containers(s.data_dir());
+    assert!(
+        out.status.success(),
+        "python port-forward failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python port-forward ok"));
 }
