@@ -915,13 +915,29 @@ mod tests {
         assert_eq!(bodies[&13], b"got:three");
         assert_eq!(bodies[&15], b"got:two");
 
+        // A large payload both ways: many frames up (through the bounded queue to the target), the echo
+        // back in CHUNK-sized frames coalesced into messages.
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut frames = vec![
+            c.syn(19, &headers("error", port, 4)),
+            data(19, FLAG_FIN, b""),
+            c.syn(21, &headers("data", port, 4)),
+        ];
+        frames.extend(big.chunks(4000).map(|piece| data(21, 0, piece)));
+        frames.push(data(21, FLAG_FIN, b""));
+        c.send(&frames, 65536);
+        let (got, err, _) = collect(&mut c, 21, 19).await;
+        assert_eq!(err, b"");
+        assert_eq!(got.len(), 4 + big.len());
+        assert!(got[4..] == big[..], "echoed bytes differ");
+
         // A stream without a port is reset, not replied to.
-        let bad = c.syn(17, &vec![("streamtype".into(), "data".into())]);
+        let bad = c.syn(23, &vec![("streamtype".into(), "data".into())]);
         c.send(&[bad], 100);
         assert_eq!(
             c.next().await,
             Some(Frame::RstStream {
-                stream_id: 17,
+                stream_id: 23,
                 status: spdy::status::CANCEL
             })
         );

@@ -28,14 +28,22 @@ fn free_port() -> u16 {
 /// `GET /index.html` over HTTP/1.0 through `port`; returns the whole answer (busybox httpd closes after
 /// one response).
 fn fetch(port: u16) -> std::io::Result<String> {
+    fetch_path(port, "/index.html")
+}
+
+fn fetch_path(port: u16, path: &str) -> std::io::Result<String> {
     let mut c = TcpStream::connect(("127.0.0.1", port))?;
-    request(&mut c)?;
+    request_path(&mut c, path)?;
     read_all(c)
 }
 
 fn request(c: &mut TcpStream) -> std::io::Result<()> {
+    request_path(c, "/index.html")
+}
+
+fn request_path(c: &mut TcpStream, path: &str) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_secs(30)))?;
-    c.write_all(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
 }
 
 fn read_all(mut c: TcpStream) -> std::io::Result<String> {
@@ -124,7 +132,8 @@ impl Drop for PortForward {
     }
 }
 
-/// Run pod `web`: busybox httpd serving [`BODY`] at `/index.html` on `port`, and wait until it is Ready
+/// Run pod `web`: busybox httpd serving [`BODY`] at `/index.html` and 1 MiB of 64-byte lines at `/big`
+/// on `port`, and wait until it is Ready
 /// (a tcpSocket probe). Pods share the node's network namespace for now, so `port` must be free here.
 fn run_httpd(s: &common::Server, port: u16) {
     s.apply(&format!(
@@ -141,6 +150,9 @@ spec:
     - |
       mkdir -p /www
       echo "{BODY}" > /www/index.html
+      echo 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ- > /www/big
+      i=0
+      while test $i -lt 14; do cat /www/big /www/big > /www/tmp; cat /www/tmp > /www/big; i=$((i+1)); done
       exec /bin/httpd -f -p {port} -h /www
     readinessProbe:
       tcpSocket: {{port: {port}}}
@@ -187,6 +199,15 @@ fn kubectl_port_forward_reaches_a_pod_port() {
         let answer = fetch(local).unwrap_or_else(|e| panic!("request {i}: {e}; stderr: {}", pf.stderr()));
         assert_page(&answer);
     }
+
+    // A megabyte comes through whole (many data frames, split across WebSocket messages).
+    let big = fetch_path(local, "/big").expect("big");
+    let body = big.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    assert_eq!(body.len(), 1 << 20, "{}", &big[..big.len().min(300)]);
+    assert!(
+        body.lines()
+            .all(|l| l == "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-")
+    );
 
     // Two connections open at once: both requests are in flight before either answer is read.
     let mut a = TcpStream::connect(("127.0.0.1", local)).expect("connect a");
