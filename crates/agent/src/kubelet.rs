@@ -651,6 +651,7 @@ pub async fn bind(
 ) -> std::io::Result<(u16, impl std::future::Future<Output = ()> + use<>)> {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
     let port = listener.local_addr()?.port();
+    let port_forward = crate::portforward::router(token.clone(), data_dir.join("agent/pods"));
     let shared = Arc::new(Shared {
         token,
         pods_dir: data_dir.join("agent/pods"),
@@ -663,7 +664,8 @@ pub async fn bind(
         )
         .route("/exec/{ns}/{pod}/{container}", axum::routing::any(exec))
         .route("/attach/{ns}/{pod}/{container}", axum::routing::any(attach))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(port_forward);
     Ok((port, async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "kubelet API stopped");

@@ -21,6 +21,7 @@ pub mod kubelet;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod portforward;
 pub mod probe;
 pub mod pull;
 pub mod runtime;

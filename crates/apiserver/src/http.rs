@@ -348,16 +348,12 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             )
             .await
         }
+        (&Method::GET | &Method::POST, Some(name), Some(Subresource::PortForward)) => {
+            crate::proxy::pod_portforward(reg, &target, name, &mut parts, &state.kubelet_token).await
+        }
         (&Method::GET, Some(name), Some(Subresource::Log)) => {
             crate::proxy::pod_log(reg, &target, name, &query, &state.kubelet_token).await
         }
-        (
-            _,
-            Some(_),
-            Some(Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward),
-        ) => Err(ApiError::Unavailable(
-            "port-forward is not supported by Berth's node agent yet".into(),
-        )),
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),

@@ -1,5 +1,7 @@
-//! `pods/log` through the node agent's kubelet API (upstream `pkg/registry/core/pod/rest/log.go` and
-//! `LogLocation`): find the pod's node, check the container, and stream the kubelet's answer back.
+//! `pods/log`, `pods/exec` and `pods/portforward` through the node agent's kubelet API (upstream
+//! `pkg/registry/core/pod/rest/{log.go,subresources.go}` and `LogLocation`/`ExecLocation`/
+//! `PortForwardLocation`): find the pod's node, check the container, and stream the kubelet's answer back
+//! (logs) or splice the upgraded connections (exec, port-forward).
 
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Registry;
@@ -112,9 +114,16 @@ async fn locate(
     name: &str,
     query: &Query,
 ) -> ApiResult<(String, u16, String)> {
+    let (pod, address, port) = node_of(reg, target, name).await?;
+    let container = pick_container(&pod, name, query.get("container"))?;
+    Ok((address, port, container))
+}
+
+/// A scheduled pod and its node's kubelet API address and port (404 for a missing pod, upstream's 400
+/// "does not have a host assigned" for an unscheduled one).
+async fn node_of(reg: &Registry, target: &Target, name: &str) -> ApiResult<(Value, String, u16)> {
     let ns = target.namespace.clone().unwrap_or_default();
     let pod = reg.get(target.resource, Some(&ns), name).await?;
-    let container = pick_container(&pod, name, query.get("container"))?;
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -138,47 +147,46 @@ async fn locate(
         .and_then(Value::as_u64)
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(10250);
-    Ok((address, port, container))
+    Ok((pod, address, port))
 }
 
-/// Serve `…/pods/{name}/exec` as upstream's upgrade-aware proxy does: forward the WebSocket upgrade
-/// (`v5.channel.k8s.io`/`v4.channel.k8s.io`) to the node agent's `/exec`, answer the client with the
-/// agent's `101 Switching Protocols`, then splice the two connections.
-///
-/// `agent_path` is `exec` or `attach` (`…/pods/{name}/attach` is proxied the same way to the agent's
-/// `/attach`).
-pub async fn pod_exec(
-    reg: &Registry,
-    target: &Target,
-    name: &str,
-    query: &Query,
-    parts: &mut http::request::Parts,
-    token: &str,
-    agent_path: &str,
-) -> ApiResult<Response> {
-    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let raw_query = parts.uri.query().unwrap_or("").to_string();
-    let headers = &parts.headers;
-    let is_websocket = headers
+/// The client's pending WebSocket upgrade, or upstream-style 400 `needs` when the request is not one.
+fn websocket_upgrade(parts: &mut http::request::Parts, needs: &str) -> ApiResult<hyper::upgrade::OnUpgrade> {
+    let is_websocket = parts
+        .headers
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let (Some(on_upgrade), true) = (on_upgrade, is_websocket) else {
-        return Err(ApiError::BadRequest(format!(
-            "{agent_path} needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported"
-        )));
-    };
-    let (address, port, container) = locate(reg, target, name, query).await?;
-    let ns = target.namespace.clone().unwrap_or_default();
+    match parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        Some(on_upgrade) if is_websocket => Ok(on_upgrade),
+        _ => Err(ApiError::BadRequest(needs.to_string())),
+    }
+}
+
+/// The upgrade-aware proxy (upstream `UpgradeAwareHandler`): send the client's WebSocket upgrade request
+/// to the node agent's kubelet API at `address:port` + `path` (path and query), with the kubelet bearer
+/// `token`; answer the client with the agent's `101 Switching Protocols` (its accept key and chosen
+/// subprotocol), then splice the two upgraded connections until either side closes.
+///
+/// # Errors
+/// 503 when the agent cannot be reached; 400 with the agent's body when it does not switch protocols.
+async fn upgrade_to_agent(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    headers: &http::HeaderMap,
+    address: &str,
+    port: u16,
+    path: String,
+    token: &str,
+) -> ApiResult<Response> {
     let unavailable = |e: String| ApiError::Unavailable(format!("the node agent cannot be reached: {e}"));
-    let stream = tokio::net::TcpStream::connect((address.as_str(), port))
+    let stream = tokio::net::TcpStream::connect((address, port))
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     tokio::spawn(conn.with_upgrades());
-    let mut req = http::Request::get(format!("/{agent_path}/{ns}/{name}/{container}?{raw_query}"))
+    let mut req = http::Request::get(path)
         .header("host", format!("{address}:{port}"))
         .header("authorization", format!("Bearer {token}"));
     for h in [
@@ -188,7 +196,7 @@ pub async fn pod_exec(
         "sec-websocket-version",
         "sec-websocket-protocol",
     ] {
-        if let Some(v) = headers.get(h) {
+        for v in headers.get_all(h) {
             req = req.header(h, v);
         }
     }
@@ -232,6 +240,55 @@ pub async fn pod_exec(
         let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
     });
     Ok(out)
+}
+
+/// Serve `…/pods/{name}/exec` as upstream's upgrade-aware proxy does: forward the WebSocket upgrade
+/// (`v5.channel.k8s.io`/`v4.channel.k8s.io`) to the node agent's `/exec`, answer the client with the
+/// agent's `101 Switching Protocols`, then splice the two connections. `agent_path` is `exec` or
+/// `attach` (`…/pods/{name}/attach` is proxied the same way to the agent's `/attach`).
+pub async fn pod_exec(
+    reg: &Registry,
+    target: &Target,
+    name: &str,
+    query: &Query,
+    parts: &mut http::request::Parts,
+    token: &str,
+    agent_path: &str,
+) -> ApiResult<Response> {
+    let on_upgrade = websocket_upgrade(
+        parts,
+        &format!("{agent_path} needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported"),
+    )?;
+    let (address, port, container) = locate(reg, target, name, query).await?;
+    let ns = target.namespace.clone().unwrap_or_default();
+    let raw_query = parts.uri.query().unwrap_or("");
+    let path = format!("/{agent_path}/{ns}/{name}/{container}?{raw_query}");
+    upgrade_to_agent(on_upgrade, &parts.headers, &address, port, path, token).await
+}
+
+/// Serve `…/pods/{name}/portforward` (upstream `PortForwardREST` + `PortForwardLocation`) the same way:
+/// forward the WebSocket upgrade to the node agent's `/portForward/{ns}/{name}` with the query as given
+/// (`ports=` for the v4 channel protocol of kube-rs and Python; none for kubectl's
+/// `SPDY/3.1+portforward.k8s.io`) and splice. kubectl's fallback (a `POST` upgrading to raw SPDY) gets 400.
+pub async fn pod_portforward(
+    reg: &Registry,
+    target: &Target,
+    name: &str,
+    parts: &mut http::request::Parts,
+    token: &str,
+) -> ApiResult<Response> {
+    let on_upgrade = websocket_upgrade(
+        parts,
+        "port-forward needs a WebSocket upgrade (SPDY/3.1+portforward.k8s.io or v4.channel.k8s.io); \
+         a raw SPDY upgrade is not supported",
+    )?;
+    let (_, address, port) = node_of(reg, target, name).await?;
+    let ns = target.namespace.clone().unwrap_or_default();
+    let path = match parts.uri.query() {
+        Some(q) => format!("/portForward/{ns}/{name}?{q}"),
+        None => format!("/portForward/{ns}/{name}"),
+    };
+    upgrade_to_agent(on_upgrade, &parts.headers, &address, port, path, token).await
 }
 
 #[cfg(test)]
