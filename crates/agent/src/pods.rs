@@ -334,6 +334,7 @@ impl Agent {
                 .deletion_timestamp
                 .as_ref()
                 .is_some_and(|t| t.0 <= jiff::Timestamp::now());
+            self.pre_stop(p, &dir);
             if stop_all(&dir, deadline_passed) {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 let dp = DeleteParams {
@@ -797,6 +798,71 @@ impl Agent {
         })
     }
 
+    /// Start each running container's `lifecycle.preStop` hook once, in the background, as the kubelet
+    /// runs it before SIGTERM and within the grace period (`pkg/kubelet/kuberuntime`
+    /// `executePreStopHook`): exec (in the container), httpGet (to the pod's address) or sleep. The
+    /// container's `prestop` file marks it started and `prestop-done` finished; [`stop_all`] sends
+    /// SIGTERM only after that (SIGKILL at the deadline regardless).
+    fn pre_stop(&self, p: &Pod, dir: &Path) {
+        let ip = pod_ip(&self.cfg, p);
+        for c in p.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default() {
+            let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+                continue;
+            };
+            let cdir = dir.join("containers").join(&c.name);
+            if !matches!(runtime::state(&cdir), State::Running { .. }) || cdir.join("prestop").exists() {
+                continue;
+            }
+            if std::fs::write(cdir.join("prestop"), b"").is_err() {
+                continue;
+            }
+            let berth = self.berth.clone();
+            let ports = c.ports.clone().unwrap_or_default();
+            tokio::spawn(async move {
+                if let Some(e) = &h.exec {
+                    let _ = tokio::process::Command::new(&berth)
+                        .arg("container-exec")
+                        .arg(&cdir)
+                        .arg("--")
+                        .args(e.command.iter().flatten())
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .await;
+                } else if let Some(g) = &h.http_get {
+                    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+                    let port = match &g.port {
+                        IntOrString::Int(n) => u16::try_from(*n).ok(),
+                        IntOrString::String(name) => ports
+                            .iter()
+                            .find(|p| p.name.as_deref() == Some(name.as_str()))
+                            .and_then(|p| u16::try_from(p.container_port).ok()),
+                    };
+                    if let Some(port) = port
+                        && let Ok(Ok(mut conn)) = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            tokio::net::TcpStream::connect((ip, port)),
+                        )
+                        .await
+                    {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let path = g.path.clone().unwrap_or_else(|| "/".into());
+                        let _ = conn
+                            .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+                            .await;
+                        let mut sink = Vec::new();
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut sink)).await;
+                    }
+                } else if let Some(sl) = &h.sleep {
+                    tokio::time::sleep(Duration::from_secs(u64::try_from(sl.seconds).unwrap_or(0))).await;
+                }
+                let _ = std::fs::write(cdir.join("prestop-done"), b"");
+            });
+        }
+    }
+
     /// The node's bridge, once the node IPAM controller gave the Node its `spec.podCIDR`.
     async fn bridge(&mut self) -> Result<crate::network::Bridge, String> {
         if let Some(b) = &self.bridge {
@@ -947,6 +1013,52 @@ impl Agent {
                 };
                 let d = dir.join("volumes/secret").join(&v.name);
                 write_files(&d, data.into_iter().map(|(k, v)| (k, v.0)))?;
+                d
+            } else if let Some(da) = &v.downward_api {
+                let d = dir.join("volumes/downward-api").join(&v.name);
+                write_tree(
+                    &d,
+                    downward_files(p, da.items.as_deref().unwrap_or(&[]), &self.cfg)?,
+                )?;
+                d
+            } else if let Some(pr) = &v.projected {
+                // upstream `pkg/volume/projected`: the sources' files merged into one directory.
+                // serviceAccountToken and clusterTrustBundle sources are skipped: Berth issues no
+                // service-account tokens yet.
+                let mut files = Vec::new();
+                for src in pr.sources.iter().flatten() {
+                    if let Some(cm) = &src.config_map {
+                        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+                        match api.get_opt(&cm.name).await.map_err(|e| e.to_string())? {
+                            Some(m) => {
+                                let data = m
+                                    .data
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|(k, v)| (k, v.into_bytes()));
+                                files.extend(select_keys(data.collect(), cm.items.as_deref(), cm.optional)?);
+                            }
+                            None if cm.optional == Some(true) => {}
+                            None => return Err(format!("configmap {:?} not found", cm.name)),
+                        }
+                    }
+                    if let Some(sp) = &src.secret {
+                        let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+                        match api.get_opt(&sp.name).await.map_err(|e| e.to_string())? {
+                            Some(sec) => {
+                                let data = sec.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0));
+                                files.extend(select_keys(data.collect(), sp.items.as_deref(), sp.optional)?);
+                            }
+                            None if sp.optional == Some(true) => {}
+                            None => return Err(format!("secret {:?} not found", sp.name)),
+                        }
+                    }
+                    if let Some(da) = &src.downward_api {
+                        files.extend(downward_files(p, da.items.as_deref().unwrap_or(&[]), &self.cfg)?);
+                    }
+                }
+                let d = dir.join("volumes/projected").join(&v.name);
+                write_tree(&d, files)?;
                 d
             } else {
                 return Err(format!(
@@ -1119,6 +1231,118 @@ fn write_files(dir: &Path, files: impl Iterator<Item = (String, Vec<u8>)>) -> Re
     Ok(())
 }
 
+/// Write `(relative path, contents)` files under `dir` (paths may have directories; `..` and absolute
+/// paths are refused, as upstream's validation does).
+fn write_tree(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (k, v) in files {
+        let rel = Path::new(&k);
+        if k.is_empty()
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!("path {k:?} is not a relative path without '..'"));
+        }
+        let f = dir.join(rel);
+        if let Some(parent) = f.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&f, v).map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    Ok(())
+}
+
+/// The keys of a ConfigMap or Secret as files: every key under its own name, or only `items` (key →
+/// path); a missing item key is an error unless the source is optional.
+fn select_keys(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    optional: Option<bool>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let Some(items) = items else {
+        return Ok(data.into_iter().collect());
+    };
+    let mut out = Vec::new();
+    for it in items {
+        match data.get(&it.key) {
+            Some(v) => out.push((it.path.clone(), v.clone())),
+            None if optional == Some(true) => {}
+            None => return Err(format!("key {:?} not found", it.key)),
+        }
+    }
+    Ok(out)
+}
+
+/// The files of a downwardAPI volume (upstream `pkg/volume/downwardapi`): `fieldRef` values, with
+/// `metadata.labels`/`metadata.annotations` as `key="value"` lines, and `resourceFieldRef` values
+/// (limits/requests of cpu in cores rounded up, memory and ephemeral-storage in bytes, divided by
+/// `divisor`).
+fn downward_files(
+    p: &Pod,
+    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
+    cfg: &Config,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    for it in items {
+        let value = if let Some(f) = &it.field_ref {
+            match f.field_path.as_str() {
+                path @ ("metadata.labels" | "metadata.annotations") => {
+                    let map = if path == "metadata.labels" {
+                        p.metadata.labels.clone()
+                    } else {
+                        p.metadata.annotations.clone()
+                    };
+                    map.unwrap_or_default()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:?}\n"))
+                        .collect::<String>()
+                }
+                path => field_value(p, path, cfg)?,
+            }
+        } else if let Some(r) = &it.resource_field_ref {
+            resource_value(p, r)?
+        } else {
+            String::new()
+        };
+        out.push((it.path.clone(), value.into_bytes()));
+    }
+    Ok(out)
+}
+
+/// A `resourceFieldRef` value (upstream `ExtractResourceValueByContainerName`): the container's limit or
+/// request divided by the divisor, rounded up; an unset CPU or memory limit reads as the node's capacity
+/// upstream, here as 0.
+fn resource_value(p: &Pod, r: &k8s_openapi::api::core::v1::ResourceFieldSelector) -> Result<String, String> {
+    let spec = p.spec.as_ref().ok_or("pod without spec")?;
+    let c = match &r.container_name {
+        Some(n) if !n.is_empty() => spec.containers.iter().find(|c| &c.name == n),
+        _ => spec.containers.first(),
+    }
+    .ok_or_else(|| format!("resourceFieldRef: no container {:?}", r.container_name))?;
+    let (kind, res) = r
+        .resource
+        .split_once('.')
+        .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?;
+    let res_map = c.resources.as_ref().and_then(|rr| {
+        if kind == "limits" {
+            rr.limits.clone()
+        } else {
+            rr.requests.clone()
+        }
+    });
+    let q = res_map.and_then(|m| m.get(res).map(|q| q.0.clone()));
+    let amount = q.as_deref().and_then(api::quantity::parse).unwrap_or(0.0);
+    let divisor = r
+        .divisor
+        .as_ref()
+        .and_then(|d| api::quantity::parse(&d.0))
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    Ok(format!("{}", (amount / divisor).ceil() as i64))
+}
+
 /// A downward-API field (upstream `podFieldSelectorRuntimeValue` and `ExtractFieldPathAsString`).
 fn field_value(p: &Pod, path: &str, cfg: &Config) -> Result<String, String> {
     let m = &p.metadata;
@@ -1157,7 +1381,8 @@ fn field_value(p: &Pod, path: &str, cfg: &Config) -> Result<String, String> {
     })
 }
 
-/// Stop every container under a pod directory: SIGTERM (SIGKILL when `kill`); true once none runs.
+/// Stop every container under a pod directory: SIGTERM once its preStop hook is done (SIGKILL when
+/// `kill`); true once none runs.
 fn stop_all(pod_dir: &Path, kill: bool) -> bool {
     let mut all_stopped = true;
     for sub in ["init", "containers"] {
@@ -1171,6 +1396,12 @@ fn stop_all(pod_dir: &Path, kill: bool) -> bool {
             }
             if let State::Running { .. } = st {
                 all_stopped = false;
+                // A preStop hook still running holds SIGTERM back (not SIGKILL at the deadline).
+                let hook_running =
+                    e.path().join("prestop").exists() && !e.path().join("prestop-done").exists();
+                if hook_running && !kill {
+                    continue;
+                }
                 let sig = if kill {
                     nix::sys::signal::Signal::SIGKILL
                 } else {

@@ -136,7 +136,7 @@ pub fn start(berth: &Path, dir: &Path, spec: &ContainerSpec) -> std::io::Result<
             format!("{} {}", exit.trim(), started.trim()).as_bytes(),
         )?;
     }
-    for f in ["pid", "exit", "started"] {
+    for f in ["pid", "exit", "started", "prestop", "prestop-done"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     // Until the shim records a pid, the container is Starting (never started twice by a quick re-sync).
@@ -289,10 +289,11 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(dir.join("starting"));
     // The container's output, as CRI log lines (`<RFC 3339 time> <stream> <F|P> <text>`), as containerd
     // writes them for the kubelet; it ends when every process of the container is gone.
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("log"))?;
+    let mut log = crate::stdio::RotatingLog::open(
+        &dir.join("log"),
+        crate::stdio::LOG_MAX_BYTES,
+        crate::stdio::LOG_MAX_FILES,
+    )?;
     let listener = crate::stdio::listen(dir);
     crate::stdio::serve(ends.shim, listener, &mut log);
     let _ = std::fs::remove_file(dir.join("attach.sock"));

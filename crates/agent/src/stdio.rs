@@ -25,6 +25,76 @@ pub const FRAME_CLOSE_STDIN: u8 = 255;
 /// Longest CRI log record; longer lines are split into partial (`P`) records.
 const MAX_LINE: usize = 16 * 1024;
 
+/// Size at which a container's log is rotated (the kubelet's `containerLogMaxSize` default, 10 MiB).
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+/// Log files kept per container, the current one included (`containerLogMaxFiles` default).
+pub const LOG_MAX_FILES: usize = 5;
+
+/// A container's log file that rotates as the kubelet's log manager does
+/// (`pkg/kubelet/logs/container_log_manager.go`): past `max_bytes`, `log` becomes `log.1` (the older ones
+/// shift up, the oldest beyond `max_files` is removed) and writing goes on in a new `log`. Records are
+/// never split across files. (Upstream gzips the rotated files except the newest; these stay plain.)
+pub struct RotatingLog {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    size: u64,
+    max_bytes: u64,
+    max_files: usize,
+}
+
+impl RotatingLog {
+    /// Open (append to) the log at `path`.
+    ///
+    /// # Errors
+    /// When it cannot be opened.
+    pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_bytes,
+            max_files,
+        })
+    }
+
+    fn rotated(&self, n: usize) -> std::path::PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{n}"));
+        s.into()
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(self.rotated(self.max_files.saturating_sub(1).max(1)));
+        for n in (1..self.max_files.saturating_sub(1)).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Encode one client → shim frame.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(5 + payload.len());
@@ -95,7 +165,7 @@ pub struct Stdio {
 }
 
 /// Serve until the container's output ends (every process holding it is gone).
-pub fn serve(mut io: Stdio, listener: Option<UnixListener>, log: &mut std::fs::File) {
+pub fn serve(mut io: Stdio, listener: Option<UnixListener>, log: &mut impl Write) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut lines = LogLines::default();
     let mut clients: Vec<Client> = Vec::new();
@@ -302,6 +372,38 @@ mod tests {
                 .last()
                 .is_some_and(|r| r.contains(" stdout F xxxxxxxxxx") && r.ends_with("xxxxxxxxxx"))
         );
+    }
+
+    #[test]
+    fn logs_rotate_at_their_size_keeping_five_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("log");
+        let mut log = RotatingLog::open(&p, 100, 5).expect("open");
+        let mut lines = LogLines::default();
+        for i in 0..40 {
+            lines.push(
+                format!("line {i:02} of the container's output\n").as_bytes(),
+                &mut log,
+            );
+        }
+        let current = std::fs::read_to_string(&p).expect("log");
+        assert!(
+            current.len() <= 100 && current.ends_with("line 39 of the container's output\n"),
+            "{current}"
+        );
+        assert!(
+            std::fs::read_to_string(dir.path().join("log.1"))
+                .expect("log.1")
+                .contains("line 37")
+        );
+        assert!(dir.path().join("log.4").exists() && !dir.path().join("log.5").exists());
+        for f in ["log", "log.1", "log.2", "log.3", "log.4"] {
+            let text = std::fs::read_to_string(dir.path().join(f)).expect("read");
+            assert!(
+                text.lines().all(|l| l.contains(" stdout F line ")),
+                "whole records: {text}"
+            );
+        }
     }
 
     #[test]

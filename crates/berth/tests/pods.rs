@@ -555,3 +555,69 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
     });
     common::kill_containers(s.data_dir());
 }
+
+/// downwardAPI and projected volumes (issue "Node agent", item 4), and the preStop hook before SIGTERM
+/// (item 5), seen through a hostPath directory this test owns.
+#[test]
+fn downward_api_and_projected_volumes_and_the_pre_stop_hook() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("vol-node");
+    let out = tempfile::tempdir().expect("dir");
+    s.ok(&[
+        "create",
+        "configmap",
+        "conf",
+        "--from-literal=mode=fast",
+        "--from-literal=other=x",
+    ]);
+    s.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    s.apply(&format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"vols","labels":{{"app":"vols","tier":"db"}}}},
+        "spec":{{"terminationGracePeriodSeconds":20,"containers":[{{"name":"c","image":"busybox:test",
+          "command":["/bin/sh","-c","trap 'echo term >> /out/events; exit 0' TERM; while true; do sleep 1; done"],
+          "resources":{{"limits":{{"memory":"64Mi"}}}},
+          "lifecycle":{{"preStop":{{"exec":{{"command":["/bin/sh","-c","echo prestop >> /out/events; sleep 1"]}}}}}},
+          "volumeMounts":[{{"name":"info","mountPath":"/info"}},{{"name":"all","mountPath":"/all"}},{{"name":"out","mountPath":"/out"}}]}}],
+        "volumes":[
+          {{"name":"info","downwardAPI":{{"items":[{{"path":"labels","fieldRef":{{"fieldPath":"metadata.labels"}}}},
+             {{"path":"name","fieldRef":{{"fieldPath":"metadata.name"}}}},
+             {{"path":"mem","resourceFieldRef":{{"containerName":"c","resource":"limits.memory","divisor":"1Mi"}}}}]}}}},
+          {{"name":"all","projected":{{"sources":[{{"configMap":{{"name":"conf","items":[{{"key":"mode","path":"conf/mode"}}]}}}},
+             {{"secret":{{"name":"creds"}}}},{{"downwardAPI":{{"items":[{{"path":"ns","fieldRef":{{"fieldPath":"metadata.namespace"}}}}]}}}}]}}}},
+          {{"name":"out","hostPath":{{"path":"{}"}}}}]}}}}"#,
+        out.path().display()
+    ));
+    eventually(30, "vols running", || {
+        (pod(&s, "vols")?["status"]["phase"] == "Running").then_some(())
+    });
+    assert_eq!(
+        s.ok(&["exec", "vols", "--", "cat", "/info/labels"]),
+        "app=\"vols\"\ntier=\"db\"\n"
+    );
+    assert_eq!(s.ok(&["exec", "vols", "--", "cat", "/info/name"]), "vols");
+    assert_eq!(s.ok(&["exec", "vols", "--", "cat", "/info/mem"]), "64");
+    assert_eq!(s.ok(&["exec", "vols", "--", "cat", "/all/conf/mode"]), "fast");
+    assert_eq!(s.ok(&["exec", "vols", "--", "cat", "/all/password"]), "s3cret");
+    assert_eq!(s.ok(&["exec", "vols", "--", "cat", "/all/ns"]), "default");
+    assert!(
+        !s.kubectl(&["exec", "vols", "--", "cat", "/all/other"])
+            .status
+            .success(),
+        "only the listed item"
+    );
+    // Deletion: the preStop hook runs to its end, then SIGTERM.
+    s.ok(&["delete", "pod", "vols"]);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("events")).expect("events"),
+        "prestop\nterm\n"
+    );
+    common::kill_containers(s.data_dir());
+}
