@@ -394,7 +394,7 @@ mod tests {
         assert!(
             std::fs::read_to_string(dir.path().join("log.1"))
                 .expect("log.1")
-                .contains("line 37")
+                .contains("line 38")
         );
         assert!(dir.path().join("log.4").exists() && !dir.path().join("log.5").exists());
         for f in ["log", "log.1", "log.2", "log.3", "log.4"] {
