@@ -23,6 +23,7 @@ pub mod node;
 pub mod pods;
 pub mod portforward;
 pub mod probe;
+pub mod proxy;
 pub mod pull;
 pub mod runtime;
 pub mod stdio;
@@ -78,6 +79,8 @@ fn spawn(client: kube::Client, config: Config) {
     supervise("node", move || node::run(c.clone(), cfg.clone()));
     let (c, cfg) = (client.clone(), config.clone());
     supervise("volumes", move || volumes::run(c.clone(), cfg.clone()));
+    let c = client.clone();
+    supervise("service-proxy", move || proxy::run(c.clone()));
     let (c, cfg) = (client, config);
     supervise("pods", move || pods::run(c.clone(), cfg.clone()));
 }

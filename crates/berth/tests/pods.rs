@@ -503,7 +503,7 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
     // resolved on the pods (the Endpoints for `kubectl get endpoints`, and an EndpointSlice).
     s.ok(&["label", "pod", "web-a", "web-b", "app=web"]);
     s.apply(
-        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"selector":{"app":"web"},
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"type":"NodePort","selector":{"app":"web"},
         "ports":[{"name":"http","port":80,"targetPort":8080}]}}"#,
     );
     let mut want = vec![a.clone(), b.clone()];
@@ -525,6 +525,26 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
         "{slices}"
     );
     assert!(s.ok(&["get", "endpoints", "web"]).contains(":8080"));
+    // The Service load-balances: by its DNS name from a pod (its ClusterIP), and on the node port from
+    // the host; both pods answer over repeated requests.
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(30, "both pods behind the ClusterIP", || {
+        let out = s.kubectl(&["exec", "web-a", "--", "wget", "-qO-", "http://web/"]);
+        seen.insert(String::from_utf8_lossy(&out.stdout).into_owned());
+        (seen.contains("I am web-a\n") && seen.contains("I am web-b\n")).then_some(())
+    });
+    let node_port = s.get_json(&["service", "web"])["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("nodePort");
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(30, "both pods behind the node port", || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", u16::try_from(node_port).ok()?)).ok()?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).ok()?;
+        seen.insert(body.rsplit("\r\n\r\n").next()?.to_string());
+        (seen.contains("I am web-a\n") && seen.contains("I am web-b\n")).then_some(())
+    });
     // hostNetwork: the node's address.
     let host = eventually(30, "on-host running", || {
         let p = pod(&s, "on-host")?;

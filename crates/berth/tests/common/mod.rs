@@ -32,9 +32,12 @@ impl Server {
         let cache = tempfile::tempdir().expect("temp dir");
         static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dns = format!("10.43.255.{}", 2 + (std::process::id() * 13 + n) % 250);
+        let slot = 2 + (std::process::id() * 13 + n) % 250;
+        let dns = format!("10.43.255.{slot}");
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         args.extend(["--cluster-dns".to_string(), dns.clone()]);
+        // Each server its own Service range too: agents proxy ClusterIPs on this host's loopback.
+        args.extend(["--service-cidr".to_string(), format!("10.44.{slot}.0/24")]);
         let mut s = Server {
             child: None,
             dir,
@@ -230,11 +233,24 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
         kill_containers(self.dir.path());
-        // The cluster DNS address the server put on the loopback interface.
+        // The cluster DNS address and the ClusterIPs the server put on the loopback interface.
         if nix::unistd::geteuid().is_root() {
-            let _ = Command::new("ip")
-                .args(["addr", "del", &format!("{}/32", self.dns), "dev", "lo"])
-                .output();
+            let slot = self.dns.rsplit('.').next().unwrap_or_default().to_string();
+            let shown = Command::new("ip")
+                .args(["-4", "-o", "addr", "show", "dev", "lo"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let ours = shown
+                .split_whitespace()
+                .filter(|w| {
+                    w.starts_with(&format!("10.44.{slot}.")) || w.starts_with(&format!("{}/", self.dns))
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+            for a in ours {
+                let _ = Command::new("ip").args(["addr", "del", &a, "dev", "lo"]).output();
+            }
         }
     }
 }
