@@ -1,7 +1,8 @@
 //! The Service proxy on this node, in the manner of kube-proxy's original userspace mode: for every TCP
 //! port of every Service with ready endpoints, the agent listens on the Service's ClusterIP (an address
 //! it puts on the loopback interface, so pods reach it through their default route, as the cluster DNS
-//! address) and, for NodePort and LoadBalancer Services, on the node's `nodePort` on all addresses;
+//! address), for NodePort and LoadBalancer Services on the node's `nodePort` on all addresses, and for
+//! LoadBalancer Services on the Service's port at each ingress address that is this node's;
 //! each accepted connection is spliced to one ready endpoint, round-robin, or the same one for the same
 //! client address with `sessionAffinity: ClientIP` (upstream's default 10800 s timeout).
 //!
@@ -93,6 +94,25 @@ pub fn rules(services: &[Service], endpoints: &[Endpoints]) -> Vec<Rule> {
                     backends: backends.clone(),
                     affinity,
                 });
+            }
+            // LoadBalancer: the ingress addresses the service load balancer published (the nodes' own
+            // addresses; a node binds those that are its own, as k3s's ServiceLB pods do with hostPorts).
+            if spec.type_.as_deref() == Some("LoadBalancer")
+                && let Ok(port) = u16::try_from(p.port)
+            {
+                let ingress = svc
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref()?.ingress.clone());
+                for ing in ingress.into_iter().flatten() {
+                    if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse::<IpAddr>().ok()) {
+                        out.push(Rule {
+                            listen: SocketAddr::new(ip, port),
+                            backends: backends.clone(),
+                            affinity,
+                        });
+                    }
+                }
             }
             if node_ports && let Some(np) = p.node_port.and_then(|n| u16::try_from(n).ok()) {
                 out.push(Rule {

@@ -545,6 +545,28 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
         seen.insert(body.rsplit("\r\n\r\n").next()?.to_string());
         (seen.contains("I am web-a\n") && seen.contains("I am web-b\n")).then_some(())
     });
+    // LoadBalancer: the node's address as the ingress (k3s's ServiceLB), served on the Service's port.
+    s.apply(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web-lb"},"spec":{"type":"LoadBalancer","selector":{"app":"web"},
+        "ports":[{"name":"http","port":18080,"targetPort":8080}]}}"#);
+    let ingress = eventually(30, "the load balancer's ingress", || {
+        s.get_json(&["service", "web-lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert_eq!(
+        ingress,
+        node["status"]["addresses"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    eventually(30, "served at the ingress address", || {
+        let mut c = std::net::TcpStream::connect((ingress.as_str(), 18080)).ok()?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).ok()?;
+        body.contains("I am web-").then_some(())
+    });
+    s.ok(&["delete", "service", "web-lb"]);
     // hostNetwork: the node's address.
     let host = eventually(30, "on-host running", || {
         let p = pod(&s, "on-host")?;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod gc;
 pub mod nodeipam;
 pub mod scheduler;
+pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
 
@@ -38,6 +39,8 @@ pub fn spawn_all(client: kube::Client, cluster_cidr: String) {
     supervise("nodeipam", move || nodeipam::run(c.clone(), cluster_cidr.clone()));
     let c = client.clone();
     supervise("endpoints", move || endpoints::run(c.clone()));
+    let c = client.clone();
+    supervise("servicelb", move || servicelb::run(c.clone()));
     let c = client.clone();
     supervise("garbage-collector", move || gc::run(c.clone()));
     let c = client.clone();
