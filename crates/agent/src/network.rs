@@ -42,6 +42,53 @@ fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
     }
 }
 
+/// Run `ip -batch -` (under `prefix`, e.g. `nsenter --net=…`) with one command per line: one process for
+/// a whole configuration instead of one per step (pod start latency).
+fn run_batch(prefix: &[&str], commands: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.extend(["ip", "-batch", "-"]);
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(commands.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{}: {}",
+            commands.trim().replace('\n', "; "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Make a network namespace and pin it at `pin` (an existing empty file), as `ip netns add` does: a
+/// fresh thread unshares its network namespace and bind-mounts it, then ends (no runtime thread changes
+/// namespace, and no process is forked).
+fn pin_new_netns(pin: &Path) -> std::io::Result<()> {
+    let pin = pin.to_path_buf();
+    std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &pin,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(std::io::Error::from)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("pinning the network namespace: thread panicked"))?
+}
+
 fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -133,33 +180,29 @@ impl Bridge {
         if crate::capacity::mounted_source(&pin).is_none() {
             std::fs::create_dir_all(pod_dir)?;
             std::fs::write(&pin, b"")?;
-            run("unshare", &[&format!("--net={pin_s}"), "true"])?;
+            pin_new_netns(&pin)?;
         }
         let veth = veth_name(uid);
+        // The host side: the pair (unless a crash left it), on the bridge, up; and forget whatever the
+        // host had cached for this address (a previous pod's MAC).
+        let mut host = String::new();
         if !link_exists(&veth) {
-            run(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pin_s,
-                ],
-            )?;
+            host.push_str(&format!(
+                "link add {veth} type veth peer name eth0 netns {pin_s}\n"
+            ));
         }
-        run("ip", &["link", "set", &veth, "master", &self.name, "up"])?;
-        let addr = format!("{ip}/{}", self.slice.prefix_len());
-        let gw = self.gateway().to_string();
-        let net = format!("--net={pin_s}");
-        for args in [
-            vec!["ip", "link", "set", "lo", "up"],
-            vec!["ip", "link", "set", "eth0", "up"],
-            vec!["ip", "addr", "replace", &addr, "dev", "eth0"],
-            vec!["ip", "route", "replace", "default", "via", &gw, "dev", "eth0"],
-        ] {
-            let mut a = vec![net.as_str(), "--"];
-            a.extend(args);
-            run("nsenter", &a)?;
-        }
-        // Forget whatever the host had cached for this address (a previous pod's MAC).
-        let _ = run("ip", &["neigh", "flush", "to", &ip.to_string()]);
+        host.push_str(&format!(
+            "link set {veth} master {} up\nneigh flush to {ip}\n",
+            self.name
+        ));
+        run_batch(&[], &host)?;
+        // The pod side, inside its namespace.
+        let inside = format!(
+            "link set lo up\nlink set eth0 up\naddr replace {ip}/{} dev eth0\nroute replace default via {} dev eth0\n",
+            self.slice.prefix_len(),
+            self.gateway()
+        );
+        run_batch(&["nsenter", &format!("--net={pin_s}"), "--"], &inside)?;
         std::fs::write(pod_dir.join("ip"), ip.to_string())?;
         Ok(ip)
     }
