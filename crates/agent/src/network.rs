@@ -173,7 +173,10 @@ impl Bridge {
         if let Some(ip) = pod_ip(pod_dir) {
             return Ok(ip);
         }
-        self.ensure()?;
+        // (The bridge was made when the agent learnt its slice; made again only if it has gone.)
+        if !link_exists(&self.name) {
+            self.ensure()?;
+        }
         let ip = self.allocate(uid)?;
         let pin = netns_path(pod_dir);
         let pin_s = pin.to_string_lossy().into_owned();
