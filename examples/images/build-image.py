@@ -15,11 +15,12 @@ Options:
   --exclude PKG...      packages of the closure to leave out (maintainer-script machinery by default)
   --busybox             add busybox applet links (sh, ls, cat, kill, ...) for tools the image lacks
   --mkdir DIR...        directories to create (mode 0755, or DIR:MODE:UID:GID)
-  --file DEST=SRC       copy a local file into the image
+  --file DEST=SRC       copy a local file into the image (with its mode)
   --user NAME:UID:GID   add a user and its group to /etc/passwd and /etc/group
   --env K=V             environment (PATH is set by default)
   --cmd ARG...          the image's Cmd (must be last)
-  --cache DIR           where downloaded .deb files are kept between builds (default ~/.cache/berth-debs)
+  --cache DIR           where downloaded .deb files are kept between builds (default $BERTH_DEB_CACHE or
+                        ~/.cache/berth-debs)
   --out FILE            the archive to write
 """
 
@@ -41,6 +42,7 @@ BUSYBOX_APPLETS = [
     "sh", "ash", "ls", "cat", "echo", "kill", "ps", "hostname", "sleep", "mkdir", "rm", "cp", "mv", "test",
     "wget", "nc", "nslookup", "grep", "sed", "head", "tail", "id", "env", "date", "df", "du", "touch",
     "chmod", "chown", "ln", "true", "false", "stty", "tr", "wc", "sort", "uname", "vi", "find", "xargs",
+    "httpd",
 ]
 
 
@@ -90,7 +92,7 @@ def download(packages, cache):
 def main(argv):
     opts = {"packages": [], "exclude": [], "mkdir": [], "file": [], "user": [], "env": [], "cmd": []}
     name = out = None
-    cache = os.path.expanduser("~/.cache/berth-debs")
+    cache = os.environ.get("BERTH_DEB_CACHE") or os.path.expanduser("~/.cache/berth-debs")
     busybox = False
     key = None
     i = 0
@@ -147,7 +149,7 @@ def main(argv):
             dest, src = spec.split("=", 1)
             d = os.path.join(root, dest.lstrip("/"))
             os.makedirs(os.path.dirname(d), exist_ok=True)
-            shutil.copyfile(src, d)
+            shutil.copy(src, d)  # with its mode (a script stays executable)
         if busybox:
             bb = "/bin/busybox" if os.path.exists(os.path.join(root, "bin/busybox")) else "/usr/bin/busybox"
             if not os.path.exists(os.path.join(root, bb.lstrip("/"))):

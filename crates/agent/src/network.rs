@@ -123,14 +123,18 @@ impl Bridge {
         run("ip", &["link", "set", &self.name, "up"])
     }
 
-    /// Allocate an address of the slice for `uid` (the one it already holds, if any).
-    fn allocate(&self, uid: &str) -> std::io::Result<Ipv4Addr> {
+    /// Allocate an address of the slice for `uid` (the one it already holds, if any). An address file
+    /// holds `<uid>\n<pod dir>`; one whose pod directory is gone (its agent's data dir was removed, or a
+    /// crash came between the pod's end and the release) is taken back.
+    fn allocate(&self, uid: &str, pod_dir: &Path) -> std::io::Result<Ipv4Addr> {
         std::fs::create_dir_all(IPAM_DIR)?;
         let gateway = self.gateway();
         let broadcast = self.slice.broadcast();
         let candidates = || self.slice.hosts().filter(|a| *a != gateway && *a != broadcast);
         for a in candidates() {
-            if std::fs::read_to_string(Path::new(IPAM_DIR).join(a.to_string())).is_ok_and(|o| o == uid) {
+            if std::fs::read_to_string(Path::new(IPAM_DIR).join(a.to_string()))
+                .is_ok_and(|o| owner(&o) == uid)
+            {
                 return Ok(a);
             }
         }
@@ -147,9 +151,15 @@ impl Bridge {
             .map_or(0, |i| i + 1);
         for a in all[start..].iter().chain(&all[..start]).copied() {
             let p = Path::new(IPAM_DIR).join(a.to_string());
+            if let Ok(held) = std::fs::read_to_string(&p)
+                && let Some(dir) = held.lines().nth(1)
+                && !Path::new(dir).exists()
+            {
+                let _ = std::fs::remove_file(&p);
+            }
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
                 Ok(mut f) => {
-                    std::io::Write::write_all(&mut f, uid.as_bytes())?;
+                    std::io::Write::write_all(&mut f, format!("{uid}\n{}", pod_dir.display()).as_bytes())?;
                     let _ = std::fs::write(&last_file, a.to_string());
                     return Ok(a);
                 }
@@ -177,7 +187,7 @@ impl Bridge {
         if !link_exists(&self.name) {
             self.ensure()?;
         }
-        let ip = self.allocate(uid)?;
+        let ip = self.allocate(uid, pod_dir)?;
         let pin = netns_path(pod_dir);
         let pin_s = pin.to_string_lossy().into_owned();
         if crate::capacity::mounted_source(&pin).is_none() {
@@ -245,10 +255,15 @@ pub fn teardown(uid: &str, pod_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The pod uid an address file names (its first line).
+fn owner(held: &str) -> &str {
+    held.lines().next().unwrap_or("")
+}
+
 /// Free every address held by `uid`.
 pub fn release(uid: &str) {
     for e in std::fs::read_dir(IPAM_DIR).into_iter().flatten().flatten() {
-        if std::fs::read_to_string(e.path()).is_ok_and(|o| o == uid) {
+        if std::fs::read_to_string(e.path()).is_ok_and(|o| owner(&o) == uid) {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -158,7 +158,7 @@ impl Balancer {
 }
 
 fn ensure_local_address(ip: IpAddr) {
-    if ip.is_unspecified() {
+    if ip.is_unspecified() || ip.is_loopback() {
         return;
     }
     let _ = std::process::Command::new("ip")
@@ -227,18 +227,23 @@ pub async fn run(client: kube::Client) {
                     let Ok((mut conn, peer)) = listener.accept().await else {
                         continue;
                     };
-                    let target = b.lock().ok().and_then(|mut b| b.pick(peer.ip()));
+                    let b = b.clone();
                     tokio::spawn(async move {
-                        let Some(target) = target else { return };
-                        let Ok(Ok(mut up)) = tokio::time::timeout(
-                            Duration::from_secs(5),
-                            tokio::net::TcpStream::connect(target),
-                        )
-                        .await
-                        else {
-                            return;
-                        };
-                        let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                        // A backend that refuses (a pod going away before its endpoint is removed) is
+                        // skipped for the next one, as kube-proxy's userspace mode retried.
+                        let tries = b.lock().map(|b| b.backends.len()).unwrap_or(0);
+                        for _ in 0..tries {
+                            let Some(target) = b.lock().ok().and_then(|mut b| b.pick(peer.ip())) else {
+                                return;
+                            };
+                            let connect = tokio::net::TcpStream::connect(target);
+                            if let Ok(Ok(mut up)) =
+                                tokio::time::timeout(Duration::from_secs(5), connect).await
+                            {
+                                let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                                return;
+                            }
+                        }
                     });
                 }
             });

@@ -218,3 +218,95 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
     });
     common::kill_containers(s.data_dir());
 }
+
+/// The seed's `greet` set behind its NodePort Service (issue "Cluster networking", Done when;
+/// `examples/greet`, a stand-in image for the seed's private one): from the host, the node port reaches
+/// all three pods over repeated requests; from a pod, the Service by name; and the Service keeps answering
+/// every request while its pods are replaced one by one.
+#[test]
+fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = Server::start_with(&["--node-name", "greet-node"]);
+    let archive = s.data_dir().join("greet.tar");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // (Its own .deb cache: the web test may be downloading into the shared one at the same time.)
+    let cache = tempfile::tempdir().expect("cache");
+    let out = Command::new(root.join("examples/greet/build.sh"))
+        .arg(&archive)
+        .env("BERTH_DEB_CACHE", cache.path())
+        .output()
+        .expect("examples/greet/build.sh");
+    assert!(
+        out.status.success(),
+        "build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["image", "import", "--data-dir"])
+        .arg(s.data_dir())
+        .arg(&archive)
+        .output()
+        .expect("import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["seed-greet-service.yaml", "seed-greet-statefulset.yaml"] {
+        s.ok(&["apply", "-f", &common::seed(f).to_string_lossy()]);
+    }
+    for p in ["greet-0", "greet-1", "greet-2"] {
+        ready_ip(&s, p);
+    }
+    let node_port = s.get_json(&["service", "greet"])["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("nodePort");
+    let hello = || -> Option<String> {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", node_port)).ok()?;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut r = String::new();
+        c.read_to_string(&mut r).ok()?;
+        r.split("\r\n\r\n").nth(1).map(str::to_string)
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(30, "all three pods behind the node port", || {
+        let body = hello()?;
+        assert!(body.starts_with("Hello from greet-"), "{body}");
+        seen.insert(body.split('!').next()?.to_string());
+        (seen.len() == 3).then_some(())
+    });
+    // Each pod counts its own visitors.
+    let body = s.ok(&["exec", "greet-0", "--", "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    assert!(body.starts_with("Hello from greet-0! Visits: "), "{body}");
+    // From a pod, by the Service's name (cluster DNS, then the ClusterIP).
+    let body = s.ok(&["exec", "greet-0", "--", "wget", "-qO-", "http://greet/"]);
+    assert!(body.starts_with("Hello from greet-"), "{body}");
+    // Replace the pods one by one: every request in between is answered.
+    for p in ["greet-2", "greet-1", "greet-0"] {
+        let uid = pod(&s, p).expect("pod")["metadata"]["uid"].clone();
+        s.ok(&["delete", "pod", p, "--wait=false"]);
+        eventually(60, "replaced and Ready", || {
+            let body = hello();
+            assert!(
+                body.as_deref()
+                    .is_some_and(|b| b.starts_with("Hello from greet-")),
+                "a request failed: {body:?}"
+            );
+            let now = pod(&s, p)?;
+            (now["metadata"]["uid"] != uid
+                && now["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            .then_some(())
+        });
+    }
+    s.ok(&["delete", "sts", "greet", "--wait=false"]);
+    eventually(60, "pods gone", || {
+        s.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    common::kill_containers(s.data_dir());
+}
