@@ -48,6 +48,22 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.proc.kill();
         let _ = self.proc.wait();
+        // The pods' networks (pinned namespaces, veths, addresses) and any other mount under the data
+        // dir: the server was killed before its agent could tear them down.
+        let pods = self.dir.path().join("agent/pods");
+        for e in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            let _ = agent::network::teardown(&e.file_name().to_string_lossy(), &e.path());
+        }
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| std::path::Path::new(m).starts_with(self.dir.path()))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
