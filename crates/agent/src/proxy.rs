@@ -238,7 +238,7 @@ pub async fn run(client: kube::Client) {
                             };
                             let connect = tokio::net::TcpStream::connect(target);
                             if let Ok(Ok(mut up)) =
-                                tokio::time::timeout(Duration::from_secs(5), connect).await
+                                tokio::time::timeout(Duration::from_secs(1), connect).await
                             {
                                 let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
                                 return;

@@ -262,7 +262,8 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
         .expect("nodePort");
     let hello = || -> Option<String> {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", node_port)).ok()?;
-        c.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .ok()?;
         c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
         let mut r = String::new();
         c.read_to_string(&mut r).ok()?;
