@@ -140,13 +140,8 @@ async fn container_logs(
     Query(opts): Query<LogOptions>,
     headers: HeaderMap,
 ) -> Response {
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == shared.token);
-    if !authorized {
-        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    if let Some(denied) = unauthorized(&headers, &shared.token) {
+        return denied;
     }
     let Some(dir) = container_dir(&shared.pods_dir, &ns, &pod, &container) else {
         return (
@@ -285,13 +280,8 @@ async fn exec(
     headers: HeaderMap,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == shared.token);
-    if !authorized {
-        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    if let Some(denied) = unauthorized(&headers, &shared.token) {
+        return denied;
     }
     let Some(dir) = container_dir(&shared.pods_dir, &ns, &pod, &container) else {
         return (
@@ -310,6 +300,36 @@ async fn exec(
                 run_exec(socket, berth, dir, opts).await;
             }
         })
+}
+
+/// `None` when `headers` carry the kubelet bearer `token`, else the 401 to answer.
+pub(crate) fn unauthorized(headers: &HeaderMap, token: &str) -> Option<Response> {
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == token);
+    (!ok).then(|| (StatusCode::UNAUTHORIZED, "Unauthorized").into_response())
+}
+
+/// End a channel-protocol stream: the final `status` (a `metav1.Status` JSON) on channel 3, then a normal
+/// closure (1000); client-go reads the error channel until the stream ends cleanly.
+async fn finish<S>(tx: &mut S, status: &str)
+where
+    S: futures::Sink<axum::extract::ws::Message> + Unpin,
+{
+    use futures::SinkExt;
+    let mut m = vec![3u8];
+    m.extend_from_slice(status.as_bytes());
+    let _ = tx.send(axum::extract::ws::Message::Binary(m.into())).await;
+    let _ = tx
+        .send(axum::extract::ws::Message::Close(Some(
+            axum::extract::ws::CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            },
+        )))
+        .await;
 }
 
 /// Run the command in the container and carry its stdio over the channel protocol (one leading byte per
@@ -397,17 +417,7 @@ async fn run_exec(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir: Pat
         }
     };
     let Some(status) = status else { return };
-    let code = status.code().unwrap_or(137);
-    let mut m = vec![3u8];
-    m.extend_from_slice(exit_status(code, &opts.command).as_bytes());
-    let _ = tx.send(Message::Binary(m.into())).await;
-    // A normal closure (1000): client-go reads the error channel until the stream ends cleanly.
-    let _ = tx
-        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-            code: 1000,
-            reason: "".into(),
-        })))
-        .await;
+    finish(&mut tx, &exit_status(status.code().unwrap_or(137), &opts.command)).await;
 }
 
 /// `kubectl exec -t`: the command runs on a pseudo-terminal allocated here (its slave becomes the
@@ -522,16 +532,7 @@ async fn run_exec_tty(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir:
         }
     };
     let Some(status) = status else { return };
-    let code = status.code().unwrap_or(137);
-    let mut m = vec![3u8];
-    m.extend_from_slice(exit_status(code, &opts.command).as_bytes());
-    let _ = tx.send(Message::Binary(m.into())).await;
-    let _ = tx
-        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-            code: 1000,
-            reason: "".into(),
-        })))
-        .await;
+    finish(&mut tx, &exit_status(status.code().unwrap_or(137), &opts.command)).await;
 }
 
 /// `kubectl attach` (upstream kubelet `/attach/{namespace}/{pod}/{container}`): the running container's
@@ -546,13 +547,8 @@ async fn attach(
     headers: HeaderMap,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == shared.token);
-    if !authorized {
-        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    if let Some(denied) = unauthorized(&headers, &shared.token) {
+        return denied;
     }
     let sock = container_dir(&shared.pods_dir, &ns, &pod, &container).map(|d| d.join("attach.sock"));
     let Some(sock) = sock.filter(|s| s.exists()) else {
@@ -620,15 +616,7 @@ async fn run_attach(socket: axum::extract::ws::WebSocket, sock: PathBuf, opts: E
         }
     };
     if ended {
-        let mut m = vec![3u8];
-        m.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
-        let _ = tx.send(Message::Binary(m.into())).await;
-        let _ = tx
-            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                code: 1000,
-                reason: "".into(),
-            })))
-            .await;
+        finish(&mut tx, &exit_status(0, &[])).await;
     }
 }
 

@@ -655,13 +655,8 @@ async fn handler(
     use axum::extract::ws::Message;
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == shared.token);
-    if !authorized {
-        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    if let Some(denied) = crate::kubelet::unauthorized(&headers, &shared.token) {
+        return denied;
     }
     let Some(dir) = pod_dir(&shared.pods_dir, &ns, &name) else {
         return (

@@ -90,14 +90,7 @@ pub async fn pod_log(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     if resp.status() != StatusCode::OK {
-        use http_body_util::BodyExt;
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(ApiError::BadRequest(String::from_utf8_lossy(&body).into_owned()));
+        return Err(agent_refused(resp).await);
     }
     let mut out = Response::new(Body::new(resp.into_body()));
     out.headers_mut().insert(
@@ -148,6 +141,19 @@ async fn node_of(reg: &Registry, target: &Target, name: &str) -> ApiResult<(Valu
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(10250);
     Ok((pod, address, port))
+}
+
+/// The agent's refusal as the client's error: 400 with the agent's body (upstream passes the kubelet's
+/// error through).
+async fn agent_refused(resp: http::Response<hyper::body::Incoming>) -> ApiError {
+    use http_body_util::BodyExt;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    ApiError::BadRequest(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// The client's pending WebSocket upgrade, or upstream-style 400 `needs` when the request is not one.
@@ -208,14 +214,7 @@ async fn upgrade_to_agent(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        use http_body_util::BodyExt;
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(ApiError::BadRequest(String::from_utf8_lossy(&body).into_owned()));
+        return Err(agent_refused(resp).await);
     }
     let mut out = Response::new(Body::empty());
     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
