@@ -30,9 +30,13 @@ fn ready_ip(s: &Server, name: &str) -> String {
     })
 }
 
-/// GET / from a pod's address on port 80: (status line, body).
+/// GET / from a pod's address on port 80: (status line, body). The seed's pods have no readiness probe,
+/// so (as upstream) one is Ready as soon as its container runs, a moment before nginx listens: connecting
+/// is retried for a few seconds.
 fn get(ip: &str) -> (String, String) {
-    let mut c = std::net::TcpStream::connect((ip, 80)).expect("connect to nginx");
+    let mut c = eventually(10, "nginx listening", || {
+        std::net::TcpStream::connect((ip, 80)).ok()
+    });
     c.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n").expect("send");
     let mut r = String::new();
     c.read_to_string(&mut r).expect("read");
