@@ -1,16 +1,16 @@
 //! The node agent (the kubelet's role), reaching the API server only through a kube-rs `Client`: in
 //! `berth server` an in-process one, for a remote node one over HTTPS.
 //!
-//! What it does today:
+//! What it does:
 //! - [`node`]: registers its Node (capacity read off the machine, addresses, node info), keeps the `Ready`
 //!   condition's heartbeat and its Lease in `kube-node-lease` fresh;
-//! - [`volumes`]: the node side of the local-path provisioner: makes (or clones) the directory of each
-//!   volume the provisioner placed on this node, reports it `Available`, and removes `Released` volumes whose
-//!   reclaim policy is `Delete`;
-//! - [`pods`]: finishes the graceful deletion of pods bound to this node.
-//!
-//! Not yet: running containers (images, namespaces, rootfs, probes, logs, exec). Until then a pod bound to a
-//! Berth node stays `Pending`.
+//! - [`volumes`] and [`capacity`]: the node side of the local-path provisioner;
+//! - [`pods`] with [`image`], [`pull`], [`runtime`], [`stdio`], [`cgroup`], [`probe`]: runs the pods bound to
+//!   this node as Linux processes, with probes, restarts and graceful termination;
+//! - [`network`]: the pod network on this node (bridge, per-pod network namespace, veth, IPAM);
+//!   [`routes`]: routes to the other nodes' pod slices;
+//! - [`proxy`]: Services (ClusterIP, NodePort, LoadBalancer; TCP and UDP) and pods' `hostPort`s;
+//! - [`kubelet`] and [`portforward`]: the kubelet API (logs, exec, attach, port-forward).
 //!
 //! Invariant: the agent never touches a path outside its own volumes directory.
 
@@ -25,6 +25,7 @@ pub mod portforward;
 pub mod probe;
 pub mod proxy;
 pub mod pull;
+pub mod routes;
 pub mod runtime;
 pub mod stdio;
 pub mod volumes;
@@ -79,8 +80,10 @@ fn spawn(client: kube::Client, config: Config) {
     supervise("node", move || node::run(c.clone(), cfg.clone()));
     let (c, cfg) = (client.clone(), config.clone());
     supervise("volumes", move || volumes::run(c.clone(), cfg.clone()));
-    let c = client.clone();
-    supervise("service-proxy", move || proxy::run(c.clone()));
+    let (c, node) = (client.clone(), config.node_name.clone());
+    supervise("service-proxy", move || proxy::run(c.clone(), node.clone()));
+    let (c, cfg) = (client.clone(), config.clone());
+    supervise("routes", move || routes::run(c.clone(), cfg.clone()));
     let (c, cfg) = (client, config);
     supervise("pods", move || pods::run(c.clone(), cfg.clone()));
 }

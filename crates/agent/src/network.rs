@@ -89,8 +89,11 @@ fn pin_new_netns(pin: &Path) -> std::io::Result<()> {
     .map_err(|_| std::io::Error::other("pinning the network namespace: thread panicked"))?
 }
 
+/// Whether this network namespace has a link `name` (asked of the kernel for the agent's own namespace:
+/// `/sys/class/net` shows the namespace sysfs was mounted in, which is not the agent's when it runs with
+/// `nsenter --net`).
 fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+    nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 /// The host end of a pod's veth pair: `bv` + 12 hex digits of its uid (15 bytes at most: IFNAMSIZ).
@@ -120,7 +123,10 @@ impl Bridge {
         }
         let addr = format!("{}/{}", self.gateway(), self.slice.prefix_len());
         run("ip", &["addr", "replace", &addr, "dev", &self.name])?;
-        run("ip", &["link", "set", &self.name, "up"])
+        run("ip", &["link", "set", &self.name, "up"])?;
+        // The bridge is the pods' gateway: this host forwards their packets to other slices (on this
+        // bridge or, through `routes`, on other nodes), as the CNI bridge plugin enables with `isGateway`.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
     }
 
     /// Allocate an address of the slice for `uid` (the one it already holds, if any). An address file

@@ -9,10 +9,19 @@
 //! Why a proxy rather than iptables/nftables rules: it needs nothing but the agent (no iptables binary,
 //! no netfilter modules, which minimal hosts lack) and never rewrites packets of anything but the
 //! Service's own sockets. The price is a copy through the agent per connection (see docs/benchmarks.md).
-//! UDP Service ports are not proxied yet.
+//!
+//! UDP ports are relayed per client address (ip:port): the first datagram picks a backend, later ones and
+//! the replies follow it until the flow has been idle for 30 s (the kernel's conntrack UDP timeout, which
+//! kube-proxy's iptables mode relies on); a flow whose backend left the endpoints picks again. Replies
+//! leave from the listening socket, so a client sees them come from the address it sent to (for node
+//! ports bound on all addresses, from the address the host's routing picks).
+//!
+//! A pod's `hostPort` is served the same way (what the CNI `portmap` plugin does with DNAT): the agent
+//! listens on `hostIP` (default all addresses) at the hostPort and relays to the pod's IP at its
+//! containerPort, for as long as the pod has an IP on this node.
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use std::collections::{BTreeMap, HashMap};
@@ -20,9 +29,30 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One proxied Service port: where it listens and where it sends.
+/// A port's protocol (`TCP` or `UDP`; SCTP is not proxied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP: each accepted connection is spliced to one backend.
+    Tcp,
+    /// UDP: datagrams are relayed per client flow.
+    Udp,
+}
+
+impl Protocol {
+    fn parse(p: Option<&str>) -> Option<Protocol> {
+        match p.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// One proxied Service port (or hostPort): where it listens and where it sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The protocol.
+    pub protocol: Protocol,
     /// Where to listen.
     pub listen: SocketAddr,
     /// Ready endpoints (`ip:port`).
@@ -31,7 +61,7 @@ pub struct Rule {
     pub affinity: Option<Duration>,
 }
 
-/// The rules for `services` and their `endpoints` (pure; TCP ports only).
+/// The rules for `services` and their `endpoints` (pure; TCP and UDP ports).
 pub fn rules(services: &[Service], endpoints: &[Endpoints]) -> Vec<Rule> {
     let eps: BTreeMap<(String, String), &Endpoints> = endpoints
         .iter()
@@ -64,9 +94,9 @@ pub fn rules(services: &[Service], endpoints: &[Endpoints]) -> Vec<Rule> {
         let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|i| i.parse().ok());
         let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
         for p in spec.ports.iter().flatten() {
-            if p.protocol.as_deref().unwrap_or("TCP") != "TCP" {
+            let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
                 continue;
-            }
+            };
             // The endpoint port: the subset port of the same name (unnamed: the only one).
             let mut backends: Vec<SocketAddr> = Vec::new();
             for subset in e.subsets.iter().flatten() {
@@ -90,6 +120,7 @@ pub fn rules(services: &[Service], endpoints: &[Endpoints]) -> Vec<Rule> {
             }
             if let (Some(ip), Ok(port)) = (cluster_ip, u16::try_from(p.port)) {
                 out.push(Rule {
+                    protocol,
                     listen: SocketAddr::new(ip, port),
                     backends: backends.clone(),
                     affinity,
@@ -107,6 +138,7 @@ pub fn rules(services: &[Service], endpoints: &[Endpoints]) -> Vec<Rule> {
                 for ing in ingress.into_iter().flatten() {
                     if let Some(ip) = ing.ip.as_deref().and_then(|i| i.parse::<IpAddr>().ok()) {
                         out.push(Rule {
+                            protocol,
                             listen: SocketAddr::new(ip, port),
                             backends: backends.clone(),
                             affinity,
@@ -116,9 +148,57 @@ pub fn rules(services: &[Service], endpoints: &[Endpoints]) -> Vec<Rule> {
             }
             if node_ports && let Some(np) = p.node_port.and_then(|n| u16::try_from(n).ok()) {
                 out.push(Rule {
+                    protocol,
                     listen: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), np),
                     backends,
                     affinity,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The `hostPort` rules of the pods bound to this node (pure): one per container port with a hostPort,
+/// for pods that have an IP and are not host-network (whose ports are the host's already) nor finished.
+pub fn host_port_rules(pods: &[Pod]) -> Vec<Rule> {
+    let mut out = Vec::new();
+    for p in pods {
+        let (Some(spec), Some(status)) = (&p.spec, &p.status) else {
+            continue;
+        };
+        if spec.host_network == Some(true)
+            || p.metadata.deletion_timestamp.is_some()
+            || matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
+        {
+            continue;
+        }
+        let Some(ip) = status.pod_ip.as_deref().and_then(|i| i.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        for c in &spec.containers {
+            for port in c.ports.iter().flatten() {
+                let (Some(hp), Ok(cp)) = (
+                    port.host_port
+                        .and_then(|h| u16::try_from(h).ok())
+                        .filter(|h| *h > 0),
+                    u16::try_from(port.container_port),
+                ) else {
+                    continue;
+                };
+                let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
+                    continue;
+                };
+                let host_ip = port
+                    .host_ip
+                    .as_deref()
+                    .and_then(|h| h.parse::<IpAddr>().ok())
+                    .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                out.push(Rule {
+                    protocol,
+                    listen: SocketAddr::new(host_ip, hp),
+                    backends: vec![SocketAddr::new(ip, cp)],
+                    affinity: None,
                 });
             }
         }
@@ -166,23 +246,33 @@ fn ensure_local_address(ip: IpAddr) {
         .output();
 }
 
-/// Run until the process ends.
-pub async fn run(client: kube::Client) {
+/// How long a UDP flow without traffic keeps its backend (conntrack's UDP timeout).
+const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// Run until the process ends: Services of the whole cluster, and the `hostPort`s of the pods bound to
+/// node `node_name`.
+pub async fn run(client: kube::Client, node_name: String) {
     let cfg = watcher::Config::default().any_semantic();
     let (services, w1) = reflector::store::<Service>();
     let (endpoints, w2) = reflector::store::<Endpoints>();
+    let (pods, w3) = reflector::store::<Pod>();
+    let on_node = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut events = futures::stream::select_all(vec![
         reflector(w1, watcher(Api::<Service>::all(client.clone()), cfg.clone()))
             .default_backoff()
             .map(|_| ())
             .boxed(),
-        reflector(w2, watcher(Api::<Endpoints>::all(client), cfg))
+        reflector(w2, watcher(Api::<Endpoints>::all(client.clone()), cfg))
+            .default_backoff()
+            .map(|_| ())
+            .boxed(),
+        reflector(w3, watcher(Api::<Pod>::all(client), on_node))
             .default_backoff()
             .map(|_| ())
             .boxed(),
     ]);
-    let mut listeners: HashMap<SocketAddr, (Arc<Mutex<Balancer>>, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    type Key = (Protocol, SocketAddr);
+    let mut listeners: HashMap<Key, (Arc<Mutex<Balancer>>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -192,16 +282,18 @@ pub async fn run(client: kube::Client) {
         while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
         let s: Vec<Service> = services.state().iter().map(|x| (**x).clone()).collect();
         let e: Vec<Endpoints> = endpoints.state().iter().map(|x| (**x).clone()).collect();
-        let want = rules(&s, &e);
-        listeners.retain(|addr, (_, task)| {
-            let keep = want.iter().any(|r| &r.listen == addr);
+        let p: Vec<Pod> = pods.state().iter().map(|x| (**x).clone()).collect();
+        let mut want = rules(&s, &e);
+        want.extend(host_port_rules(&p));
+        listeners.retain(|key, (_, task)| {
+            let keep = want.iter().any(|r| (r.protocol, r.listen) == *key);
             if !keep {
                 task.abort();
             }
             keep
         });
         for r in want {
-            if let Some((b, _)) = listeners.get(&r.listen) {
+            if let Some((b, _)) = listeners.get(&(r.protocol, r.listen)) {
                 if let Ok(mut b) = b.lock() {
                     b.backends = r.backends.clone();
                     b.affinity = r.affinity;
@@ -209,45 +301,149 @@ pub async fn run(client: kube::Client) {
                 continue;
             }
             ensure_local_address(r.listen.ip());
-            let listener = match tokio::net::TcpListener::bind(r.listen).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(listen = %r.listen, error = %e, "service port not bound; will retry");
-                    continue;
-                }
-            };
             let balancer = Arc::new(Mutex::new(Balancer {
                 backends: r.backends.clone(),
                 affinity: r.affinity,
                 ..Balancer::default()
             }));
-            let b = balancer.clone();
-            let task = tokio::spawn(async move {
-                loop {
-                    let Ok((mut conn, peer)) = listener.accept().await else {
+            let task = match r.protocol {
+                Protocol::Tcp => match tokio::net::TcpListener::bind(r.listen).await {
+                    Ok(l) => tokio::spawn(serve_tcp(l, balancer.clone())),
+                    Err(e) => {
+                        tracing::debug!(listen = %r.listen, error = %e, "TCP port not bound; will retry");
                         continue;
-                    };
-                    let b = b.clone();
-                    tokio::spawn(async move {
-                        // A backend that refuses (a pod going away before its endpoint is removed) is
-                        // skipped for the next one, as kube-proxy's userspace mode retried.
-                        let tries = b.lock().map(|b| b.backends.len()).unwrap_or(0);
-                        for _ in 0..tries {
-                            let Some(target) = b.lock().ok().and_then(|mut b| b.pick(peer.ip())) else {
-                                return;
-                            };
-                            let connect = tokio::net::TcpStream::connect(target);
-                            if let Ok(Ok(mut up)) =
-                                tokio::time::timeout(Duration::from_secs(1), connect).await
-                            {
-                                let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
-                                return;
-                            }
-                        }
-                    });
+                    }
+                },
+                Protocol::Udp => match tokio::net::UdpSocket::bind(r.listen).await {
+                    Ok(sock) => tokio::spawn(serve_udp(sock, balancer.clone())),
+                    Err(e) => {
+                        tracing::debug!(listen = %r.listen, error = %e, "UDP port not bound; will retry");
+                        continue;
+                    }
+                },
+            };
+            listeners.insert((r.protocol, r.listen), (balancer, task));
+        }
+    }
+}
+
+/// Splice every accepted connection to one backend.
+async fn serve_tcp(listener: tokio::net::TcpListener, b: Arc<Mutex<Balancer>>) {
+    loop {
+        let Ok((mut conn, peer)) = listener.accept().await else {
+            continue;
+        };
+        let b = b.clone();
+        tokio::spawn(async move {
+            // A backend that refuses (a pod going away before its endpoint is removed) is skipped for
+            // the next one, as kube-proxy's userspace mode retried.
+            let tries = b.lock().map(|b| b.backends.len()).unwrap_or(0);
+            for _ in 0..tries {
+                let Some(target) = b.lock().ok().and_then(|mut b| b.pick(peer.ip())) else {
+                    return;
+                };
+                let connect = tokio::net::TcpStream::connect(target);
+                if let Ok(Ok(mut up)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                    return;
                 }
-            });
-            listeners.insert(r.listen, (balancer, task));
+            }
+        });
+    }
+}
+
+/// One client's UDP flow: its socket towards the backend and when it last carried a datagram.
+struct Flow {
+    up: Arc<tokio::net::UdpSocket>,
+    backend: SocketAddr,
+    last: Instant,
+}
+
+/// Relay datagrams per client flow (see the module docs).
+async fn serve_udp(sock: tokio::net::UdpSocket, b: Arc<Mutex<Balancer>>) {
+    let sock = Arc::new(sock);
+    let flows: Arc<Mutex<HashMap<SocketAddr, Flow>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let backends = b.lock().map(|b| b.backends.clone()).unwrap_or_default();
+        let existing = flows.lock().ok().and_then(|mut f| {
+            let flow = f.get_mut(&peer)?;
+            if !backends.contains(&flow.backend) {
+                f.remove(&peer);
+                return None;
+            }
+            flow.last = Instant::now();
+            Some(flow.up.clone())
+        });
+        let up = match existing {
+            Some(up) => up,
+            None => {
+                let Some(target) = b.lock().ok().and_then(|mut b| b.pick(peer.ip())) else {
+                    continue;
+                };
+                let unspecified = match target {
+                    SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                    SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+                };
+                let Ok(up) = tokio::net::UdpSocket::bind(unspecified).await else {
+                    continue;
+                };
+                if up.connect(target).await.is_err() {
+                    continue;
+                }
+                let up = Arc::new(up);
+                if let Ok(mut f) = flows.lock() {
+                    f.insert(
+                        peer,
+                        Flow {
+                            up: up.clone(),
+                            backend: target,
+                            last: Instant::now(),
+                        },
+                    );
+                }
+                tokio::spawn(relay_replies(up.clone(), sock.clone(), peer, flows.clone()));
+                up
+            }
+        };
+        let _ = up.send(&buf[..n]).await;
+    }
+}
+
+/// Send a flow's replies back to its client until the flow has been idle for [`UDP_IDLE`].
+async fn relay_replies(
+    up: Arc<tokio::net::UdpSocket>,
+    sock: Arc<tokio::net::UdpSocket>,
+    peer: SocketAddr,
+    flows: Arc<Mutex<HashMap<SocketAddr, Flow>>>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match tokio::time::timeout(UDP_IDLE, up.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                if let Ok(mut f) = flows.lock()
+                    && let Some(flow) = f.get_mut(&peer)
+                {
+                    flow.last = Instant::now();
+                }
+                let _ = sock.send_to(&buf[..n], peer).await;
+            }
+            // An ICMP error from the backend (port unreachable) or a quiet spell: end the flow once
+            // idle; the next datagram starts a new one.
+            _ => {
+                let Ok(mut f) = flows.lock() else { return };
+                let same = f.get(&peer).is_some_and(|fl| Arc::ptr_eq(&fl.up, &up));
+                if !same {
+                    return;
+                }
+                if f.get(&peer).is_some_and(|fl| fl.last.elapsed() >= UDP_IDLE) {
+                    f.remove(&peer);
+                    return;
+                }
+            }
         }
     }
 }
@@ -284,7 +480,58 @@ mod tests {
             ]
         );
         assert_eq!(r[0].affinity, Some(Duration::from_secs(10800)));
+        assert_eq!(r[0].protocol, Protocol::Tcp);
         assert_eq!(r[1].listen, "0.0.0.0:30080".parse().expect("addr"));
+    }
+
+    #[test]
+    fn udp_ports_are_proxied_and_sctp_is_not() {
+        let services: Vec<Service> = serde_json::from_value(json!([
+            {"metadata": {"name": "dns", "namespace": "default"}, "spec": {"clusterIP": "10.43.0.30",
+              "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                        {"name": "s", "port": 9, "protocol": "SCTP"}]}}
+        ]))
+        .expect("services");
+        let endpoints: Vec<Endpoints> = serde_json::from_value(json!([
+            {"metadata": {"name": "dns", "namespace": "default"}, "subsets": [{
+                "addresses": [{"ip": "10.42.0.6"}],
+                "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}, {"name": "dns-tcp", "port": 5353}, {"name": "s", "port": 9}]}]}
+        ]))
+        .expect("endpoints");
+        let r = rules(&services, &endpoints);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(
+            (r[0].protocol, r[0].listen),
+            (Protocol::Udp, "10.43.0.30:53".parse().expect("a"))
+        );
+        assert_eq!(r[0].backends, ["10.42.0.6:5353".parse().expect("b")]);
+        assert_eq!(r[1].protocol, Protocol::Tcp);
+    }
+
+    #[test]
+    fn host_ports_of_running_pods() {
+        let pods: Vec<Pod> = serde_json::from_value(json!([
+            {"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "ports": [
+                {"containerPort": 80, "hostPort": 8080}, {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "127.0.0.1"},
+                {"containerPort": 81}]}]},
+             "status": {"phase": "Running", "podIP": "10.42.0.9"}},
+            {"metadata": {"name": "no-ip"}, "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8081}]}]},
+             "status": {"phase": "Pending"}},
+            {"metadata": {"name": "host"}, "spec": {"hostNetwork": true, "containers": [{"name": "c", "ports": [{"containerPort": 82, "hostPort": 82}]}]},
+             "status": {"phase": "Running", "podIP": "172.31.0.1"}}
+        ]))
+        .expect("pods");
+        let r = host_port_rules(&pods);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(
+            (r[0].protocol, r[0].listen),
+            (Protocol::Tcp, "0.0.0.0:8080".parse().expect("a"))
+        );
+        assert_eq!(r[0].backends, ["10.42.0.9:80".parse().expect("b")]);
+        assert_eq!(
+            (r[1].protocol, r[1].listen),
+            (Protocol::Udp, "127.0.0.1:5353".parse().expect("a"))
+        );
     }
 
     #[test]

@@ -145,6 +145,12 @@ pub struct AgentArgs {
     /// The address reported as the node's InternalIP (default: the one that reaches the server).
     #[arg(long)]
     pub node_ip: Option<IpAddr>,
+    /// The cluster DNS address pods' resolv.conf names (the server's `--cluster-dns`; kubelet's flag).
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+    /// The cluster domain (the server's `--cluster-domain`; kubelet's flag).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 /// Flags named as k3s names them.
@@ -294,8 +300,8 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
             control_plane: false,
             kubelet_token: password,
             kubelet_port: 0,
-            cluster_dns: IpAddr::from([10, 43, 0, 10]),
-            cluster_domain: "cluster.local".into(),
+            cluster_dns: args.cluster_dns,
+            cluster_domain: args.cluster_domain.clone(),
         },
     )
     .await?;

@@ -115,3 +115,196 @@ fn a_second_node_joins_with_the_token_and_runs_the_pods_scheduled_to_it() {
     s.ok(&["delete", "pod", "on-b"]);
     drop(agent);
 }
+
+/// A test-made network of "machines" on this host: a bridge holding the server's address, and per node a
+/// network namespace joined to it by a veth pair. Nothing is routed beyond these. Removed on drop.
+struct Lan {
+    bridge: String,
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let id = std::process::id() % 100_000;
+        let lan = Lan {
+            bridge: format!("bl{id}"),
+            prefix: format!("172.31.{}", 1 + id % 250),
+            namespaces: Vec::new(),
+        };
+        sh(&format!(
+            "ip link add {b} type bridge && ip addr add {p}.1/24 dev {b} && ip link set {b} up",
+            b = lan.bridge,
+            p = lan.prefix
+        ));
+        lan
+    }
+
+    /// A node namespace with address `<prefix>.<host>`; returns its name.
+    fn node(&mut self, host: u8) -> String {
+        let id = std::process::id() % 100_000;
+        let ns = format!("berth-lan{id}-{host}");
+        let veth = format!("vl{id}h{host}");
+        self.namespaces.push(ns.clone());
+        sh(&format!(
+            "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && \
+             ip link set {veth} master {b} up && ip -n {ns} link set lo up && \
+             ip -n {ns} addr add {p}.{host}/24 dev eth0 && ip -n {ns} link set eth0 up",
+            b = self.bridge,
+            p = self.prefix
+        ));
+        ns
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+    }
+}
+
+fn sh(script: &str) {
+    let out = Command::new("sh").args(["-c", script]).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue "Cluster networking", Done when: two agents on two network namespaces (two "machines" on a
+/// test-made network), a pod on each reaches the other by its DNS name. The agents route to each other's
+/// pod slices (flannel host-gw), and the cluster DNS served by the server through the server's node.
+#[test]
+fn pods_on_two_agents_in_their_own_network_namespaces_reach_each_other_by_dns_name() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let server_ip = format!("{}.1", lan.prefix);
+    let s = common::Server::start_with(&[
+        "--node-name",
+        "lan-server",
+        "--token",
+        "s3cret",
+        "--bind-address",
+        &server_ip,
+        "--cluster-cidr",
+        "10.62.0.0/16",
+    ]);
+    let token = std::fs::read_to_string(s.data_dir().join("token")).expect("token");
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let mut agents = Vec::new();
+    for (host, node) in [(2u8, "lan-a"), (3u8, "lan-b")] {
+        let ns = lan.node(host);
+        let dir = tempfile::tempdir().expect("dir");
+        let archive = common::busybox_archive(dir.path()).expect("archive");
+        let out = Command::new(berth)
+            .args(["image", "import", "--data-dir"])
+            .arg(dir.path())
+            .arg(&archive)
+            .output()
+            .expect("import");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args([
+                "--",
+                berth,
+                "agent",
+                "--server",
+                &s.url(),
+                "--token",
+                token.trim(),
+                "--node-name",
+                node,
+                "--cluster-dns",
+                &s.dns,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("berth agent");
+        agents.push(Agent { child, dir });
+    }
+    for node in ["lan-a", "lan-b"] {
+        eventually(30, &format!("{node} Ready with its slice"), || {
+            let n = s.get_json(&["node", node]);
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (ready && n["spec"]["podCIDR"].is_string()).then_some(())
+        });
+    }
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"peers"},"spec":{"clusterIP":"None","selector":{"app":"peer"},
+        "ports":[{"name":"http","port":8080}]}}"#,
+    );
+    for (name, node) in [("pa", "lan-a"), ("pb", "lan-b")] {
+        s.apply(&format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"app":"peer"}}}},"spec":{{
+            "hostname":"{name}","subdomain":"peers","nodeSelector":{{"kubernetes.io/hostname":"{node}"}},"terminationGracePeriodSeconds":1,
+            "containers":[{{"name":"c","image":"busybox:test","command":["/bin/sh","-c","mkdir -p /www; echo {name} on $(hostname) > /www/index.html; exec httpd -f -p 8080 -h /www"],
+            "readinessProbe":{{"tcpSocket":{{"port":8080}},"periodSeconds":1}}}}]}}}}"#
+        ));
+    }
+    let slice = |node: &str| {
+        s.get_json(&["node", node])["spec"]["podCIDR"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (slice_a, slice_b) = (slice("lan-a"), slice("lan-b"));
+    assert_ne!(slice_a, slice_b);
+    for (name, node_slice) in [("pa", &slice_a), ("pb", &slice_b)] {
+        let ip = eventually(60, &format!("{name} Ready"), || {
+            let p = s.get_json(&["pod", name]);
+            let ready = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then(|| p["status"]["podIP"].as_str().map(str::to_string))?
+        });
+        assert!(
+            ip.starts_with(node_slice.trim_end_matches("0/24")),
+            "{name} at {ip}, not in its node's slice {node_slice}"
+        );
+    }
+    // Each node routes to the other's slice through its address on the shared network.
+    let routes_a = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-n", &lan.namespaces[0], "route"])
+            .output()
+            .expect("ip route")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        routes_a.contains(&format!("{slice_b} via {}.3", lan.prefix)),
+        "{routes_a}"
+    );
+    // A pod on each node reaches the other by its stable DNS name (cluster DNS, answered by the server).
+    for (from, to) in [("pa", "pb"), ("pb", "pa")] {
+        eventually(30, &format!("{from} reaches {to}.peers"), || {
+            let out = s.kubectl(&[
+                "exec",
+                from,
+                "--",
+                "wget",
+                "-qO-",
+                &format!("http://{to}.peers:8080/"),
+            ]);
+            (String::from_utf8_lossy(&out.stdout) == format!("{to} on {to}\n")).then_some(())
+        });
+    }
+    s.ok(&["delete", "pod", "pa", "pb", "--wait=false"]);
+    drop(agents);
+    drop(lan);
+}

@@ -567,6 +567,56 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
         body.contains("I am web-").then_some(())
     });
     s.ok(&["delete", "service", "web-lb"]);
+    // A UDP Service port: a Service without a selector whose Endpoints (written by hand, as upstream
+    // allows) name the cluster DNS; a DNS query over UDP to the Service's ClusterIP from a pod is relayed
+    // there and answered.
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"dns-relay"},"spec":{
+        "ports":[{"name":"dns","port":53,"protocol":"UDP"}]}}"#,
+    );
+    s.apply(&format!(
+        r#"{{"apiVersion":"v1","kind":"Endpoints","metadata":{{"name":"dns-relay"}},"subsets":[{{
+        "addresses":[{{"ip":"{}"}}],"ports":[{{"name":"dns","port":53,"protocol":"UDP"}}]}}]}}"#,
+        s.dns
+    ));
+    let relay_ip = s.get_json(&["service", "dns-relay"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    let web_ip = s.get_json(&["service", "web"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    eventually(30, "a DNS answer through the UDP Service", || {
+        let out = s.kubectl(&[
+            "exec",
+            "web-a",
+            "--",
+            "busybox",
+            "nslookup",
+            "web.default.svc.cluster.local",
+            &relay_ip,
+        ]);
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.contains(&relay_ip) && out.contains(&format!("Address: {web_ip}"))).then_some(())
+    });
+    // hostPort: the pod's port on the node's addresses (the CNI portmap plugin's job upstream).
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    s.apply(&format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"with-host-port"}},"spec":{{"terminationGracePeriodSeconds":1,
+        "containers":[{{"name":"c","image":"busybox:test","command":["/bin/sh","-c","mkdir -p /www; echo via hostPort > /www/index.html; exec httpd -f -p 8080 -h /www"],
+        "ports":[{{"containerPort":8080,"hostPort":{host_port}}}]}}]}}}}"#
+    ));
+    eventually(60, "served on the hostPort", || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", host_port)).ok()?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).ok()?;
+        body.ends_with("via hostPort\n").then_some(())
+    });
     // hostNetwork: the node's address.
     let host = eventually(30, "on-host running", || {
         let p = pod(&s, "on-host")?;
