@@ -344,7 +344,9 @@ async fn serve_tcp(listener: tokio::net::TcpListener, b: Arc<Mutex<Balancer>>) {
                 };
                 let connect = tokio::net::TcpStream::connect(target);
                 if let Ok(Ok(mut up)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
-                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                    // Large buffers: the default 8 KiB made a bulk stream through the proxy a fifth of direct.
+                    let _ =
+                        tokio::io::copy_bidirectional_with_sizes(&mut conn, &mut up, 1 << 18, 1 << 18).await;
                     return;
                 }
             }

@@ -3,6 +3,8 @@
 //! `berth server` process, create throughput with 1 and 16 concurrent clients beside the raw store commit
 //! rate it rests on, watch fan-out, and list latency with 10,000 pods stored.
 
+mod network;
+
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -24,8 +26,9 @@ pub struct BenchArgs {
     /// Pods stored for the list-latency run.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// Which figures: `control-plane`, `statefulset`, `agent` (needs root and /usr/bin/busybox) or `all`
-    /// (`agent` included when it can run).
+    /// Which figures: `control-plane`, `statefulset`, `agent`, `network` (these two need root and
+    /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
+    /// included when they can run).
     #[arg(long, default_value = "all")]
     pub suite: String,
     /// Replicas of the Parallel set in the StatefulSet run.
@@ -482,6 +485,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "agent" {
         return agent_figures(&args).await;
     }
+    if args.suite == "network" {
+        return network::figures().await;
+    }
     println!(
         "| server start to first successful request (median of 5) | {:.1} ms |",
         starts[2].as_secs_f64() * 1e3
@@ -521,6 +527,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         statefulset_figures(&args).await?;
         if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {
             agent_figures(&args).await?;
+            network::figures().await?;
         }
     }
     Ok(())
