@@ -129,13 +129,34 @@ fn rolled_out(s: &Server, set: &str, replicas: u64, secs: u64) {
 
 const ETCD: [&str; 3] = ["etcd-0", "etcd-1", "etcd-2"];
 
-/// `etcdctl endpoint health --cluster` through etcd-0: every member healthy.
+/// `etcdctl endpoint health --cluster` through etcd-0: every member healthy. (An unhealthy answer is
+/// printed when it differs from the one before, for the log of a test that times out.)
 fn etcd_cluster_healthy(s: &Server) -> Option<String> {
-    let out = try_exec(s, "etcd-0", &["etcdctl", "endpoint", "health", "--cluster"])?;
-    (ETCD
-        .iter()
-        .all(|m| out.contains(&format!("http://{m}.etcd:2379 is healthy"))))
-    .then_some(out)
+    static LAST: Mutex<String> = Mutex::new(String::new());
+    let out = s.kubectl(&[
+        "exec",
+        "etcd-0",
+        "--",
+        "etcdctl",
+        "endpoint",
+        "health",
+        "--cluster",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let healthy = out.status.success()
+        && ETCD
+            .iter()
+            .all(|m| text.contains(&format!("http://{m}.etcd:2379 is healthy")));
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if !healthy && *last != text {
+        eprintln!("etcd: not healthy yet: {text}");
+        last.clone_from(&text);
+    }
+    healthy.then_some(text)
 }
 
 /// Member name → member ID, from `etcdctl member list` (`ID, status, name, peer, client, learner`).
@@ -200,10 +221,14 @@ fn etcd_three_members_keep_identity_data_and_quorum() {
 
     // The three members bootstrapped through their stable names; a write through etcd-0 is read through
     // etcd-2.
-    eventually(30, "all members healthy", || etcd_cluster_healthy(&s));
+    eventually(60, "all members healthy", || etcd_cluster_healthy(&s));
     exec(&s, "etcd-0", &["etcdctl", "put", "greeting", "hello"]);
     assert_eq!(
-        exec(&s, "etcd-2", &["etcdctl", "get", "greeting", "--print-value-only"]),
+        exec(
+            &s,
+            "etcd-2",
+            &["etcdctl", "get", "greeting", "--print-value-only"]
+        ),
         "hello\n"
     );
 
@@ -224,7 +249,13 @@ fn etcd_three_members_keep_identity_data_and_quorum() {
         exec(
             &s,
             "etcd-1",
-            &["etcdctl", "get", "greeting", "--print-value-only", "--consistency=s"]
+            &[
+                "etcdctl",
+                "get",
+                "greeting",
+                "--print-value-only",
+                "--consistency=s"
+            ]
         ),
         "hello\n"
     );
@@ -294,7 +325,11 @@ fn etcd_three_members_keep_identity_data_and_quorum() {
     });
     assert_eq!(etcd_count(&s, "etcd-2", "rollout/"), writes);
     assert_eq!(
-        exec(&s, "etcd-1", &["etcdctl", "get", "while-down", "--print-value-only"]),
+        exec(
+            &s,
+            "etcd-1",
+            &["etcdctl", "get", "while-down", "--print-value-only"]
+        ),
         "yes\n"
     );
     exec(&s, "etcd-2", &["etcdctl", "put", "after", "restart"]);
@@ -354,7 +389,10 @@ fn redis_primary_and_two_replicas_by_pod_index() {
         let role = exec(&s, r, &["redis-cli", "role"]);
         assert!(role.starts_with("slave\nredis-0.redis\n6379\n"), "{role}");
     }
-    assert_eq!(exec(&s, "redis-0", &["redis-cli", "set", "greeting", "hello"]), "OK\n");
+    assert_eq!(
+        exec(&s, "redis-0", &["redis-cli", "set", "greeting", "hello"]),
+        "OK\n"
+    );
     redis_replicated(&s, "greeting", "hello");
     // A replica refuses writes.
     assert!(exec(&s, "redis-1", &["redis-cli", "set", "x", "y"]).starts_with("READONLY"));
@@ -466,7 +504,10 @@ fn postgres_primary_and_two_streaming_replicas_cloned_by_pg_basebackup() {
     s.kill9();
     s.restart();
     all_ready(&s, &POSTGRES, 90);
-    assert_eq!(psql(&s, "postgres-0", "select count(*) from t").as_deref(), Some("3"));
+    assert_eq!(
+        psql(&s, "postgres-0", "select count(*) from t").as_deref(),
+        Some("3")
+    );
     psql(&s, "postgres-0", "insert into t values (4, 'four')").expect("insert");
     rows_on_replicas(&s, &["postgres-1", "postgres-2"], 4);
     assert_eq!(
