@@ -129,8 +129,9 @@ fn rolled_out(s: &Server, set: &str, replicas: u64, secs: u64) {
 
 const ETCD: [&str; 3] = ["etcd-0", "etcd-1", "etcd-2"];
 
-/// `etcdctl endpoint health --cluster` through etcd-0: every member healthy. (An unhealthy answer is
-/// printed when it differs from the one before, for the log of a test that times out.)
+/// `etcdctl endpoint health --cluster` through etcd-0: every member healthy. etcdctl 3.4 writes the
+/// results to stderr. (An unhealthy answer is printed when it differs from the one before, for the log of
+/// a test that times out.)
 fn etcd_cluster_healthy(s: &Server) -> Option<String> {
     static LAST: Mutex<String> = Mutex::new(String::new());
     let out = s.kubectl(&[
