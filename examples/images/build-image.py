@@ -10,14 +10,15 @@ and written as a single-layer image.
         --busybox --file etc/nginx/nginx.conf=nginx.conf --cmd nginx -g 'daemon off;' --out web.tar
 
 Options:
-  --name NAME           image name (RepoTags)
+  --name NAME           image name (RepoTags); repeat it to give the one image several tags
   --packages PKG...     Debian packages to install (with their Depends/Pre-Depends closure)
-  --exclude PKG...      packages of the closure to leave out (maintainer-script machinery by default)
+  --exclude PKG...      packages of the closure to leave out (maintainer-script machinery by default;
+                        a package named in --packages is always installed)
   --busybox             add busybox applet links (sh, ls, cat, kill, ...) for tools the image lacks
   --mkdir DIR...        directories to create (mode 0755, or DIR:MODE:UID:GID)
   --file DEST=SRC       copy a local file into the image (with its mode)
   --user NAME:UID:GID   add a user and its group to /etc/passwd and /etc/group
-  --env K=V             environment (PATH is set by default)
+  --env K=V             environment (PATH is set to the usual directories unless given)
   --cmd ARG...          the image's Cmd (must be last)
   --cache DIR           where downloaded .deb files are kept between builds (default $BERTH_DEB_CACHE or
                         ~/.cache/berth-debs)
@@ -68,7 +69,8 @@ def closure(packages, exclude):
             sys.exit(f"build-image: apt knows none of {packages}; run `apt-get update` first")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         names = depends(packages)
-    return sorted(n for n in names if n not in exclude)
+    # A package named in --packages is installed even when the default exclusions list it.
+    return sorted(n for n in names if n not in exclude or n in packages)
 
 
 def download(packages, cache):
@@ -91,7 +93,7 @@ def download(packages, cache):
 
 def main(argv):
     opts = {"packages": [], "exclude": [], "mkdir": [], "file": [], "user": [], "env": [], "cmd": []}
-    name = out = None
+    names, out = [], None
     cache = os.environ.get("BERTH_DEB_CACHE") or os.path.expanduser("~/.cache/berth-debs")
     busybox = False
     key = None
@@ -104,7 +106,8 @@ def main(argv):
         if a == "--busybox":
             busybox, key = True, None
         elif a == "--name":
-            name, i = argv[i + 1], i + 1
+            names.append(argv[i + 1])
+            i += 1
         elif a == "--out":
             out, i = argv[i + 1], i + 1
         elif a == "--cache":
@@ -116,7 +119,7 @@ def main(argv):
         else:
             sys.exit(f"build-image: unexpected argument {a!r}\n{__doc__}")
         i += 1
-    if not name or not out or not opts["packages"]:
+    if not names or not out or not opts["packages"]:
         sys.exit(__doc__)
 
     exclude = DEFAULT_EXCLUDE | set(opts["exclude"])
@@ -170,11 +173,13 @@ def main(argv):
                 t.add(os.path.join(root, entry), arcname=entry, filter=owned)
         layer = layer.getvalue()
         diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-        env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] + opts["env"]
+        env = opts["env"]
+        if not any(e.startswith("PATH=") for e in env):
+            env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] + env
         config = json.dumps({"architecture": "amd64", "os": "linux",
                              "config": {"Env": env, "Cmd": opts["cmd"] or ["/bin/sh"]},
                              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
-        manifest = json.dumps([{"Config": "config.json", "RepoTags": [name], "Layers": ["layer.tar"]}]).encode()
+        manifest = json.dumps([{"Config": "config.json", "RepoTags": names, "Layers": ["layer.tar"]}]).encode()
         tmp = out + ".tmp"
         with tarfile.open(tmp, mode="w") as t:
             for n, data in [("manifest.json", manifest), ("config.json", config), ("layer.tar", layer)]:
@@ -183,7 +188,7 @@ def main(argv):
                 ti.mode = 0o644
                 t.addfile(ti, io.BytesIO(data))
         os.replace(tmp, out)
-        print(f"{out}: {name} ({len(pkgs)} packages, {len(layer) // (1 << 20)} MiB)")
+        print(f"{out}: {', '.join(names)} ({len(pkgs)} packages, {len(layer) // (1 << 20)} MiB)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
