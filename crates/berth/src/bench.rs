@@ -3,6 +3,7 @@
 //! `berth server` process, create throughput with 1 and 16 concurrent clients beside the raw store commit
 //! rate it rests on, watch fan-out, and list latency with 10,000 pods stored.
 
+mod examples;
 mod network;
 
 use anyhow::{Context, Result};
@@ -28,7 +29,8 @@ pub struct BenchArgs {
     pub pods: usize,
     /// Which figures: `control-plane`, `statefulset`, `agent`, `network` (these two need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
-    /// included when they can run).
+    /// included when they can run), or `examples` (root, kubectl and the Debian mirror: the examples'
+    /// apply → Ready times and Berth's memory with all of them running; not part of `all`).
     #[arg(long, default_value = "all")]
     pub suite: String,
     /// Replicas of the Parallel set in the StatefulSet run.
@@ -40,7 +42,13 @@ pub struct BenchArgs {
     /// Running pods in the agent-memory run.
     #[arg(long, default_value_t = 100)]
     pub running_pods: usize,
+    /// The repository's `examples/` directory, for `--suite examples`.
+    #[arg(long, default_value = "examples")]
+    pub examples_dir: std::path::PathBuf,
 }
+
+/// The cluster DNS address of the control-plane bench servers.
+const CONTROL_PLANE_DNS: &str = "10.43.255.247";
 
 struct Child {
     proc: std::process::Child,
@@ -66,6 +74,9 @@ impl Drop for Child {
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Ok(dns) = CONTROL_PLANE_DNS.parse() {
+            network::drop_lo_addresses(dns, "-");
         }
     }
 }
@@ -100,7 +111,8 @@ async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client> {
 
 /// Start `berth server` as a child process and wait for its first successful request.
 async fn start_server() -> Result<(Child, Duration, kube::Client)> {
-    start_server_with(&["--disable-agent"]).await
+    // Its own cluster DNS address (a /32 on `lo` as root), removed again by `Child::drop`.
+    start_server_with(&["--disable-agent", "--cluster-dns", CONTROL_PLANE_DNS]).await
 }
 
 async fn start_server_with(extra: &[&str]) -> Result<(Child, Duration, kube::Client)> {
@@ -487,6 +499,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     if args.suite == "network" {
         return network::figures().await;
+    }
+    if args.suite == "examples" {
+        return examples::figures(&args.examples_dir).await;
     }
     println!(
         "| server start to first successful request (median of 5) | {:.1} ms |",

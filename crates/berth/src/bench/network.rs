@@ -217,7 +217,14 @@ pub async fn figures() -> Result<()> {
     ])
     .await?;
     let result = run(&child, client).await;
-    // The server's loopback addresses: its DNS and the ClusterIPs its proxy bound.
+    drop_lo_addresses(DNS, "10.44.250.");
+    drop(child);
+    result
+}
+
+/// Remove the loopback addresses a bench server left: its cluster DNS address and the ClusterIPs (those
+/// starting with `service_prefix`) its proxy bound.
+pub(super) fn drop_lo_addresses(dns: Ipv4Addr, service_prefix: &str) {
     let shown = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "dev", "lo"])
         .output()
@@ -225,13 +232,11 @@ pub async fn figures() -> Result<()> {
         .unwrap_or_default();
     for w in shown.split_whitespace() {
         if let Some(ip) = w.strip_suffix("/32").and_then(|i| i.parse::<Ipv4Addr>().ok())
-            && (ip == DNS || ip.to_string().starts_with("10.44.250."))
+            && (ip == dns || ip.to_string().starts_with(service_prefix))
         {
             add_lo(ip, false);
         }
     }
-    drop(child);
-    result
 }
 
 async fn run(child: &super::Child, client: kube::Client) -> Result<()> {
