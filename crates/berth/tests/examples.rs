@@ -240,7 +240,7 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
     if !common::can_run_containers() {
         return;
     }
-    let s = Server::start_with(&["--node-name", "greet-node"]);
+    let mut s = Server::start_with(&["--node-name", "greet-node"]);
     // (Its own .deb cache: the web test may be downloading into the shared one at the same time.)
     let cache = tempfile::tempdir().expect("cache");
     build_and_import(&s, "greet", Some(cache.path()));
@@ -296,6 +296,42 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
             .then_some(())
         });
     }
+    // kill -9 of the whole server: the pods keep serving on their own addresses and keep their
+    // counters; after the restart the node port reaches all three again and no count went back.
+    let visits = |body: &str| -> u64 {
+        body.trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no visit count in {body:?}"))
+    };
+    let ip0 = ready_ip(&s, "greet-0");
+    let before = visits(&s.ok(&["exec", "greet-0", "--", "wget", "-qO-", "http://127.0.0.1:8080/"]));
+    s.kill9();
+    let mut c = std::net::TcpStream::connect((ip0.as_str(), 8080)).expect("greet-0 while the server is down");
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+    let mut r = String::new();
+    c.read_to_string(&mut r).expect("read");
+    assert!(
+        r.ends_with(&format!("Hello from greet-0! Visits: {}\n", before + 1)),
+        "{r}"
+    );
+    s.restart();
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(
+        60,
+        "all three pods behind the node port after the restart",
+        || {
+            let body = hello()?;
+            seen.insert(body.split('!').next()?.to_string());
+            (seen.len() == 3).then_some(())
+        },
+    );
+    let after = visits(&s.ok(&["exec", "greet-0", "--", "wget", "-qO-", "http://127.0.0.1:8080/"]));
+    assert!(
+        after >= before + 2,
+        "greet-0's count went from {before} to {after}"
+    );
     s.ok(&["delete", "sts", "greet", "--wait=false"]);
     eventually(60, "pods gone", || {
         s.ok(&["get", "pods", "-o", "name"])
