@@ -331,6 +331,8 @@ pub async fn run(client: kube::Client, node_name: String) {
 async fn serve_tcp(listener: tokio::net::TcpListener, b: Arc<Mutex<Balancer>>) {
     loop {
         let Ok((mut conn, peer)) = listener.accept().await else {
+            // (Out of descriptors, say: pause rather than spin.)
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let b = b.clone();
@@ -368,6 +370,7 @@ async fn serve_udp(sock: tokio::net::UdpSocket, b: Arc<Mutex<Balancer>>) {
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let backends = b.lock().map(|b| b.backends.clone()).unwrap_or_default();

@@ -255,6 +255,12 @@ async fn forward(query: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
     None
 }
 
+/// The index's reply to one query's bytes, when the name is ours to answer.
+fn local(index: &Index, bytes: &[u8]) -> Option<Vec<u8>> {
+    let req = Message::from_vec(bytes).ok()?;
+    index.answer(&req)?.to_vec().ok()
+}
+
 /// The reply to one query's bytes: ours from the index, else the upstream's; SERVFAIL when neither.
 async fn respond(index: &Index, bytes: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
     let req = Message::from_vec(bytes).ok()?;
@@ -320,8 +326,15 @@ pub async fn serve(client: kube::Client, addr: SocketAddr, domain: String) -> st
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
+                let index = rx.borrow().clone();
+                // Names of the zone are answered here, from memory, without a task per query; only
+                // forwarding (which waits on another server) gets its own task.
+                if let Some(r) = local(&index, &buf[..n]) {
+                    let _ = udp.send_to(&r, peer).await;
+                    continue;
+                }
                 let query = buf[..n].to_vec();
-                let (udp, index, upstream) = (udp.clone(), rx.borrow().clone(), upstream.clone());
+                let (udp, upstream) = (udp.clone(), upstream.clone());
                 tokio::spawn(async move {
                     if let Some(r) = respond(&index, &query, &upstream).await {
                         let _ = udp.send_to(&r, peer).await;
