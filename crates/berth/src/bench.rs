@@ -573,6 +573,51 @@ fn shims(data_dir: &std::path::Path) -> Vec<u32> {
     out
 }
 
+/// A watch of `pods` from their current resourceVersion (only changes from now on), for 60 s.
+async fn watch_pods_from_now(
+    pods: &Api<Pod>,
+) -> Result<futures::stream::BoxStream<'static, kube::Result<WatchEvent<Pod>>>> {
+    let rv = pods
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    Ok(pods
+        .watch(&WatchParams::default().timeout(60), &rv)
+        .await?
+        .boxed())
+}
+
+/// Wait (up to 30 s) for the Node `name` to be registered, so that pods bound to it are run.
+async fn wait_for_node(client: &kube::Client, name: &str) -> Result<()> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let t0 = Instant::now();
+    while nodes.get_opt(name).await?.is_none() {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "node {name} never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Wait up to `secs` for the shims of `data_dir`'s pods to end (their pods were deleted), then kill
+/// what is left of them (each leads its process group, with its container).
+async fn end_shims(data_dir: &std::path::Path, secs: u64) {
+    let t = Instant::now();
+    while !shims(data_dir).is_empty() && t.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for pid in shims(data_dir) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 fn bench_pod(name: &str, node: &str, extra: serde_json::Value) -> Result<Pod> {
     let mut v = serde_json::json!({"metadata": {"name": name, "labels": {"bench": "agent"}},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
@@ -589,27 +634,12 @@ async fn agent_figures(args: &BenchArgs) -> Result<()> {
     let archive = agent::image::busybox_archive(child.dir.path())?;
     agent::image::ImageStore::open(child.dir.path())?.import(&archive)?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    // Wait for the node, so that pods bound to it are run.
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let t0 = Instant::now();
-    while nodes.get_opt("bench").await?.is_none() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "node never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_node(&client, "bench").await?;
     // 1. Start latency: a pod created already bound (spec.nodeName), until the watch shows it Running.
     let mut lat = Vec::new();
     for i in 0..20 {
         let name = format!("start-{i}");
-        let rv = pods
-            .list(&ListParams::default().limit(1))
-            .await?
-            .metadata
-            .resource_version
-            .unwrap_or_default();
-        let mut stream = pods
-            .watch(&WatchParams::default().timeout(60), &rv)
-            .await?
-            .boxed();
+        let mut stream = watch_pods_from_now(&pods).await?;
         let t = Instant::now();
         pods.create(
             &PostParams::default(),
@@ -710,16 +740,7 @@ async fn agent_figures(args: &BenchArgs) -> Result<()> {
     let _ = pods
         .delete_collection(&Default::default(), &ListParams::default().labels("bench=agent"))
         .await;
-    let t = Instant::now();
-    while !shims(child.dir.path()).is_empty() && t.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for pid in shims(child.dir.path()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    end_shims(child.dir.path(), 60).await;
     drop(child);
     Ok(())
 }

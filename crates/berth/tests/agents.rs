@@ -55,13 +55,7 @@ fn a_second_node_joins_with_the_token_and_runs_the_pods_scheduled_to_it() {
 
     let dir = tempfile::tempdir().expect("dir");
     let archive = common::busybox_archive(dir.path()).expect("archive");
-    let out = Command::new(berth)
-        .args(["image", "import", "--data-dir"])
-        .arg(dir.path())
-        .arg(&archive)
-        .output()
-        .expect("import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::import_image(dir.path(), &archive);
     let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
     let child = Command::new(berth)
         .args([
@@ -202,13 +196,7 @@ fn pods_on_two_agents_in_their_own_network_namespaces_reach_each_other_by_dns_na
         let ns = lan.node(host);
         let dir = tempfile::tempdir().expect("dir");
         let archive = common::busybox_archive(dir.path()).expect("archive");
-        let out = Command::new(berth)
-            .args(["image", "import", "--data-dir"])
-            .arg(dir.path())
-            .arg(&archive)
-            .output()
-            .expect("import");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        common::import_image(dir.path(), &archive);
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))

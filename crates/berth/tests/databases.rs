@@ -12,39 +12,9 @@ use common::{Server, eventually};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Builds share the .deb cache: one at a time.
-static BUILDS: Mutex<()> = Mutex::new(());
-
-/// Build `examples/<example>/build.sh`'s image archive and import it into the server's node with
-/// `berth image import` (as `examples.rs` does).
-fn build_and_import(s: &Server, example: &str) {
-    let archive = s.data_dir().join(format!("{example}.tar"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = {
-        let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
-        Command::new(root.join("examples").join(example).join("build.sh"))
-            .arg(&archive)
-            .output()
-            .expect("build.sh")
-    };
-    assert!(
-        out.status.success(),
-        "build {example}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["image", "import", "--data-dir"])
-        .arg(s.data_dir())
-        .arg(&archive)
-        .output()
-        .expect("import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The example's manifest.
 fn manifest(example: &str) -> String {
@@ -217,7 +187,7 @@ fn etcd_three_members_keep_identity_data_and_quorum() {
     }
     let t = Instant::now();
     let mut s = Server::start_with(&["--node-name", "etcd-node"]);
-    build_and_import(&s, "etcd");
+    common::build_and_import(&s, "etcd", None);
     apply_and_wait(&s, "etcd", &ETCD);
 
     // The three members bootstrapped through their stable names; a write through etcd-0 is read through
@@ -381,7 +351,7 @@ fn redis_primary_and_two_replicas_by_pod_index() {
     }
     let t = Instant::now();
     let mut s = Server::start_with(&["--node-name", "redis-node"]);
-    build_and_import(&s, "redis");
+    common::build_and_import(&s, "redis", None);
     apply_and_wait(&s, "redis", &REDIS);
 
     // Roles from the pod-index label: redis-0 the primary, the others its replicas.
@@ -452,7 +422,7 @@ fn postgres_primary_and_two_streaming_replicas_cloned_by_pg_basebackup() {
     }
     let t = Instant::now();
     let mut s = Server::start_with(&["--node-name", "postgres-node"]);
-    build_and_import(&s, "postgres");
+    common::build_and_import(&s, "postgres", None);
     apply_and_wait(&s, "postgres", &POSTGRES);
 
     // A table created on the primary is on both replicas, which stream from it.

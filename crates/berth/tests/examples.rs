@@ -9,7 +9,6 @@ mod common;
 use common::{Server, eventually};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::process::Command;
 
 fn pod(s: &Server, name: &str) -> Option<Value> {
     let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
@@ -45,38 +44,13 @@ fn get(ip: &str) -> (String, String) {
     (status, body)
 }
 
-/// Build `examples/<example>/build.sh`'s image archive (with its own .deb cache when given) and import
-/// it into the server's node with `berth image import`.
-fn build_and_import(s: &Server, example: &str, cache: Option<&std::path::Path>) {
-    let archive = s.data_dir().join(format!("{example}.tar"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut build = Command::new(root.join("examples").join(example).join("build.sh"));
-    build.arg(&archive);
-    if let Some(c) = cache {
-        build.env("BERTH_DEB_CACHE", c);
-    }
-    let out = build.output().expect("build.sh");
-    assert!(
-        out.status.success(),
-        "build {example}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["image", "import", "--data-dir"])
-        .arg(s.data_dir())
-        .arg(&archive)
-        .output()
-        .expect("import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
     if !common::can_run_containers() {
         return;
     }
     let mut s = Server::start_with(&["--node-name", "web-node"]);
-    build_and_import(&s, "web", None);
+    common::build_and_import(&s, "web", None);
     for f in ["seed-storage-local.yaml", "seed-web.yaml"] {
         s.ok(&["apply", "-f", &common::seed(f).to_string_lossy()]);
     }
@@ -243,7 +217,7 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
     let mut s = Server::start_with(&["--node-name", "greet-node"]);
     // (Its own .deb cache: the web test may be downloading into the shared one at the same time.)
     let cache = tempfile::tempdir().expect("cache");
-    build_and_import(&s, "greet", Some(cache.path()));
+    common::build_and_import(&s, "greet", Some(cache.path()));
     for f in ["seed-greet-service.yaml", "seed-greet-statefulset.yaml"] {
         s.ok(&["apply", "-f", &common::seed(f).to_string_lossy()]);
     }

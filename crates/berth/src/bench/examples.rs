@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -68,12 +68,7 @@ async fn run(child: &super::Child, client: kube::Client, dir: &Path) -> Result<(
         );
         store.import(&archive)?;
     }
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let t0 = Instant::now();
-    while nodes.get_opt("bench").await?.is_none() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "node never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    super::wait_for_node(&client, "bench").await?;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
     let kubeconfig = data.join("kubeconfig.yaml");
     let mut pods = 0;
@@ -124,16 +119,6 @@ async fn run(child: &super::Child, client: kube::Client, dir: &Path) -> Result<(
     for (_, _, set) in EXAMPLES {
         let _ = sets.delete(set, &Default::default()).await;
     }
-    let all: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
-    let t = Instant::now();
-    while !all.list(&ListParams::default()).await?.items.is_empty() && t.elapsed() < Duration::from_secs(90) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for pid in super::shims(&data) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    super::end_shims(&data, 90).await;
     Ok(())
 }

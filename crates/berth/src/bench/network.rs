@@ -14,7 +14,7 @@
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, PostParams, WatchEvent};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -243,12 +243,7 @@ async fn run(child: &super::Child, client: kube::Client) -> Result<()> {
     let data = child.dir.path().to_path_buf();
     let archive = agent::image::busybox_archive(&data)?;
     agent::image::ImageStore::open(&data)?.import(&archive)?;
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let t0 = Instant::now();
-    while nodes.get_opt("bench").await?.is_none() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "node never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    super::wait_for_node(&client, "bench").await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
@@ -363,16 +358,7 @@ async fn run(child: &super::Child, client: kube::Client) -> Result<()> {
     let mut delays = Vec::new();
     for i in 0..10 {
         let pname = format!("ready-{i}");
-        let rv = pods
-            .list(&ListParams::default().limit(1))
-            .await?
-            .metadata
-            .resource_version
-            .unwrap_or_default();
-        let mut stream = pods
-            .watch(&WatchParams::default().timeout(60), &rv)
-            .await?
-            .boxed();
+        let mut stream = super::watch_pods_from_now(&pods).await?;
         pods.create(
             &pp,
             &pod(
@@ -477,16 +463,7 @@ async fn run(child: &super::Child, client: kube::Client) -> Result<()> {
             &ListParams::default().labels("bench=network"),
         )
         .await;
-    let t = Instant::now();
-    while !super::shims(&data).is_empty() && t.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for pid in super::shims(&data) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    super::end_shims(&data, 30).await;
     Ok(())
 }
 

@@ -351,15 +351,45 @@ pub fn can_run_containers() -> bool {
 pub fn server_with_busybox(node: &str) -> Server {
     let s = Server::start_with(&["--node-name", node]);
     let archive = busybox_archive(s.data_dir()).expect("busybox archive");
+    let out = import_image(s.data_dir(), &archive);
+    assert!(out.contains("docker.io/library/busybox:test"), "{out}");
+    s
+}
+
+/// `berth image import --data-dir DATA_DIR ARCHIVE` (the node's image store); its output.
+pub fn import_image(data_dir: &Path, archive: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["image", "import", "--data-dir"])
-        .arg(s.data_dir())
-        .arg(&archive)
+        .arg(data_dir)
+        .arg(archive)
         .output()
         .expect("berth image import");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("docker.io/library/busybox:test"));
-    s
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Build `examples/<example>/build.sh`'s image archive and import it into the server's node. Builds
+/// sharing the default .deb cache run one at a time; `cache` gives one its own.
+pub fn build_and_import(s: &Server, example: &str, cache: Option<&Path>) {
+    static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let archive = s.data_dir().join(format!("{example}.tar"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut build = Command::new(root.join("examples").join(example).join("build.sh"));
+    build.arg(&archive);
+    let out = match cache {
+        Some(c) => build.env("BERTH_DEB_CACHE", c).output(),
+        None => {
+            let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+            build.output()
+        }
+    }
+    .expect("build.sh");
+    assert!(
+        out.status.success(),
+        "build {example}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    import_image(s.data_dir(), &archive);
 }
 
 /// The busybox test image archive (`agent::image::busybox_archive`); `None` without `/usr/bin/busybox`.
