@@ -1394,20 +1394,26 @@ fn stop_all(pod_dir: &Path, kill: bool) -> bool {
             if matches!(st, State::Starting | State::Stopping) {
                 all_stopped = false;
             }
-            if let State::Running { .. } = st {
+            if let State::Running { pid, .. } = st {
                 all_stopped = false;
+                if kill {
+                    runtime::signal(&e.path(), nix::sys::signal::Signal::SIGKILL);
+                    continue;
+                }
                 // A preStop hook still running holds SIGTERM back (not SIGKILL at the deadline).
                 let hook_running =
                     e.path().join("prestop").exists() && !e.path().join("prestop-done").exists();
-                if hook_running && !kill {
+                if hook_running {
                     continue;
                 }
-                let sig = if kill {
-                    nix::sys::signal::Signal::SIGKILL
-                } else {
-                    nix::sys::signal::Signal::SIGTERM
-                };
-                runtime::signal(&e.path(), sig);
+                // SIGTERM once per run, as the runtime's StopContainer sends its stop signal once and
+                // then waits out the timeout (many programs take a second SIGTERM as "quit now").
+                let sent = e.path().join("sigterm-sent");
+                if std::fs::read_to_string(&sent).is_ok_and(|p| p == pid.to_string()) {
+                    continue;
+                }
+                runtime::signal(&e.path(), nix::sys::signal::Signal::SIGTERM);
+                let _ = std::fs::write(&sent, pid.to_string());
             }
         }
     }
