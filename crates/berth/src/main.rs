@@ -193,6 +193,11 @@ pub struct ServerArgs {
     /// Cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// This node's InternalIP (default: `--bind-address`; with 0.0.0.0, the address of the interface of
+    /// the default route, as k3s picks it). Other nodes route this node's pod slice and the cluster DNS
+    /// through it.
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -323,6 +328,25 @@ fn local_ip_towards(url: &http::Uri) -> Option<IpAddr> {
     sock.local_addr().ok().map(|a| a.ip())
 }
 
+/// The server node's InternalIP: `--node-ip`, else `--bind-address`, else (bound to all addresses) the
+/// source address of the default route (a UDP connect sends nothing), else loopback.
+fn server_node_ip(args: &ServerArgs) -> IpAddr {
+    if let Some(ip) = args.node_ip {
+        return ip;
+    }
+    if !args.bind_address.is_unspecified() {
+        return args.bind_address;
+    }
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            // TEST-NET-1 (RFC 5737): only the routing decision is made, no packet leaves.
+            s.connect(("192.0.2.1", 9))?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_lowercase())
@@ -385,6 +409,11 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     ];
     if !args.bind_address.is_unspecified() {
         sans.push(args.bind_address.to_string());
+    }
+    // The node's address too: agents on other machines reach the server there when it listens on all.
+    let node_ip = server_node_ip(args).to_string();
+    if !sans.contains(&node_ip) {
+        sans.push(node_ip);
     }
     sans.push("kubernetes.default.svc".into());
     sans.push(format!("kubernetes.default.svc.{}", args.cluster_domain));
@@ -453,11 +482,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
             client,
             agent::Config {
                 node_name: node.clone(),
-                node_ip: if args.bind_address.is_unspecified() {
-                    IpAddr::from([127, 0, 0, 1])
-                } else {
-                    args.bind_address
-                },
+                node_ip: server_node_ip(args),
                 data_dir: args.data_dir.clone(),
                 control_plane: true,
                 kubelet_token: kubelet_token.clone(),
