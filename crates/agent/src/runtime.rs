@@ -314,6 +314,20 @@ fn err(what: &str) -> impl FnOnce(nix::Error) -> std::io::Error + '_ {
 }
 
 /// Make `target` (inside the new root) exist as a directory or an empty file, matching `source`.
+/// Make the terminal on fd 0 this process's controlling terminal, as runc does for a `terminal: true`
+/// process: lead a new session, then reopen fd 0 through /proc (a session leader without a terminal
+/// acquires the first it opens).
+fn take_controlling_terminal() -> std::io::Result<()> {
+    nix::unistd::setsid().map_err(err("setsid"))?;
+    drop(
+        std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/proc/self/fd/0")?,
+    );
+    Ok(())
+}
+
 fn mount_point(target: &Path, source: &Path) -> std::io::Result<()> {
     if source.is_dir() {
         std::fs::create_dir_all(target)
@@ -382,15 +396,8 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
     if spec.tty {
-        // The terminal the shim made (on fds 0-2) becomes the workload's controlling terminal: lead a new
-        // session, then open it (a session leader without a terminal acquires the first it opens).
-        nix::unistd::setsid().map_err(err("setsid"))?;
-        drop(
-            std::fs::File::options()
-                .read(true)
-                .write(true)
-                .open("/proc/self/fd/0")?,
-        );
+        // The terminal the shim made (on fds 0-2) becomes the workload's controlling terminal.
+        take_controlling_terminal()?;
     }
     unshare(CloneFlags::CLONE_NEWNS).map_err(err("mount namespace"))?;
     mount(
@@ -541,17 +548,9 @@ pub fn exec_main(dir: &Path, argv: &[String], tty: bool) -> std::io::Result<i32>
         return Err(std::io::Error::other("container is not running"));
     };
     if tty {
-        // stdin is a pseudo-terminal's slave (the kubelet API allocated it): lead a new session and make it
-        // the controlling terminal, as runc does for a `terminal: true` process. A session leader without
-        // one acquires the first terminal it opens; reopening fd 0 through /proc does that, before the
-        // container's /proc replaces ours.
-        nix::unistd::setsid().map_err(err("setsid"))?;
-        drop(
-            std::fs::File::options()
-                .read(true)
-                .write(true)
-                .open("/proc/self/fd/0")?,
-        );
+        // stdin is a pseudo-terminal's slave (the kubelet API allocated it), before the container's /proc
+        // replaces ours.
+        take_controlling_terminal()?;
     }
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;

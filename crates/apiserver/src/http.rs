@@ -324,7 +324,12 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
-        (&Method::GET | &Method::POST, Some(name), Some(Subresource::Exec)) => {
+        (&Method::GET | &Method::POST, Some(name), Some(sub @ (Subresource::Exec | Subresource::Attach))) => {
+            let agent_path = if matches!(sub, Subresource::Exec) {
+                "exec"
+            } else {
+                "attach"
+            };
             crate::proxy::pod_exec(
                 reg,
                 &target,
@@ -332,19 +337,7 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
                 &query,
                 &mut parts,
                 &state.kubelet_token,
-                "exec",
-            )
-            .await
-        }
-        (&Method::GET | &Method::POST, Some(name), Some(Subresource::Attach)) => {
-            crate::proxy::pod_exec(
-                reg,
-                &target,
-                name,
-                &query,
-                &mut parts,
-                &state.kubelet_token,
-                "attach",
+                agent_path,
             )
             .await
         }

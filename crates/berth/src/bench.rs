@@ -53,6 +53,9 @@ const CONTROL_PLANE_DNS: &str = "10.43.255.247";
 struct Child {
     proc: std::process::Child,
     dir: tempfile::TempDir,
+    /// Its `--cluster-dns` and `--service-cidr`: the server puts the DNS address and the ClusterIPs its
+    /// proxy binds on `lo` (as root); removed on drop.
+    loopback: Option<(std::net::Ipv4Addr, String)>,
 }
 
 impl Drop for Child {
@@ -75,8 +78,8 @@ impl Drop for Child {
         for m in mounts {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
-        if let Ok(dns) = CONTROL_PLANE_DNS.parse() {
-            network::drop_lo_addresses(dns, "-");
+        if let Some((dns, service_cidr)) = &self.loopback {
+            network::drop_lo_addresses(*dns, service_cidr);
         }
     }
 }
@@ -111,8 +114,21 @@ async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client> {
 
 /// Start `berth server` as a child process and wait for its first successful request.
 async fn start_server() -> Result<(Child, Duration, kube::Client)> {
-    // Its own cluster DNS address (a /32 on `lo` as root), removed again by `Child::drop`.
-    start_server_with(&["--disable-agent", "--cluster-dns", CONTROL_PLANE_DNS]).await
+    start_server_with(&[
+        "--disable-agent",
+        "--cluster-dns",
+        CONTROL_PLANE_DNS,
+        "--service-cidr",
+        "10.44.247.0/24",
+    ])
+    .await
+}
+
+/// The value following `flag` in `args`.
+fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| args.get(i + 1).copied())
 }
 
 async fn start_server_with(extra: &[&str]) -> Result<(Child, Duration, kube::Client)> {
@@ -127,7 +143,12 @@ async fn start_server_with(extra: &[&str]) -> Result<(Child, Duration, kube::Cli
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("spawning berth server")?;
-    let child = Child { proc, dir };
+    // Bench servers name their own cluster DNS and Service range (not the defaults a real server on this
+    // machine may use), so that what they put on `lo` can be taken off again.
+    let loopback = flag_value(extra, "--cluster-dns")
+        .and_then(|d| d.parse().ok())
+        .map(|d| (d, flag_value(extra, "--service-cidr").unwrap_or("").to_string()));
+    let child = Child { proc, dir, loopback };
     loop {
         if kubeconfig.exists()
             && let Ok(client) = client_for(&kubeconfig).await
@@ -479,16 +500,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
     );
     println!();
-    let mut starts = Vec::new();
-    for _ in 0..5 {
-        let (child, took, _client) = start_server().await?;
-        starts.push(took);
-        drop(child);
-    }
-    starts.sort();
-    let (child, _, client) = start_server().await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = rss_kib(child.proc.id()).unwrap_or(0);
     println!("| figure | result |");
     println!("| --- | --- |");
     if args.suite == "statefulset" {
@@ -503,6 +514,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "examples" {
         return examples::figures(&args.examples_dir).await;
     }
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let (child, took, _client) = start_server().await?;
+        starts.push(took);
+        drop(child);
+    }
+    starts.sort();
+    let (child, _, client) = start_server().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(child.proc.id()).unwrap_or(0);
     println!(
         "| server start to first successful request (median of 5) | {:.1} ms |",
         starts[2].as_secs_f64() * 1e3
@@ -630,7 +651,15 @@ fn bench_pod(name: &str, node: &str, extra: serde_json::Value) -> Result<Pod> {
 /// readiness probe to all Ready, and the memory of Berth's own processes per running pod.
 async fn agent_figures(args: &BenchArgs) -> Result<()> {
     use k8s_openapi::api::apps::v1::StatefulSet;
-    let (child, _, client) = start_server_with(&["--node-name", "bench"]).await?;
+    let (child, _, client) = start_server_with(&[
+        "--node-name",
+        "bench",
+        "--cluster-dns",
+        "10.43.255.251",
+        "--service-cidr",
+        "10.44.251.0/24",
+    ])
+    .await?;
     let archive = agent::image::busybox_archive(child.dir.path())?;
     agent::image::ImageStore::open(child.dir.path())?.import(&archive)?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

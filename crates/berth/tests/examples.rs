@@ -196,12 +196,7 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
         &common::seed("seed-web.yaml").to_string_lossy(),
         "--wait=false",
     ]);
-    eventually(90, "pods gone", || {
-        s.ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    s.wait_pods_gone(90);
     common::kill_containers(s.data_dir());
 }
 
@@ -307,11 +302,6 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
         "greet-0's count went from {before} to {after}"
     );
     s.ok(&["delete", "sts", "greet", "--wait=false"]);
-    eventually(60, "pods gone", || {
-        s.ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    s.wait_pods_gone(60);
     common::kill_containers(s.data_dir());
 }

@@ -278,12 +278,7 @@ fn a_statefulset_runs_as_real_processes_with_identity_storage_restarts_and_grace
     // Scale to zero and delete the rest: no container process remains.
     s.ok(&["scale", "sts", "db", "--replicas=0"]);
     s.ok(&["delete", "pod", "noimage", "crash", "unlive", "--wait=false"]);
-    eventually(60, "every pod gone", || {
-        s.ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    s.wait_pods_gone(60);
     eventually(20, "no pod directories left", || {
         std::fs::read_dir(s.data_dir().join("agent/pods"))
             .ok()?
@@ -432,12 +427,7 @@ fn exec_it_and_attach_run_interactive_sessions_on_terminals() {
     });
 
     s.ok(&["delete", "pod", "--all", "--wait=false", "--grace-period=1"]);
-    eventually(30, "pods gone", || {
-        s.ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    s.wait_pods_gone(30);
     common::kill_containers(s.data_dir());
 }
 
@@ -629,12 +619,7 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
             .unwrap_or_default()
     );
     s.ok(&["delete", "pod", "--all", "--wait=false"]);
-    eventually(30, "pods gone", || {
-        s.ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    s.wait_pods_gone(30);
     // Their addresses are free again.
     eventually(10, "addresses released", || {
         let held: Vec<String> = std::fs::read_dir(agent::network::IPAM_DIR)

@@ -200,11 +200,6 @@ fn missing_images_are_pulled_from_a_registry_with_the_pods_pull_secret() {
     });
 
     s.ok(&["delete", "pod", "--all", "--wait=false", "--grace-period=1"]);
-    eventually(30, "every pod gone", || {
-        s.ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    s.wait_pods_gone(30);
     common::kill_containers(s.data_dir());
 }

@@ -167,12 +167,7 @@ fn claims_are_provisioned_bound_cloned_expanded_and_released_on_the_agents_node(
 
     // Scale to zero: the pods stop; claims and data stay (whenScaled: Retain).
     s.ok(&["scale", "sts", "web", "--replicas=0"]);
-    eventually(60, "pods gone", || {
-        s.ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    s.wait_pods_gone(60);
     assert!(dir0.join("index.html").exists() && dir1.is_dir());
 
     // Deleting a claim releases its volume; reclaimPolicy Delete removes the data and the volume.

@@ -99,48 +99,57 @@ impl Index {
                             continue;
                         };
                         ix.add(&own, &zone, RData::A(A(ip)));
-                        if addr.hostname.is_some()
-                            && let Some(r) = reverse(ip)
-                        {
-                            ix.records
-                                .entry(r)
-                                .or_default()
-                                .push(RData::PTR(PTR(own.clone())));
+                        if addr.hostname.is_some() {
+                            ix.add_ptr(ip, &own);
                         }
                         for p in subset.ports.iter().flatten() {
-                            let Some(pname) = p.name.as_deref().filter(|n| !n.is_empty()) else {
-                                continue;
-                            };
-                            let proto = p.protocol.as_deref().unwrap_or("TCP").to_lowercase();
-                            if let Some(srv) = name(&format!("_{pname}._{proto}.{base}")) {
-                                let port = u16::try_from(p.port).unwrap_or(0);
-                                ix.add(&srv, &zone, RData::SRV(SRV::new(0, 100, port, own.clone())));
-                            }
+                            let (pname, proto) = (p.name.as_deref(), p.protocol.as_deref());
+                            ix.add_srv(&zone, &base, pname, proto, p.port, &own);
                         }
                     }
                 }
                 ix.exist(&base, &zone);
             } else if let Ok(ip) = cluster_ip.parse::<Ipv4Addr>() {
                 ix.add(&base, &zone, RData::A(A(ip)));
-                if let Some(r) = reverse(ip) {
-                    ix.records
-                        .entry(r)
-                        .or_default()
-                        .push(RData::PTR(PTR(base.clone())));
-                }
+                ix.add_ptr(ip, &base);
                 for p in spec.ports.iter().flatten() {
-                    let Some(pname) = p.name.as_deref().filter(|n| !n.is_empty()) else {
-                        continue;
-                    };
-                    let proto = p.protocol.as_deref().unwrap_or("TCP").to_lowercase();
-                    if let Some(srv) = name(&format!("_{pname}._{proto}.{base}")) {
-                        let port = u16::try_from(p.port).unwrap_or(0);
-                        ix.add(&srv, &zone, RData::SRV(SRV::new(0, 100, port, base.clone())));
-                    }
+                    let (pname, proto) = (p.name.as_deref(), p.protocol.as_deref());
+                    ix.add_srv(&zone, &base, pname, proto, p.port, &base);
                 }
             }
         }
         ix
+    }
+
+    /// `_<port name>._<protocol>.<base>` SRV → `target` (unnamed ports have none, as the DNS
+    /// specification says).
+    fn add_srv(
+        &mut self,
+        zone: &Name,
+        base: &Name,
+        port_name: Option<&str>,
+        protocol: Option<&str>,
+        port: i32,
+        target: &Name,
+    ) {
+        let Some(pname) = port_name.filter(|n| !n.is_empty()) else {
+            return;
+        };
+        let proto = protocol.unwrap_or("TCP").to_lowercase();
+        if let Some(srv) = name(&format!("_{pname}._{proto}.{base}")) {
+            let port = u16::try_from(port).unwrap_or(0);
+            self.add(&srv, zone, RData::SRV(SRV::new(0, 100, port, target.clone())));
+        }
+    }
+
+    /// The PTR record of `ip` → `target` (outside the zone: no existence bookkeeping).
+    fn add_ptr(&mut self, ip: Ipv4Addr, target: &Name) {
+        if let Some(r) = reverse(ip) {
+            self.records
+                .entry(r)
+                .or_default()
+                .push(RData::PTR(PTR(target.clone())));
+        }
     }
 
     fn add(&mut self, n: &Name, zone: &Name, r: RData) {

@@ -46,10 +46,7 @@ pub async fn figures(examples_dir: &Path) -> Result<()> {
         "10.44.248.0/24",
     ])
     .await?;
-    let result = run(&child, client, examples_dir).await;
-    super::network::drop_lo_addresses(DNS, "10.44.248.");
-    drop(child);
-    result
+    run(&child, client, examples_dir).await
 }
 
 async fn run(child: &super::Child, client: kube::Client, dir: &Path) -> Result<()> {

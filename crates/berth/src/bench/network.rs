@@ -216,15 +216,18 @@ pub async fn figures() -> Result<()> {
         SERVICE_CIDR,
     ])
     .await?;
-    let result = run(&child, client).await;
-    drop_lo_addresses(DNS, "10.44.250.");
-    drop(child);
-    result
+    run(&child, client).await
 }
 
 /// Remove the loopback addresses a bench server left: its cluster DNS address and the ClusterIPs (those
-/// starting with `service_prefix`) its proxy bound.
-pub(super) fn drop_lo_addresses(dns: Ipv4Addr, service_prefix: &str) {
+/// in `service_cidr`) its proxy bound.
+pub(super) fn drop_lo_addresses(dns: Ipv4Addr, service_cidr: &str) {
+    let in_services = |ip: Ipv4Addr| {
+        apiserver::alloc::parse_cidr(service_cidr).is_some_and(|(net, len)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net)
+        })
+    };
     let shown = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "dev", "lo"])
         .output()
@@ -232,7 +235,7 @@ pub(super) fn drop_lo_addresses(dns: Ipv4Addr, service_prefix: &str) {
         .unwrap_or_default();
     for w in shown.split_whitespace() {
         if let Some(ip) = w.strip_suffix("/32").and_then(|i| i.parse::<Ipv4Addr>().ok())
-            && (ip == dns || ip.to_string().starts_with(service_prefix))
+            && (ip == dns || in_services(ip))
         {
             add_lo(ip, false);
         }

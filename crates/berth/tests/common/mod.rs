@@ -223,6 +223,17 @@ impl Server {
         self.spawn();
     }
 
+    /// Wait up to `secs` seconds until `kubectl get pods` lists none.
+    #[track_caller]
+    pub fn wait_pods_gone(&self, secs: u64) {
+        eventually(secs, "every pod gone", || {
+            self.ok(&["get", "pods", "-o", "name"])
+                .trim()
+                .is_empty()
+                .then_some(())
+        });
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
