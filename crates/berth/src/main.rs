@@ -462,7 +462,12 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     ));
     // Controllers reach the API through a kube-rs client over the in-process router (no socket).
     let client = kube::Client::new(apiserver::server::in_process(router.clone()), "default");
-    controllers::spawn_all(client.clone(), args.cluster_cidr.clone());
+    // The controller set runs while this server holds its Lease (one copy per cluster).
+    tokio::spawn(controllers::run_elected(
+        client.clone(),
+        args.cluster_cidr.clone(),
+        node.clone(),
+    ));
     // Cluster DNS on `--cluster-dns`, an address of this host (needs root, as the pod network does).
     match args.cluster_dns {
         IpAddr::V4(ip) if nix::unistd::geteuid().is_root() => match dns::ensure_address(ip) {

@@ -22,11 +22,11 @@
 //! no owner and their controller deletes them). Services without a
 //! selector are left to their users, as upstream.
 
-use futures::StreamExt;
+use controller_runtime::{Informers, Settings};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -292,35 +292,29 @@ async fn put(api: &Api<DynamicObject>, name: &str, desired: &Value) -> Result<()
     Ok(())
 }
 
-/// Run until the process ends.
+/// Run until the process ends: caches of pods and Services; once both have listed (controller-runtime),
+/// write each Service's Endpoints and EndpointSlices after each burst of changes.
 pub async fn run(client: kube::Client) {
     let cfg = watcher::Config::default().any_semantic();
-    let (pods, w1) = reflector::store::<Pod>();
-    let (services, w2) = reflector::store::<Service>();
-    let streams = vec![
-        reflector(w1, watcher(Api::<Pod>::all(client.clone()), cfg.clone()))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        reflector(w2, watcher(Api::<Service>::all(client.clone()), cfg))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-    ];
-    let mut events = futures::stream::select_all(streams);
-    let mut resync = tokio::time::interval(Duration::from_secs(10));
+    let mut informers = Informers::new();
+    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg.clone());
+    let services = informers.watch(Api::<Service>::all(client.clone()), cfg);
+    let settings = Settings {
+        resync: Duration::from_secs(10),
+        ..Settings::default()
+    };
+    let mut passes = informers.into_loop("endpoints", settings);
     let ep_res = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Endpoints"));
     let slice_res = ApiResource::from_gvk(&GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice"));
-    // What was last written per object, so an unchanged world costs no request.
+    // What was last written per object, so an unchanged world costs no request; forgotten every resync
+    // period so a change made behind our back is repaired.
     let mut written: BTreeMap<(String, String, String), Value> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = resync.tick() => written.clear(),
+    let mut forgotten = tokio::time::Instant::now();
+    while let Some(mut pass) = passes.next_pass().await {
+        if forgotten.elapsed() >= settings.resync {
+            written.clear();
+            forgotten = tokio::time::Instant::now();
         }
-        // Coalesce a burst of events into one pass.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
         let all_pods: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
         for svc in services.state() {
             let svc = serde_json::to_value(&*svc).unwrap_or_default();
@@ -342,11 +336,11 @@ pub async fn run(client: kube::Client) {
                     continue;
                 }
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, res);
-                match put(&api, &name, &obj).await {
-                    Ok(()) => {
-                        written.insert(key, obj);
-                    }
-                    Err(e) => tracing::debug!(kind = %res.kind, %ns, %name, error = %e, "writing endpoints"),
+                if pass
+                    .step(&format!("{} {ns}/{name}", res.kind), put(&api, &name, &obj))
+                    .await
+                {
+                    written.insert(key, obj);
                 }
             }
         }

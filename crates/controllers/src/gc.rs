@@ -1,9 +1,12 @@
 //! The garbage collector over ownerReferences and the namespace lifecycle (upstream
 //! `pkg/controller/garbagecollector` and `pkg/controller/namespace/deletion`).
 //!
-//! Decisions are the pure [`plan`] over an [`OwnerGraph`] built from metadata-only reflector caches of
-//! every served resource; [`run`] keeps those caches with kube-rs watchers, re-plans after each burst of changes and
-//! executes the actions through the API.
+//! Decisions are the pure [`plan`] over an [`OwnerGraph`] built from metadata-only caches of every served
+//! resource; [`run`] declares those watches to the controller runtime, which plans only over complete
+//! caches, and executes the actions through the API. An action that rests on an owner being gone (the
+//! owner is missing from the caches) is executed only after a live read confirms it (upstream
+//! `attemptToDeleteItem` → `isDangling`): at a cold start, a cache that lags must never delete a
+//! StatefulSet's pods or claims.
 //!
 //! Rules (as upstream's `attemptToDeleteItem`, `orphanDependents` and `processDeletingDependentsItem`):
 //! - a dependent whose owners are all gone is deleted (Background);
@@ -15,15 +18,15 @@
 //! - a Namespace being deleted: everything in it is deleted, then `kubernetes` is removed from its
 //!   `spec.finalizers` through `/finalize`.
 
-use futures::StreamExt;
+use controller_runtime::live::{self, Presence, Unconfirmed};
+use controller_runtime::{Informers, Settings};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
 };
 use kube::core::{ObjectMeta, PartialObjectMeta};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// One object as the collector sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,14 +39,29 @@ pub struct Node {
     pub name: String,
     /// UID.
     pub uid: String,
-    /// ownerReferences: (uid, blockOwnerDeletion).
-    pub owners: Vec<(String, bool)>,
+    /// ownerReferences.
+    pub owners: Vec<Owner>,
     /// Whether deletionTimestamp is set.
     pub deleting: bool,
     /// metadata.finalizers.
     pub finalizers: Vec<String>,
     /// For Namespaces: spec.finalizers.
     pub spec_finalizers: Vec<String>,
+}
+
+/// One ownerReference of a [`Node`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owner {
+    /// The owner's uid.
+    pub uid: String,
+    /// `blockOwnerDeletion`.
+    pub block: bool,
+    /// The owner's `apiVersion`, `kind` and `name`, for the live read that confirms it is gone.
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
 }
 
 /// Every object of the cluster, by uid.
@@ -62,6 +80,8 @@ pub enum GcAction {
         uid: String,
         /// `true` = Foreground, `false` = Background.
         foreground: bool,
+        /// Owners (uids) the caches say are gone: each must be confirmed absent by a live read first.
+        confirm_gone: Vec<String>,
     },
     /// Drop these ownerReferences (by owner uid) from the object.
     RemoveOwnerRefs {
@@ -69,6 +89,8 @@ pub enum GcAction {
         uid: String,
         /// Owner uids to drop.
         owners: Vec<String>,
+        /// Those of `owners` the caches say are gone: each must be confirmed absent by a live read first.
+        confirm_gone: Vec<String>,
     },
     /// Remove a metadata finalizer from the object.
     RemoveFinalizer {
@@ -95,8 +117,8 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
     // Which live objects reference which owner uid.
     let mut dependents: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
     for n in graph.nodes.values() {
-        for (o, _) in &n.owners {
-            dependents.entry(o.as_str()).or_default().push(n);
+        for o in &n.owners {
+            dependents.entry(o.uid.as_str()).or_default().push(n);
         }
     }
     // An owner is usable only in the dependent's namespace (or cluster-scoped).
@@ -113,9 +135,13 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
         let mut solid = false;
         let mut waiting = false;
         let mut drop = Vec::new();
-        for (uid, _) in &n.owners {
+        let mut gone = Vec::new();
+        for Owner { uid, .. } in &n.owners {
             match owner_of(n, uid) {
-                None => drop.push(uid.clone()),
+                None => {
+                    drop.push(uid.clone());
+                    gone.push(uid.clone());
+                }
                 Some(o) if o.deleting && o.finalizers.iter().any(|f| f == "orphan") => drop.push(uid.clone()),
                 Some(o) if o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion") => {
                     waiting = true
@@ -124,12 +150,12 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
                 Some(_) => solid = true,
             }
         }
-        let all_gone = n.owners.iter().all(|(uid, _)| owner_of(n, uid).is_none());
-        if all_gone {
+        if gone.len() == n.owners.len() {
             if !n.deleting {
                 actions.push(GcAction::Delete {
                     uid: n.uid.clone(),
                     foreground: false,
+                    confirm_gone: gone,
                 });
             }
             continue;
@@ -138,14 +164,16 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
             actions.push(GcAction::RemoveOwnerRefs {
                 uid: n.uid.clone(),
                 owners: drop,
+                confirm_gone: gone,
             });
             continue;
         }
         if !solid && waiting && !n.deleting {
-            let blocks = n.owners.iter().any(|(_, b)| *b);
+            let blocks = n.owners.iter().any(|o| o.block);
             actions.push(GcAction::Delete {
                 uid: n.uid.clone(),
                 foreground: blocks,
+                confirm_gone: Vec::new(),
             });
         }
     }
@@ -160,7 +188,7 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
         if o.finalizers.iter().any(|f| f == "foregroundDeletion") {
             let blocking = deps
                 .iter()
-                .any(|d| d.owners.iter().any(|(u, b)| *u == o.uid && *b));
+                .any(|d| d.owners.iter().any(|x| x.uid == o.uid && x.block));
             if !blocking {
                 actions.push(GcAction::RemoveFinalizer {
                     uid: o.uid.clone(),
@@ -181,6 +209,7 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
                     actions.push(GcAction::Delete {
                         uid: n.uid.clone(),
                         foreground: false,
+                        confirm_gone: Vec::new(),
                     });
                 }
             }
@@ -210,7 +239,13 @@ fn node_of(resource: usize, m: &ObjectMeta, spec_finalizers: Vec<String>) -> Opt
             .owner_references
             .iter()
             .flatten()
-            .map(|r| (r.uid.clone(), r.block_owner_deletion.unwrap_or(false)))
+            .map(|r| Owner {
+                uid: r.uid.clone(),
+                block: r.block_owner_deletion.unwrap_or(false),
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+                name: r.name.clone(),
+            })
             .collect(),
         deleting: m.deletion_timestamp.is_some(),
         finalizers: m.finalizers.clone().unwrap_or_default(),
@@ -225,10 +260,43 @@ enum Cache {
     Full(reflector::Store<DynamicObject>),
 }
 
-/// Run the collector until the process ends.
+/// The owner graph of everything in the caches.
+fn graph_of(caches: &[(usize, Cache)]) -> OwnerGraph {
+    let mut graph = OwnerGraph::default();
+    for (i, cache) in caches {
+        let nodes: Vec<Node> = match cache {
+            Cache::Metadata(store) => store
+                .state()
+                .iter()
+                .filter_map(|o| node_of(*i, &o.metadata, Vec::new()))
+                .collect(),
+            Cache::Full(store) => store
+                .state()
+                .iter()
+                .filter_map(|o| {
+                    let spec_finalizers = o
+                        .data
+                        .pointer("/spec/finalizers")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    node_of(*i, &o.metadata, spec_finalizers)
+                })
+                .collect(),
+        };
+        for n in nodes {
+            graph.nodes.insert(n.uid.clone(), n);
+        }
+    }
+    graph
+}
+
+/// Run the collector until the process ends: a cache of every served kind, and a pass over the owner
+/// graph once every cache has listed (controller-runtime), each action confirmed live where it rests on
+/// an owner being gone.
 pub async fn run(client: kube::Client) {
-    let mut stores = Vec::new();
-    let mut streams = Vec::new();
+    let mut informers = Informers::new();
+    let mut caches = Vec::new();
     for (i, r) in api::resources::RESOURCES.iter().enumerate() {
         // core/v1 Events and events.k8s.io Events are the same objects; watch one of them.
         if r.group == "events.k8s.io" {
@@ -236,74 +304,78 @@ pub async fn run(client: kube::Client) {
         }
         let ar = api_resource(r);
         let cfg = watcher::Config::default().any_semantic();
-        if r.kind == "Namespace" {
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-            stores.push((i, Cache::Full(writer.as_reader())));
-            streams.push(
-                reflector(writer, watcher(api, cfg))
-                    .default_backoff()
-                    .map(|_| ())
-                    .boxed(),
-            );
+        let cache = if r.kind == "Namespace" {
+            Cache::Full(informers.watch_with(Api::all_with(client.clone(), &ar), cfg, ar))
         } else {
             // `Api<PartialObjectMeta<_>>` lists and watches with `as=PartialObjectMetadata[List]`.
             let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &ar);
-            let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(ar.clone());
-            stores.push((i, Cache::Metadata(writer.as_reader())));
-            streams.push(
-                reflector(writer, watcher(api, cfg))
-                    .default_backoff()
-                    .map(|_| ())
-                    .boxed(),
-            );
-        }
+            Cache::Metadata(informers.watch_with(api, cfg, ar))
+        };
+        caches.push((i, cache));
     }
-    let mut events = futures::stream::select_all(streams);
-    let mut resync = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = resync.tick() => {}
-        }
-        // Let a burst of changes settle before planning.
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
-        let mut graph = OwnerGraph::default();
-        for (i, cache) in &stores {
-            let nodes: Vec<Node> = match cache {
-                Cache::Metadata(store) => store
-                    .state()
-                    .iter()
-                    .filter_map(|o| node_of(*i, &o.metadata, Vec::new()))
-                    .collect(),
-                Cache::Full(store) => store
-                    .state()
-                    .iter()
-                    .filter_map(|o| {
-                        let spec_finalizers = o
-                            .data
-                            .pointer("/spec/finalizers")
-                            .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                            .unwrap_or_default();
-                        node_of(*i, &o.metadata, spec_finalizers)
-                    })
-                    .collect(),
-            };
-            for n in nodes {
-                graph.nodes.insert(n.uid.clone(), n);
-            }
-        }
+    let mut passes = informers.into_loop("garbage-collector", Settings::default());
+    while let Some(mut pass) = passes.next_pass().await {
+        let graph = graph_of(&caches);
         for action in plan(&graph) {
-            if let Err(e) = execute(&client, &graph, &action).await {
-                tracing::debug!(?action, error = %e, "garbage collector action failed; will retry");
-            }
+            let key = match action_uid(&action).and_then(|u| graph.nodes.get(u)) {
+                Some(n) => object_key(n),
+                None => format!("{action:?}"),
+            };
+            pass.step(&key, execute(&client, &graph, &action)).await;
         }
     }
 }
 
-async fn execute(client: &kube::Client, graph: &OwnerGraph, action: &GcAction) -> Result<(), kube::Error> {
+fn action_uid(a: &GcAction) -> Option<&str> {
+    match a {
+        GcAction::Delete { uid, .. } | GcAction::RemoveOwnerRefs { uid, .. } | GcAction::RemoveFinalizer { uid, .. } => {
+            Some(uid)
+        }
+        GcAction::FinalizeNamespace { .. } => None,
+    }
+}
+
+fn object_key(n: &Node) -> String {
+    let kind = api::resources::RESOURCES[n.resource].kind;
+    match &n.namespace {
+        Some(ns) => format!("{kind} {ns}/{}", n.name),
+        None => format!("{kind} {}", n.name),
+    }
+}
+
+/// Whether every owner in `uids` of `node` is gone, read live (upstream `isDangling`): absent, or its
+/// name now taken by another uid. An owner kind Berth does not serve cannot be confirmed.
+async fn owners_gone(client: &kube::Client, node: &Node, uids: &[String]) -> Result<bool, Unconfirmed> {
+    for uid in uids {
+        let Some(o) = node.owners.iter().find(|o| &o.uid == uid) else {
+            continue;
+        };
+        let group = o.api_version.split_once('/').map_or("", |(g, _)| g);
+        let Some(r) = api::resources::find_kind(group, &o.kind) else {
+            return Err(Unconfirmed(format!(
+                "owner {} {} has a kind that is not served",
+                o.api_version, o.kind
+            )));
+        };
+        let ar = api_resource(r);
+        let api: Api<DynamicObject> = match (&node.namespace, r.namespaced) {
+            (_, false) => Api::all_with(client.clone(), &ar),
+            (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &ar),
+            // A namespaced owner of a cluster-scoped dependent cannot exist (upstream treats the
+            // reference as dangling).
+            (None, true) => continue,
+        };
+        if live::presence(&api, &o.name, uid).await? == Presence::Present {
+            tracing::info!(object = %object_key(node), owner = %o.name, "owner still exists (cache behind); not collecting");
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+type StepError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn execute(client: &kube::Client, graph: &OwnerGraph, action: &GcAction) -> Result<(), StepError> {
     let uid = match action {
         GcAction::Delete { uid, .. }
         | GcAction::RemoveOwnerRefs { uid, .. }
@@ -325,6 +397,11 @@ async fn execute(client: &kube::Client, graph: &OwnerGraph, action: &GcAction) -
     let Some(node) = graph.nodes.get(&uid) else {
         return Ok(());
     };
+    if let GcAction::Delete { confirm_gone, .. } | GcAction::RemoveOwnerRefs { confirm_gone, .. } = action
+        && !owners_gone(client, node, confirm_gone).await?
+    {
+        return Ok(());
+    }
     let ar = api_resource(&api::resources::RESOURCES[node.resource]);
     let api: Api<DynamicObject> = match &node.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
@@ -348,7 +425,7 @@ async fn execute(client: &kube::Client, graph: &OwnerGraph, action: &GcAction) -
                 }),
                 ..DeleteParams::default()
             };
-            ignore_gone(api.delete(&node.name, &dp).await.map(|_| ()))
+            ignore_gone(api.delete(&node.name, &dp).await.map(|_| ()))?;
         }
         GcAction::RemoveOwnerRefs { owners, .. } => {
             let current = api.get(&node.name).await?;
@@ -364,7 +441,7 @@ async fn execute(client: &kube::Client, graph: &OwnerGraph, action: &GcAction) -
                 api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map(|_| ()),
-            )
+            )?;
         }
         GcAction::RemoveFinalizer { finalizer, .. } => {
             let current = api.get(&node.name).await?;
@@ -380,10 +457,11 @@ async fn execute(client: &kube::Client, graph: &OwnerGraph, action: &GcAction) -
                 api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map(|_| ()),
-            )
+            )?;
         }
-        GcAction::FinalizeNamespace { .. } => Ok(()),
+        GcAction::FinalizeNamespace { .. } => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -407,7 +485,16 @@ mod tests {
             },
             name: name.into(),
             uid: uid.into(),
-            owners: owners.iter().map(|(u, b)| (u.to_string(), *b)).collect(),
+            owners: owners
+                .iter()
+                .map(|(u, b)| Owner {
+                    uid: u.to_string(),
+                    block: *b,
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    name: u.to_string(),
+                })
+                .collect(),
             deleting: false,
             finalizers: vec![],
             spec_finalizers: vec![],
@@ -427,7 +514,8 @@ mod tests {
             plan(&g),
             vec![GcAction::Delete {
                 uid: "p".into(),
-                foreground: false
+                foreground: false,
+                confirm_gone: vec!["sts".into()],
             }]
         );
     }
@@ -442,7 +530,8 @@ mod tests {
             plan(&g),
             vec![GcAction::RemoveOwnerRefs {
                 uid: "p".into(),
-                owners: vec!["gone".into()]
+                owners: vec!["gone".into()],
+                confirm_gone: vec!["gone".into()],
             }]
         );
     }
@@ -457,7 +546,8 @@ mod tests {
             plan(&g),
             vec![GcAction::RemoveOwnerRefs {
                 uid: "p".into(),
-                owners: vec!["rs".into()]
+                owners: vec!["rs".into()],
+                confirm_gone: vec![],
             }]
         );
         let g = graph(vec![owner, node("Pod", "p", "p", &[])]);
@@ -482,7 +572,8 @@ mod tests {
             plan(&g),
             vec![GcAction::Delete {
                 uid: "rs".into(),
-                foreground: true
+                foreground: true,
+                confirm_gone: vec![],
             }]
         );
         let mut rs_deleting = rs;
@@ -493,7 +584,8 @@ mod tests {
             plan(&g),
             vec![GcAction::Delete {
                 uid: "p".into(),
-                foreground: true
+                foreground: true,
+                confirm_gone: vec![],
             }]
         );
         let g = graph(vec![deploy]);
@@ -515,7 +607,8 @@ mod tests {
             plan(&g),
             vec![GcAction::Delete {
                 uid: "p".into(),
-                foreground: false
+                foreground: false,
+                confirm_gone: vec!["o".into()],
             }]
         );
     }
@@ -532,7 +625,8 @@ mod tests {
             plan(&g),
             vec![GcAction::Delete {
                 uid: "c".into(),
-                foreground: false
+                foreground: false,
+                confirm_gone: vec![],
             }]
         );
         let g = graph(vec![ns]);

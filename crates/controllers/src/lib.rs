@@ -14,39 +14,41 @@ pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
 
-use std::future::Future;
-use std::time::Duration;
+use controller_runtime::{Tasks, leader, supervise};
 
-/// Run `f` forever, restarting it after a pause if it ends.
-fn supervise<F, Fut>(name: &'static str, f: F)
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            f().await;
-            tracing::warn!(controller = name, "controller stopped; restarting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-}
+/// The Lease the controller set runs under (upstream's `kube-system/kube-controller-manager`).
+pub const LEASE_NAMESPACE: &str = "kube-system";
+/// Its name.
+pub const LEASE_NAME: &str = "berth-controllers";
 
 /// Start every controller on `client` (in `berth server`, an in-process client); `cluster_cidr` is the
-/// pod network the node IPAM controller slices.
-pub fn spawn_all(client: kube::Client, cluster_cidr: String) {
+/// pod network the node IPAM controller slices. Dropping the returned [`Tasks`] stops them all.
+#[must_use]
+pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
+    let mut tasks = Tasks::default();
+    let (c, cidr) = (client.clone(), cluster_cidr.to_string());
+    tasks.push(supervise("nodeipam", move || nodeipam::run(c.clone(), cidr.clone())));
     let c = client.clone();
-    supervise("nodeipam", move || nodeipam::run(c.clone(), cluster_cidr.clone()));
+    tasks.push(supervise("endpoints", move || endpoints::run(c.clone())));
     let c = client.clone();
-    supervise("endpoints", move || endpoints::run(c.clone()));
+    tasks.push(supervise("servicelb", move || servicelb::run(c.clone())));
     let c = client.clone();
-    supervise("servicelb", move || servicelb::run(c.clone()));
+    tasks.push(supervise("garbage-collector", move || gc::run(c.clone())));
     let c = client.clone();
-    supervise("garbage-collector", move || gc::run(c.clone()));
+    tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
     let c = client.clone();
-    supervise("statefulset", move || statefulset::run(c.clone()));
+    tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
     let c = client.clone();
-    supervise("persistentvolume", move || volume::run(c.clone()));
+    tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
+    tasks
+}
+
+/// Run the controller set for ever, only while this server holds the Lease
+/// `kube-system/berth-controllers` (upstream's timings: 15 s lease, 10 s renew deadline, 2 s retry), so a
+/// second server process on the same datastore never runs a second copy. `identity` is stable across
+/// restarts of one server (its node name), so a single server takes its Lease back at once.
+pub async fn run_elected(client: kube::Client, cluster_cidr: String, identity: String) {
+    let cfg = leader::Config::new(LEASE_NAMESPACE, LEASE_NAME, &identity);
     let c = client.clone();
-    supervise("scheduler", move || scheduler::run(c.clone()));
+    leader::run(client, cfg, move || spawn_all(&c, &cluster_cidr)).await;
 }

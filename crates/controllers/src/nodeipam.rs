@@ -4,13 +4,12 @@
 //! node builds its bridge and allocates pod IPs from it. A slice is given once and never changed while
 //! the Node exists (upstream's validation forbids changing it).
 
-use futures::StreamExt;
+use controller_runtime::{Informers, Settings};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use serde_json::json;
-use std::time::Duration;
 
 /// Mask of a node's slice (upstream `--node-cidr-mask-size-ipv4` default).
 pub const NODE_MASK: u8 = 24;
@@ -52,25 +51,22 @@ pub async fn run(client: kube::Client, cluster_cidr: String) {
         return;
     };
     let api: Api<Node> = Api::all(client);
-    let (store, writer) = reflector::store::<Node>();
-    let mut events = reflector(writer, watcher(api.clone(), watcher::Config::default()))
-        .default_backoff()
-        .boxed();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = tick.tick() => {}
-        }
+    let mut informers = Informers::new();
+    let store = informers.watch(api.clone(), watcher::Config::default());
+    // Every Node must be listed before a slice is handed out, or a slice already taken could be given twice.
+    let mut passes = informers.into_loop("nodeipam", Settings::default());
+    while let Some(mut pass) = passes.next_pass().await {
         let nodes: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
         for (name, slice) in plan(cluster, &nodes) {
             let patch = json!({"spec": {"podCIDR": slice.to_string(), "podCIDRs": [slice.to_string()]}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-            {
-                Ok(_) => tracing::info!(node = %name, pod_cidr = %slice, "pod CIDR assigned"),
-                Err(e) => tracing::warn!(node = %name, error = %e, "assigning the pod CIDR"),
+            let assigned = pass
+                .step(
+                    &format!("Node {name}"),
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)),
+                )
+                .await;
+            if assigned {
+                tracing::info!(node = %name, pod_cidr = %slice, "pod CIDR assigned");
             }
         }
     }

@@ -11,7 +11,7 @@
 //! volume binder), so no pod starts on a volume that does not exist yet.
 
 use crate::volume::{self, HOSTNAME_LABEL, SELECTED_NODE};
-use futures::StreamExt;
+use controller_runtime::{Informers, Settings};
 use k8s_openapi::api::core::v1::{
     Binding, Node, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, PersistentVolume,
     PersistentVolumeClaim, Pod,
@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -440,52 +440,23 @@ pub fn plan(o: &Observed) -> Vec<Step> {
     steps
 }
 
-/// Run the scheduler until the process ends (reflector caches; plan after each burst of changes).
+/// Run the scheduler until the process ends: caches of pods, nodes, claims, volumes and classes; once
+/// all have listed (controller-runtime), plan after each burst of changes.
 pub async fn run(client: kube::Client) {
     let cfg = watcher::Config::default().any_semantic();
-    let (pods, w1) = reflector::store::<Pod>();
-    let (nodes, w2) = reflector::store::<Node>();
-    let (claims, w3) = reflector::store::<PersistentVolumeClaim>();
-    let (volumes, w4) = reflector::store::<PersistentVolume>();
-    let (classes, w5) = reflector::store::<StorageClass>();
-    let streams = vec![
-        reflector(w1, watcher(Api::<Pod>::all(client.clone()), cfg.clone()))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        reflector(w2, watcher(Api::<Node>::all(client.clone()), cfg.clone()))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        reflector(
-            w3,
-            watcher(Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone()),
-        )
-        .default_backoff()
-        .map(|_| ())
-        .boxed(),
-        reflector(
-            w4,
-            watcher(Api::<PersistentVolume>::all(client.clone()), cfg.clone()),
-        )
-        .default_backoff()
-        .map(|_| ())
-        .boxed(),
-        reflector(w5, watcher(Api::<StorageClass>::all(client.clone()), cfg))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-    ];
-    let mut events = futures::stream::select_all(streams);
-    let mut resync = tokio::time::interval(Duration::from_secs(5));
+    let mut informers = Informers::new();
+    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg.clone());
+    let nodes = informers.watch(Api::<Node>::all(client.clone()), cfg.clone());
+    let claims = informers.watch(Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
+    let volumes = informers.watch(Api::<PersistentVolume>::all(client.clone()), cfg.clone());
+    let classes = informers.watch(Api::<StorageClass>::all(client.clone()), cfg);
+    let settings = Settings {
+        debounce: Duration::from_millis(10),
+        ..Settings::default()
+    };
+    let mut passes = informers.into_loop("scheduler", settings);
     let mut reported: HashSet<(String, String)> = HashSet::new();
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = resync.tick() => {}
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
+    while let Some(mut pass) = passes.next_pass().await {
         let p: Vec<Pod> = pods.state().iter().map(|o| (**o).clone()).collect();
         let n: Vec<Node> = nodes.state().iter().map(|o| (**o).clone()).collect();
         let c: Vec<PersistentVolumeClaim> = claims.state().iter().map(|o| (**o).clone()).collect();
@@ -503,9 +474,18 @@ pub async fn run(client: kube::Client) {
             {
                 continue;
             }
-            if let Err(e) = execute(&client, step.clone()).await {
-                tracing::debug!(?step, error = %e, "scheduler step failed; will retry");
-            }
+            pass.step(&step_key(&step), execute(&client, step.clone()))
+                .await;
+        }
+    }
+}
+
+/// The object a step acts on, for back-off and logs.
+fn step_key(step: &Step) -> String {
+    match step {
+        Step::SelectNode { namespace, claim, .. } => format!("PersistentVolumeClaim {namespace}/{claim}"),
+        Step::Bind { namespace, pod, .. } | Step::Unschedulable { namespace, pod, .. } => {
+            format!("Pod {namespace}/{pod}")
         }
     }
 }

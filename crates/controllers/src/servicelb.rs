@@ -3,10 +3,10 @@
 //! Ready node, and each node's agent serves the Service's ports on its addresses (`agent::proxy`).
 //! Services of other types have their ingress cleared.
 
-use futures::StreamExt;
+use controller_runtime::{Informers, Settings};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -49,28 +49,19 @@ pub fn desired_ingress(svc: &Service, nodes: &[Node]) -> Option<Value> {
     ))
 }
 
-/// Run until the process ends.
+/// Run until the process ends: caches of Services and Nodes; once both have listed (controller-runtime),
+/// write each LoadBalancer Service's ingress after each burst of changes.
 pub async fn run(client: kube::Client) {
     let cfg = watcher::Config::default().any_semantic();
-    let (services, w1) = reflector::store::<Service>();
-    let (nodes, w2) = reflector::store::<Node>();
-    let mut events = futures::stream::select_all(vec![
-        reflector(w1, watcher(Api::<Service>::all(client.clone()), cfg.clone()))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        reflector(w2, watcher(Api::<Node>::all(client.clone()), cfg))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-    ]);
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = tick.tick() => {}
-        }
-        while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
+    let mut informers = Informers::new();
+    let services = informers.watch(Api::<Service>::all(client.clone()), cfg.clone());
+    let nodes = informers.watch(Api::<Node>::all(client.clone()), cfg);
+    let settings = Settings {
+        resync: Duration::from_secs(10),
+        ..Settings::default()
+    };
+    let mut passes = informers.into_loop("servicelb", settings);
+    while let Some(mut pass) = passes.next_pass().await {
         let ns: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         for svc in services.state() {
             let Some(want) = desired_ingress(&svc, &ns) else {
@@ -91,16 +82,16 @@ pub async fn run(client: kube::Client) {
                 svc.metadata.namespace.as_deref().unwrap_or("default"),
             );
             let patch = json!({"status": {"loadBalancer": {"ingress": want}}});
-            if let Err(e) = api
-                .patch_status(
-                    svc.metadata.name.as_deref().unwrap_or(""),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await
-            {
-                tracing::debug!(error = %e, "service load balancer status");
-            }
+            let name = svc.metadata.name.as_deref().unwrap_or("");
+            let key = format!(
+                "Service {}/{name}",
+                svc.metadata.namespace.as_deref().unwrap_or("")
+            );
+            pass.step(
+                &key,
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)),
+            )
+            .await;
         }
     }
 }

@@ -21,7 +21,8 @@
 //! - a bound volume whose claim is gone becomes `Released`; a raised claim request raises the volume's
 //!   capacity, then the claim's `status.capacity` (upstream's expansion flow without a resizer sidecar).
 
-use futures::StreamExt;
+use controller_runtime::live::{self, Presence};
+use controller_runtime::{Informers, Settings};
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
@@ -30,10 +31,9 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 pub use api::wellknown::{
     CLONE_FROM, DEFAULT_CLASS, HOSTNAME_LABEL, LOCAL_PATH_PROVISIONER as PROVISIONER, PROVISIONED_BY,
@@ -90,6 +90,20 @@ pub enum Step {
         name: String,
         /// Phase.
         phase: &'static str,
+    },
+    /// Release a Bound volume whose claim the caches no longer hold: `status.phase: Released`, after a
+    /// live read confirms the claim is gone (absent, or its name taken by another uid), as upstream's PV
+    /// controller re-reads the claim before releasing (`syncVolume`). Nothing is released on a lagging or
+    /// incomplete cache.
+    Release {
+        /// Volume name.
+        name: String,
+        /// The claim's namespace.
+        claim_namespace: String,
+        /// The claim's name.
+        claim_name: String,
+        /// The claim's uid in the volume's `claimRef`.
+        claim_uid: String,
     },
     /// Raise a volume's `spec.capacity.storage`.
     ExpandVolume {
@@ -398,9 +412,11 @@ pub fn plan(o: &Observed) -> Vec<Step> {
             r.name.as_deref().unwrap_or(""),
         ));
         if claim.is_none_or(|c| c.metadata.uid != r.uid) {
-            steps.push(Step::SetVolumePhase {
+            steps.push(Step::Release {
                 name: v.metadata.name.clone().unwrap_or_default(),
-                phase: "Released",
+                claim_namespace: r.namespace.clone().unwrap_or_default(),
+                claim_name: r.name.clone().unwrap_or_default(),
+                claim_uid: r.uid.clone().unwrap_or_default(),
             });
         }
     }
@@ -492,48 +508,19 @@ pub fn new_volume(
     }
 }
 
-/// Run the provisioner and binder until the process ends: reflector caches of classes, claims, volumes
-/// and nodes; after each burst of changes (and every few seconds) plan over the snapshot and execute.
+/// Run the provisioner and binder until the process ends: caches of classes, claims, volumes and nodes;
+/// once all four have listed (controller-runtime), plan over them after each burst of changes (and every
+/// few seconds) and execute.
 pub async fn run(client: kube::Client) {
     let cfg = watcher::Config::default().any_semantic();
-    let (classes, w1) = reflector::store::<StorageClass>();
-    let (claims, w2) = reflector::store::<PersistentVolumeClaim>();
-    let (volumes, w3) = reflector::store::<PersistentVolume>();
-    let (nodes, w4) = reflector::store::<Node>();
-    let streams = vec![
-        reflector(w1, watcher(Api::<StorageClass>::all(client.clone()), cfg.clone()))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        reflector(
-            w2,
-            watcher(Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone()),
-        )
-        .default_backoff()
-        .map(|_| ())
-        .boxed(),
-        reflector(
-            w3,
-            watcher(Api::<PersistentVolume>::all(client.clone()), cfg.clone()),
-        )
-        .default_backoff()
-        .map(|_| ())
-        .boxed(),
-        reflector(w4, watcher(Api::<Node>::all(client.clone()), cfg))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-    ];
-    let mut events = futures::stream::select_all(streams);
-    let mut resync = tokio::time::interval(Duration::from_secs(5));
+    let mut informers = Informers::new();
+    let classes = informers.watch(Api::<StorageClass>::all(client.clone()), cfg.clone());
+    let claims = informers.watch(Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
+    let volumes = informers.watch(Api::<PersistentVolume>::all(client.clone()), cfg.clone());
+    let nodes = informers.watch(Api::<Node>::all(client.clone()), cfg);
+    let mut passes = informers.into_loop("persistentvolume", Settings::default());
     let mut recorded: HashSet<(String, String)> = HashSet::new();
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = resync.tick() => {}
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
+    while let Some(mut pass) = passes.next_pass().await {
         let (c, cl, v, n) = (
             snapshot_of(&classes),
             snapshot_of(&claims),
@@ -551,9 +538,33 @@ pub async fn run(client: kube::Client) {
             {
                 continue;
             }
-            if let Err(e) = execute(&client, step.clone()).await {
-                tracing::debug!(?step, error = %e, "volume step failed; will retry");
-            }
+            pass.step(&step_key(&step), execute(&client, step.clone()))
+                .await;
+        }
+    }
+}
+
+/// The object a step acts on, for back-off and logs.
+fn step_key(step: &Step) -> String {
+    match step {
+        Step::AnnotateClaim { namespace, name, .. }
+        | Step::SetClaimCapacity { namespace, name, .. }
+        | Step::Bind {
+            namespace,
+            claim: name,
+            ..
+        }
+        | Step::Event {
+            namespace,
+            claim: name,
+            ..
+        } => format!("PersistentVolumeClaim {namespace}/{name}"),
+        Step::CreateVolume(pv) => format!(
+            "PersistentVolume {}",
+            pv.metadata.name.as_deref().unwrap_or("")
+        ),
+        Step::SetVolumePhase { name, .. } | Step::Release { name, .. } | Step::ExpandVolume { name, .. } => {
+            format!("PersistentVolume {name}")
         }
     }
 }
@@ -566,7 +577,9 @@ where
     s.state().iter().map(|o| (**o).clone()).collect()
 }
 
-async fn execute(client: &kube::Client, step: Step) -> Result<(), kube::Error> {
+type StepError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn execute(client: &kube::Client, step: Step) -> Result<(), StepError> {
     let pp = PatchParams::default();
     match step {
         Step::AnnotateClaim {
@@ -576,13 +589,14 @@ async fn execute(client: &kube::Client, step: Step) -> Result<(), kube::Error> {
         } => {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
             let patch = json!({"metadata": {"annotations": annotations}});
-            api.patch(&name, &pp, &Patch::Merge(patch)).await.map(|_| ())
+            api.patch(&name, &pp, &Patch::Merge(patch)).await?;
+            Ok(())
         }
         Step::CreateVolume(pv) => {
             let api: Api<PersistentVolume> = Api::all(client.clone());
             match api.create(&PostParams::default(), &pv).await {
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                other => other.map(|_| ()),
+                other => other.map(|_| ()).map_err(Into::into),
             }
         }
         Step::Bind {
@@ -599,20 +613,38 @@ async fn execute(client: &kube::Client, step: Step) -> Result<(), kube::Error> {
             let status = json!({"status": {"phase": "Bound", "accessModes": access_modes,
                                            "capacity": {"storage": capacity}}});
             api.patch_status(&claim, &pp, &Patch::Merge(status))
-                .await
-                .map(|_| ())
+                .await?;
+            Ok(())
+        }
+        Step::Release {
+            name,
+            claim_namespace,
+            claim_name,
+            claim_uid,
+        } => {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim_namespace);
+            if live::presence(&claims, &claim_name, &claim_uid).await? == Presence::Present {
+                tracing::info!(volume = %name, claim = %claim_name, "claim still exists (cache behind); not releasing");
+                return Ok(());
+            }
+            let api: Api<PersistentVolume> = Api::all(client.clone());
+            let status = json!({"status": {"phase": "Released"}});
+            api.patch_status(&name, &pp, &Patch::Merge(status)).await?;
+            tracing::info!(volume = %name, claim = %claim_name, "claim gone: volume released");
+            Ok(())
         }
         Step::SetVolumePhase { name, phase } => {
             let api: Api<PersistentVolume> = Api::all(client.clone());
             let status = json!({"status": {"phase": phase}});
             api.patch_status(&name, &pp, &Patch::Merge(status))
-                .await
-                .map(|_| ())
+                .await?;
+            Ok(())
         }
         Step::ExpandVolume { name, storage } => {
             let api: Api<PersistentVolume> = Api::all(client.clone());
             let patch = json!({"spec": {"capacity": {"storage": storage}}});
-            api.patch(&name, &pp, &Patch::Merge(patch)).await.map(|_| ())
+            api.patch(&name, &pp, &Patch::Merge(patch)).await?;
+            Ok(())
         }
         Step::SetClaimCapacity {
             namespace,
@@ -622,8 +654,8 @@ async fn execute(client: &kube::Client, step: Step) -> Result<(), kube::Error> {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
             let status = json!({"status": {"capacity": {"storage": storage}}});
             api.patch_status(&name, &pp, &Patch::Merge(status))
-                .await
-                .map(|_| ())
+                .await?;
+            Ok(())
         }
         Step::Event {
             namespace,
@@ -650,7 +682,8 @@ async fn execute(client: &kube::Client, step: Step) -> Result<(), kube::Error> {
                 &message,
                 "persistentvolume-controller",
             )
-            .await
+            .await?;
+            Ok(())
         }
     }
 }
@@ -839,9 +872,11 @@ mod tests {
         });
         assert_eq!(
             steps,
-            [Step::SetVolumePhase {
+            [Step::Release {
                 name: "pvc-uid-c".into(),
-                phase: "Released"
+                claim_namespace: c.metadata.namespace.clone().unwrap_or_default(),
+                claim_name: "c".into(),
+                claim_uid: "uid-c".into(),
             }]
         );
         let mut grown = c.clone();
