@@ -32,7 +32,6 @@ pub mod volumes;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -76,6 +75,7 @@ pub async fn start(client: kube::Client, mut config: Config) -> std::io::Result<
 }
 
 fn spawn(client: kube::Client, config: Config) {
+    use controller_runtime::supervise;
     let (c, cfg) = (client.clone(), config.clone());
     supervise("node", move || node::run(c.clone(), cfg.clone()));
     let (c, cfg) = (client.clone(), config.clone());
@@ -88,16 +88,3 @@ fn spawn(client: kube::Client, config: Config) {
     supervise("pods", move || pods::run(c.clone(), cfg.clone()));
 }
 
-fn supervise<F, Fut>(name: &'static str, f: F)
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            f().await;
-            tracing::warn!(loop_ = name, "agent loop stopped; restarting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-}

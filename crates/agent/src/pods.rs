@@ -13,12 +13,12 @@ use crate::Config;
 use crate::image::ImageStore;
 use crate::probe;
 use crate::runtime::{self, Bind, ContainerSpec, State};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use controller_runtime::{Informers, Settings};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -158,8 +158,8 @@ pub async fn run(client: kube::Client, cfg: Config) {
     let wc = watcher::Config::default()
         .any_semantic()
         .fields(&format!("spec.nodeName={}", cfg.node_name));
-    let (store, writer) = reflector::store::<Pod>();
-    let mut events = reflector(writer, watcher(api, wc)).default_backoff().boxed();
+    let mut informers = Informers::new();
+    let store = informers.watch(api, wc);
     let mut agent = Agent {
         client,
         cfg,
@@ -171,26 +171,15 @@ pub async fn run(client: kube::Client, cfg: Config) {
         bridge: None,
         probes: HashMap::new(),
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    // Until the first full list is in, the cache is not the truth: nothing is started or collected.
-    let mut synced = false;
-    loop {
-        tokio::select! {
-            ev = events.next() => match ev {
-                None => return,
-                Some(Ok(watcher::Event::InitDone)) => synced = true,
-                Some(_) => {}
-            },
-            _ = tick.tick() => {}
-        }
-        while let Some(Some(ev)) = futures::FutureExt::now_or_never(events.next()) {
-            if matches!(ev, Ok(watcher::Event::InitDone)) {
-                synced = true;
-            }
-        }
-        if !synced {
-            continue;
-        }
+    // A sync pass at least every 500 ms (probes, back-offs, grace periods) and at once on a change; none
+    // before the pod cache has its full list (nothing is started or collected on a partial one).
+    let settings = Settings {
+        debounce: Duration::ZERO,
+        resync: Duration::from_millis(500),
+        ..Settings::default()
+    };
+    let mut passes = informers.into_loop("pods", settings);
+    while let Some(_pass) = passes.next_pass().await {
         let pods: Vec<Pod> = store.state().iter().map(|p| (**p).clone()).collect();
         agent.sync_all(&pods).await;
     }

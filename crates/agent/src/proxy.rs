@@ -20,10 +20,10 @@
 //! listens on `hostIP` (default all addresses) at the hostPort and relays to the pod's IP at its
 //! containerPort, for as long as the pod has an IP on this node.
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use controller_runtime::{Informers, Settings};
+use kube::runtime::watcher;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -253,33 +253,21 @@ const UDP_IDLE: Duration = Duration::from_secs(30);
 /// node `node_name`.
 pub async fn run(client: kube::Client, node_name: String) {
     let cfg = watcher::Config::default().any_semantic();
-    let (services, w1) = reflector::store::<Service>();
-    let (endpoints, w2) = reflector::store::<Endpoints>();
-    let (pods, w3) = reflector::store::<Pod>();
     let on_node = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let mut events = futures::stream::select_all(vec![
-        reflector(w1, watcher(Api::<Service>::all(client.clone()), cfg.clone()))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        reflector(w2, watcher(Api::<Endpoints>::all(client.clone()), cfg))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        reflector(w3, watcher(Api::<Pod>::all(client), on_node))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-    ]);
+    let mut informers = Informers::new();
+    let services = informers.watch(Api::<Service>::all(client.clone()), cfg.clone());
+    let endpoints = informers.watch(Api::<Endpoints>::all(client.clone()), cfg);
+    let pods = informers.watch(Api::<Pod>::all(client), on_node);
     type Key = (Protocol, SocketAddr);
     let mut listeners: HashMap<Key, (Arc<Mutex<Balancer>>, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = tick.tick() => {}
-        }
-        while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
+    // No debounce: an endpoint change should reach the balancers at once. Listeners are closed only on
+    // complete caches, so a cold start never drops a Service's listener it still has.
+    let settings = Settings {
+        debounce: Duration::ZERO,
+        ..Settings::default()
+    };
+    let mut passes = informers.into_loop("service-proxy", settings);
+    while let Some(_pass) = passes.next_pass().await {
         let s: Vec<Service> = services.state().iter().map(|x| (**x).clone()).collect();
         let e: Vec<Endpoints> = endpoints.state().iter().map(|x| (**x).clone()).collect();
         let p: Vec<Pod> = pods.state().iter().map(|x| (**x).clone()).collect();

@@ -12,11 +12,11 @@
 //! with a second local agent) need no route: their slices are on the same bridge. Nothing is routed
 //! anywhere but to other nodes' addresses.
 
-use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use controller_runtime::{Informers, Settings};
+use kube::runtime::watcher;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -118,20 +118,18 @@ fn ip_route(verb: &str, r: &Route) -> std::io::Result<()> {
 /// Keep this node's routes to the other nodes' slices (and to the cluster DNS) in step with the Nodes,
 /// re-applying them every 10 s (a route goes when its link goes down). Runs until the watch ends.
 pub async fn run(client: kube::Client, cfg: crate::Config) {
-    let (nodes, w) = reflector::store::<Node>();
-    let mut events = reflector(w, watcher(Api::<Node>::all(client), watcher::Config::default()))
-        .default_backoff()
-        .boxed();
+    let mut informers = Informers::new();
+    let nodes = informers.watch(Api::<Node>::all(client), watcher::Config::default());
     let mut applied: BTreeSet<Route> = BTreeSet::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = tick.tick() => {}
-        }
-        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
+    let settings = Settings {
+        debounce: Duration::ZERO,
+        resync: Duration::from_secs(10),
+        ..Settings::default()
+    };
+    let mut passes = informers.into_loop("routes", settings);
+    while let Some(_pass) = passes.next_pass().await {
         let all: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
-        // Until the initial list arrived (this node itself is in it), nothing is known to be stale.
+        // Until this node itself is registered, nothing is known to be stale.
         if !all
             .iter()
             .any(|n| n.metadata.name.as_deref() == Some(cfg.node_name.as_str()))

@@ -9,10 +9,10 @@
 //! touched either, whatever a PersistentVolume says.
 
 use crate::Config;
-use futures::StreamExt;
+use controller_runtime::{Informers, Settings};
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use serde_json::json;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -118,12 +118,7 @@ pub fn plan(node: &str, volumes_dir: &Path, volumes: &[PersistentVolume]) -> Vec
                     bytes: capacity_bytes(v),
                 });
             }
-            "Released"
-                if v.spec
-                    .as_ref()
-                    .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
-                    == Some("Delete") =>
-            {
+            "Released" if reclaim_policy(v) == "Delete" => {
                 steps.push(Step::Remove {
                     name,
                     uid: v.metadata.uid.clone().unwrap_or_default(),
@@ -140,6 +135,14 @@ pub fn plan(node: &str, volumes_dir: &Path, volumes: &[PersistentVolume]) -> Vec
         }
     }
     steps
+}
+
+/// `spec.persistentVolumeReclaimPolicy` (`Retain` when unset, the safe reading).
+fn reclaim_policy(v: &PersistentVolume) -> &str {
+    v.spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+        .unwrap_or("Retain")
 }
 
 fn capacity_bytes(v: &PersistentVolume) -> Option<u64> {
@@ -224,31 +227,52 @@ pub fn materialize(path: &Path, clone_from: Option<&Path>, bytes: Option<u64>) -
 /// Run the node side of the provisioner until the process ends.
 pub async fn run(client: kube::Client, cfg: Config) {
     let api: Api<PersistentVolume> = Api::all(client.clone());
-    let (store, writer) = reflector::store::<PersistentVolume>();
-    let mut events = reflector(
-        writer,
-        watcher(api.clone(), watcher::Config::default().any_semantic()),
-    )
-    .default_backoff()
-    .boxed();
+    let mut informers = Informers::new();
+    let store = informers.watch(api.clone(), watcher::Config::default().any_semantic());
     let volumes_dir = cfg.volumes_dir();
-    let mut resync = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            ev = events.next() => if ev.is_none() { return },
-            _ = resync.tick() => {}
-        }
-        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
+    let settings = Settings {
+        debounce: Duration::ZERO,
+        ..Settings::default()
+    };
+    let mut passes = informers.into_loop("volumes", settings);
+    while let Some(mut pass) = passes.next_pass().await {
         let volumes: Vec<PersistentVolume> = store.state().iter().map(|v| (**v).clone()).collect();
         for step in plan(&cfg.node_name, &volumes_dir, &volumes) {
-            if let Err(e) = execute(&api, &step).await {
-                tracing::warn!(?step, error = %e, "volume step failed; will retry");
-            }
+            let key = match &step {
+                Step::Materialize { path, .. } | Step::Maintain { path, .. } | Step::Remove { path, .. } => {
+                    format!("volume {}", path.display())
+                }
+            };
+            pass.step(&key, execute(&api, &volumes_dir, &step)).await;
         }
     }
 }
 
-async fn execute(api: &Api<PersistentVolume>, step: &Step) -> Result<(), String> {
+/// Whether the PersistentVolume `name` as the API has it now (not as a cache had it) still asks for its
+/// data to be removed: the same uid and directory, `Released`, reclaim policy `Delete`, on this node's
+/// volumes directory. Anything else, including a failed read, means "keep the data".
+async fn confirm_remove(
+    api: &Api<PersistentVolume>,
+    volumes_dir: &Path,
+    name: &str,
+    uid: &str,
+    path: &Path,
+) -> Result<bool, String> {
+    let Some(live) = controller_runtime::live::get(api, name)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(false);
+    };
+    let same = live.metadata.uid.as_deref() == Some(uid)
+        && live.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released")
+        && reclaim_policy(&live) == "Delete"
+        && host_path(&live).as_deref() == Some(path)
+        && inside(volumes_dir, path);
+    Ok(same)
+}
+
+async fn execute(api: &Api<PersistentVolume>, volumes_dir: &Path, step: &Step) -> Result<(), String> {
     match step {
         Step::Maintain { path, bytes } => {
             let (p, b) = (path.clone(), *bytes);
@@ -284,6 +308,10 @@ async fn execute(api: &Api<PersistentVolume>, step: &Step) -> Result<(), String>
             tracing::info!(volume = %name, path = %path.display(), cloned = clone_from.is_some(), "volume ready");
         }
         Step::Remove { name, uid, path } => {
+            if !confirm_remove(api, volumes_dir, name, uid, path).await? {
+                tracing::info!(volume = %name, "the live PersistentVolume no longer asks for removal; data kept");
+                return Ok(());
+            }
             let p = path.clone();
             tokio::task::spawn_blocking(move || {
                 crate::capacity::remove(&p)?;

@@ -36,6 +36,15 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The back-off after `failures` consecutive failures of one object: `backoff_base` doubling per
+    /// failure, at most `backoff_max`.
+    #[must_use]
+    pub fn backoff(&self, failures: u32) -> Duration {
+        backoff(self, failures)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Retry {
     failures: u32,
@@ -190,6 +199,14 @@ mod tests {
     use super::*;
     use futures::stream;
 
+    /// Real time, scaled down: 1 ms debounce, 1 s resync, back-off 50 ms doubling to 1 s.
+    const FAST: Settings = Settings {
+        debounce: Duration::from_millis(1),
+        resync: Duration::from_secs(1),
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_secs(1),
+    };
+
     fn lp(signals: Vec<(usize, Signal)>, kinds: usize) -> Loop {
         let streams: Vec<BoxStream<'static, (usize, Signal)>> = (0..kinds)
             .map(|k| {
@@ -201,13 +218,13 @@ mod tests {
             streams,
             kinds: (0..kinds).map(|k| format!("K{k}")).collect(),
         }
-        .into_loop("test", Settings::default())
+        .into_loop("test", FAST)
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn no_pass_until_every_cache_has_listed() {
         let mut l = lp(vec![(0, Signal::Relisting), (0, Signal::Synced), (1, Signal::Relisting)], 2);
-        let timed_out = tokio::time::timeout(Duration::from_secs(60), l.next_pass())
+        let timed_out = tokio::time::timeout(Duration::from_millis(1500), l.next_pass())
             .await
             .is_err();
         assert!(timed_out, "one cache never completed its list: no pass");
@@ -224,13 +241,13 @@ mod tests {
         assert!(l.next_pass().await.is_some());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_relist_stops_passes_until_it_completes() {
         let mut l = lp(vec![(0, Signal::Relisting), (0, Signal::Synced)], 1);
         assert!(l.next_pass().await.is_some());
         l.apply((0, Signal::Relisting));
         assert!(!l.is_synced());
-        let timed_out = tokio::time::timeout(Duration::from_secs(60), l.next_pass())
+        let timed_out = tokio::time::timeout(Duration::from_millis(1500), l.next_pass())
             .await
             .is_err();
         assert!(timed_out);
@@ -240,7 +257,7 @@ mod tests {
         assert!(l.next_pass().await.is_some());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_failed_object_backs_off_while_others_run_and_its_retry_wakes_the_loop() {
         let mut l = lp(vec![(0, Signal::Relisting), (0, Signal::Synced)], 1);
         let failed_at;
@@ -258,11 +275,11 @@ mod tests {
             assert!(!ran && !polled, "a is backing off: its step is not even polled");
             assert!(p.step("b", async { Ok::<(), &str>(()) }).await, "b is not held up");
         }
-        // No change and no resync due for 5 s: the retry itself wakes the loop.
+        // No change and no resync due for 1 s: the retry itself wakes the loop.
         let mut p = l.next_pass().await.expect("pass");
         let waited = Instant::now() - failed_at;
-        assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(1), "{waited:?}");
-        assert!(p.step("a", async { Ok::<(), &str>(()) }).await, "due again after 200 ms");
+        assert!(waited >= Duration::from_millis(50) && waited < Duration::from_millis(500), "{waited:?}");
+        assert!(p.step("a", async { Ok::<(), &str>(()) }).await, "due again after 50 ms");
     }
 
     #[test]

@@ -16,13 +16,13 @@
 //! The decision is the pure [`Index::answer`]; [`serve`] keeps the index current from watches of
 //! Services and Endpoints (answers follow a change within the watch latency) and answers on UDP and TCP.
 
-use futures::StreamExt;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use controller_runtime::{Informers, Settings};
+use kube::runtime::watcher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -39,6 +39,9 @@ pub struct Index {
     /// Every name that exists (with records, or as an ancestor of one).
     names: BTreeSet<Name>,
     serial: u32,
+    /// Built from complete caches; until then names of the zone get SERVFAIL (a resolver retries),
+    /// never an NXDOMAIN that a cold start would make up.
+    complete: bool,
 }
 
 fn name(s: &str) -> Option<Name> {
@@ -53,11 +56,22 @@ fn reverse(ip: Ipv4Addr) -> Option<Name> {
 }
 
 impl Index {
+    /// The zone `domain` while the Service and Endpoints caches are still listing: every name of the zone
+    /// is answered SERVFAIL.
+    #[must_use]
+    pub fn loading(domain: &str) -> Self {
+        Index {
+            zone: name(&format!("{domain}.")),
+            ..Index::default()
+        }
+    }
+
     /// Build the zone `domain` (e.g. `cluster.local`) from Services and their Endpoints.
     pub fn build(domain: &str, services: &[Service], endpoints: &[Endpoints], serial: u32) -> Self {
         let mut ix = Index {
             zone: name(&format!("{domain}.")),
             serial,
+            complete: true,
             ..Index::default()
         };
         let Some(zone) = ix.zone.clone() else {
@@ -191,6 +205,9 @@ impl Index {
         if !ours {
             return None;
         }
+        if !self.complete {
+            return Some(servfail(request));
+        }
         let mut m = Message::new();
         m.set_id(request.id())
             .set_message_type(MessageType::Response)
@@ -279,6 +296,10 @@ async fn respond(index: &Index, bytes: &[u8], upstream: &[SocketAddr]) -> Option
     if let Some(r) = forward(bytes, upstream).await {
         return Some(r);
     }
+    servfail(&req).to_vec().ok()
+}
+
+fn servfail(req: &Message) -> Message {
     let mut m = Message::new();
     m.set_id(req.id())
         .set_message_type(MessageType::Response)
@@ -286,7 +307,7 @@ async fn respond(index: &Index, bytes: &[u8], upstream: &[SocketAddr]) -> Option
     for q in req.queries() {
         m.add_query(q.clone());
     }
-    m.to_vec().ok()
+    m
 }
 
 /// Serve the zone `domain` on `addr` (UDP and TCP) until the process ends, from watches of Services and
@@ -297,7 +318,7 @@ async fn respond(index: &Index, bytes: &[u8], upstream: &[SocketAddr]) -> Option
 pub async fn serve(client: kube::Client, addr: SocketAddr, domain: String) -> std::io::Result<()> {
     let udp = Arc::new(tokio::net::UdpSocket::bind(addr).await?);
     let tcp = tokio::net::TcpListener::bind(addr).await?;
-    let (tx, rx) = tokio::sync::watch::channel(Arc::new(Index::build(&domain, &[], &[], 1)));
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(Index::loading(&domain)));
     let upstream: Arc<Vec<SocketAddr>> = Arc::new(
         host_resolvers()
             .into_iter()
@@ -306,21 +327,17 @@ pub async fn serve(client: kube::Client, addr: SocketAddr, domain: String) -> st
     );
     tokio::spawn(async move {
         let cfg = watcher::Config::default().any_semantic();
-        let (services, w1) = reflector::store::<Service>();
-        let (endpoints, w2) = reflector::store::<Endpoints>();
-        let mut events = futures::stream::select_all(vec![
-            reflector(w1, watcher(Api::<Service>::all(client.clone()), cfg.clone()))
-                .default_backoff()
-                .map(|_| ())
-                .boxed(),
-            reflector(w2, watcher(Api::<Endpoints>::all(client), cfg))
-                .default_backoff()
-                .map(|_| ())
-                .boxed(),
-        ]);
+        let mut informers = Informers::new();
+        let services = informers.watch(Api::<Service>::all(client.clone()), cfg.clone());
+        let endpoints = informers.watch(Api::<Endpoints>::all(client), cfg);
+        // No debounce: a pod's Ready → its name answering is a measured figure.
+        let settings = Settings {
+            debounce: std::time::Duration::ZERO,
+            ..Settings::default()
+        };
+        let mut passes = informers.into_loop("dns", settings);
         let mut serial = 1u32;
-        while events.next().await.is_some() {
-            while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
+        while let Some(_pass) = passes.next_pass().await {
             serial = serial.wrapping_add(1);
             let s: Vec<Service> = services.state().iter().map(|x| (**x).clone()).collect();
             let e: Vec<Endpoints> = endpoints.state().iter().map(|x| (**x).clone()).collect();

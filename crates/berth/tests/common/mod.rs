@@ -217,6 +217,21 @@ impl Server {
         }
     }
 
+    /// Stop the server with SIGTERM (its shutdown path runs) and start it again on the same data dir.
+    pub fn restart_graceful(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
     /// Start the server again on the same data dir (a new port).
     pub fn restart(&mut self) {
         self.kill9();

@@ -31,9 +31,22 @@ pub enum Error {
 
 struct Ctx {
     client: kube::Client,
+    /// Consecutive failures per set (`namespace/name`), for the error policy's back-off.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
-/// Run the controller until the process ends.
+fn set_key(set: &StatefulSet) -> String {
+    format!(
+        "{}/{}",
+        set.metadata.namespace.as_deref().unwrap_or(""),
+        set.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Run the controller until the process ends. It is kube-runtime's `Controller` rather than a
+/// controller-runtime loop because its reconcile reads the set's pods, claims and revisions live through
+/// the API each time (never from a cache), so an incomplete cache can only delay a reconcile, never
+/// mislead one; failures back off per set as controller-runtime's steps do.
 pub async fn run(client: kube::Client) {
     let sets: Api<StatefulSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -42,18 +55,35 @@ pub async fn run(client: kube::Client) {
     Controller::new(sets, cfg.clone())
         .owns(pods, cfg.clone())
         .owns(revisions, cfg)
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "statefulset reconcile");
-            }
-        })
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Ctx {
+                client,
+                failures: Default::default(),
+            }),
+        )
+        .for_each(|_| async {})
         .await;
 }
 
-fn error_policy(_set: Arc<StatefulSet>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::debug!(error = %err, "statefulset reconcile failed; retrying");
-    Action::requeue(Duration::from_millis(500))
+/// Conflicts and "not found" mean the world moved: re-plan soon, quietly. Anything else is logged at
+/// warn and retried with a per-set exponential back-off (controller-runtime's).
+fn error_policy(set: Arc<StatefulSet>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let Error::Api { source, .. } = err;
+    if transient(source) {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    let key = set_key(&set);
+    let failures = {
+        let mut f = ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = f.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = controller_runtime::Settings::default().backoff(failures);
+    tracing::warn!(object = %format!("StatefulSet {key}"), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 fn transient(e: &kube::Error) -> bool {
@@ -227,6 +257,10 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
             return Err(wrap(e));
         }
     }
+    ctx.failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&set_key(&set));
     Ok(match (retry_soon, p.requeue_after) {
         (true, _) => Action::requeue(Duration::from_millis(100)),
         (false, Some(d)) => Action::requeue(d),
