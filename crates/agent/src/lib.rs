@@ -87,4 +87,3 @@ fn spawn(client: kube::Client, config: Config) {
     let (c, cfg) = (client, config);
     supervise("pods", move || pods::run(c.clone(), cfg.clone()));
 }
-

@@ -13,11 +13,11 @@ use crate::Config;
 use crate::image::ImageStore;
 use crate::probe;
 use crate::runtime::{self, Bind, ContainerSpec, State};
+use controller_runtime::{Informers, Settings};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use controller_runtime::{Informers, Settings};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};

@@ -20,9 +20,9 @@
 //! listens on `hostIP` (default all addresses) at the hostPort and relays to the pod's IP at its
 //! containerPort, for as long as the pod has an IP on this node.
 
+use controller_runtime::{Informers, Settings};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::Api;
-use controller_runtime::{Informers, Settings};
 use kube::runtime::watcher;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};

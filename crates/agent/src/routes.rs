@@ -12,10 +12,10 @@
 //! with a second local agent) need no route: their slices are on the same bridge. Nothing is routed
 //! anywhere but to other nodes' addresses.
 
+use controller_runtime::{Informers, Settings};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use controller_runtime::{Informers, Settings};
 use kube::runtime::watcher;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};

@@ -5,6 +5,7 @@
 
 mod examples;
 mod network;
+mod restart;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -112,16 +113,18 @@ async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client> {
     Ok(kube::Client::try_from(cfg)?)
 }
 
+/// The flags of the control-plane bench servers (no agent; their own DNS address and Service range).
+const CONTROL_PLANE_ARGS: [&str; 5] = [
+    "--disable-agent",
+    "--cluster-dns",
+    CONTROL_PLANE_DNS,
+    "--service-cidr",
+    "10.44.247.0/24",
+];
+
 /// Start `berth server` as a child process and wait for its first successful request.
 async fn start_server() -> Result<(Child, Duration, kube::Client)> {
-    start_server_with(&[
-        "--disable-agent",
-        "--cluster-dns",
-        CONTROL_PLANE_DNS,
-        "--service-cidr",
-        "10.44.247.0/24",
-    ])
-    .await
+    start_server_with(&CONTROL_PLANE_ARGS).await
 }
 
 /// The value following `flag` in `args`.
@@ -140,7 +143,7 @@ async fn start_server_with(extra: &[&str]) -> Result<(Child, Duration, kube::Cli
         .arg(dir.path())
         .args(extra)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("server.log"))?)
         .spawn()
         .context("spawning berth server")?;
     // Bench servers name their own cluster DNS and Service range (not the defaults a real server on this
@@ -279,6 +282,23 @@ async fn watch_fan_out(client: &kube::Client, watchers: usize, changes: usize) -
 
 async fn list_latency(client: &kube::Client, pods: usize) -> Result<(Duration, Duration)> {
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    create_pods(&api, pods).await?;
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let list = api.list(&ListParams::default()).await?;
+        anyhow::ensure!(list.items.len() == pods, "listed {} of {pods}", list.items.len());
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    let t0 = Instant::now();
+    let page = api.list(&ListParams::default().limit(500)).await?;
+    anyhow::ensure!(page.items.len() == 500);
+    Ok((samples[samples.len() / 2], t0.elapsed()))
+}
+
+/// Create `pods` unscheduled pods `p-<i>` through `api`, 16 clients at once.
+async fn create_pods(api: &Api<Pod>, pods: usize) -> Result<()> {
     let mut tasks = Vec::new();
     for w in 0..16 {
         let api = api.clone();
@@ -297,18 +317,7 @@ async fn list_latency(client: &kube::Client, pods: usize) -> Result<(Duration, D
     for t in tasks {
         t.await??;
     }
-    let mut samples = Vec::new();
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        let list = api.list(&ListParams::default()).await?;
-        anyhow::ensure!(list.items.len() == pods, "listed {} of {pods}", list.items.len());
-        samples.push(t0.elapsed());
-    }
-    samples.sort();
-    let t0 = Instant::now();
-    let page = api.list(&ListParams::default().limit(500)).await?;
-    anyhow::ensure!(page.items.len() == 500);
-    Ok((samples[samples.len() / 2], t0.elapsed()))
+    Ok(())
 }
 
 fn sts_manifest(name: &str, replicas: usize, policy: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
@@ -513,6 +522,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     if args.suite == "examples" {
         return examples::figures(&args.examples_dir).await;
+    }
+    if args.suite == "restart" {
+        return restart::figures(&args).await;
     }
     let mut starts = Vec::new();
     for _ in 0..5 {

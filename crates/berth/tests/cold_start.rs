@@ -37,7 +37,11 @@ async fn api_server(dir: &std::path::Path) -> axum::Router {
 
 /// A client whose LIST requests for collections ending in one of `held` wait until `gate` opens; gets by
 /// name and watches go through.
-fn held_client(router: axum::Router, held: &'static [&'static str], gate: tokio::sync::watch::Receiver<bool>) -> kube::Client {
+fn held_client(
+    router: axum::Router,
+    held: &'static [&'static str],
+    gate: tokio::sync::watch::Receiver<bool>,
+) -> kube::Client {
     let inner = apiserver::server::in_process::<kube::client::Body>(router);
     let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let inner = inner.clone();
@@ -79,7 +83,10 @@ async fn phase_of(api: &Api<PersistentVolume>, name: &str) -> String {
 async fn nothing_is_deleted_or_released_until_every_cache_has_listed_then_exactly_the_dangling_objects_are() {
     let dir = tempfile::tempdir().expect("dir");
     let router = api_server(dir.path()).await;
-    let direct = kube::Client::new(apiserver::server::in_process::<kube::client::Body>(router.clone()), "default");
+    let direct = kube::Client::new(
+        apiserver::server::in_process::<kube::client::Body>(router.clone()),
+        "default",
+    );
     let sets: Api<StatefulSet> = Api::namespaced(direct.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(direct.clone(), "default");
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(direct.clone(), "default");
@@ -119,7 +126,11 @@ async fn nothing_is_deleted_or_released_until_every_cache_has_listed_then_exactl
         pod_uids.push(uid(&p));
     }
     // Claims bound to volumes; plus one volume whose claim is truly gone.
-    for (claim, pv) in [("www-web-0", "pv-0"), ("www-web-1", "pv-1"), ("gone", "pv-dangling")] {
+    for (claim, pv) in [
+        ("www-web-0", "pv-0"),
+        ("www-web-1", "pv-1"),
+        ("gone", "pv-dangling"),
+    ] {
         let claim_uid = if claim == "gone" {
             "00000000-0000-0000-0000-00000000dead".to_string()
         } else {
@@ -150,7 +161,11 @@ async fn nothing_is_deleted_or_released_until_every_cache_has_listed_then_exactl
         )
         .await;
         volumes
-            .patch_status(pv, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Bound"}})))
+            .patch_status(
+                pv,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+            )
             .await
             .expect("pv status");
     }
@@ -182,7 +197,12 @@ async fn nothing_is_deleted_or_released_until_every_cache_has_listed_then_exactl
         for name in ["pv-0", "pv-1", "pv-dangling"] {
             v.push(format!("{name}:{}", phase_of(&volumes, name).await));
         }
-        let r = revisions.list(&ListParams::default()).await.expect("revisions").items.len();
+        let r = revisions
+            .list(&ListParams::default())
+            .await
+            .expect("revisions")
+            .items
+            .len();
         (p, v, r)
     };
     let before = world(pods.clone(), volumes.clone(), revisions.clone()).await;
@@ -190,7 +210,10 @@ async fn nothing_is_deleted_or_released_until_every_cache_has_listed_then_exactl
     // would collect web-0/web-1 (owner missing) and release pv-0/pv-1 (claim missing) within a second.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = world(pods.clone(), volumes.clone(), revisions.clone()).await;
-    assert_eq!(before, during, "nothing deleted, released or created while two caches were still listing");
+    assert_eq!(
+        before, during,
+        "nothing deleted, released or created while two caches were still listing"
+    );
     assert!(during.0.iter().any(|p| p.starts_with("orphan=")));
 
     // The lists arrive: upstream collects the orphan and releases the dangling volume, nothing else.
@@ -201,7 +224,10 @@ async fn nothing_is_deleted_or_released_until_every_cache_has_listed_then_exactl
         if !p.iter().any(|p| p.starts_with("orphan=")) && v.contains(&"pv-dangling:Released".to_string()) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "orphan not collected or volume not released: {p:?} {v:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orphan not collected or volume not released: {p:?} {v:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Give the controllers a little longer to do anything they should not.
@@ -217,12 +243,16 @@ async fn nothing_is_deleted_or_released_until_every_cache_has_listed_then_exactl
 }
 
 #[tokio::test]
-async fn one_lease_holder_at_a_time_a_restarted_holder_takes_its_lease_back_at_once_another_waits_for_expiry() {
+async fn one_lease_holder_at_a_time_a_restarted_holder_takes_its_lease_back_at_once_another_waits_for_expiry()
+{
     use controller_runtime::leader::{Config, Elector};
     use k8s_openapi::api::coordination::v1::Lease;
     let dir = tempfile::tempdir().expect("dir");
     let router = api_server(dir.path()).await;
-    let client = kube::Client::new(apiserver::server::in_process::<kube::client::Body>(router), "default");
+    let client = kube::Client::new(
+        apiserver::server::in_process::<kube::client::Body>(router),
+        "default",
+    );
     let leases: Api<Lease> = Api::namespaced(client, "kube-system");
     let cfg = |id: &str| Config {
         lease_duration: Duration::from_secs(2),
@@ -233,8 +263,14 @@ async fn one_lease_holder_at_a_time_a_restarted_holder_takes_its_lease_back_at_o
     let (a, b) = (cfg("server-a"), cfg("server-b"));
     let mut ea = Elector::default();
     let mut eb = Elector::default();
-    assert!(ea.try_acquire_or_renew(&leases, &a).await.expect("a"), "first candidate takes a free lease at once");
-    assert!(!eb.try_acquire_or_renew(&leases, &b).await.expect("b"), "second candidate waits");
+    assert!(
+        ea.try_acquire_or_renew(&leases, &a).await.expect("a"),
+        "first candidate takes a free lease at once"
+    );
+    assert!(
+        !eb.try_acquire_or_renew(&leases, &b).await.expect("b"),
+        "second candidate waits"
+    );
     assert!(ea.try_acquire_or_renew(&leases, &a).await.expect("a renews"));
     // A restarted holder (same identity, fresh elector) takes its own lease back at once.
     let mut ea2 = Elector::default();
@@ -243,12 +279,21 @@ async fn one_lease_holder_at_a_time_a_restarted_holder_takes_its_lease_back_at_o
     // for the lease duration.
     assert!(!eb.try_acquire_or_renew(&leases, &b).await.expect("b"));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(!eb.try_acquire_or_renew(&leases, &b).await.expect("b"), "not yet expired");
+    assert!(
+        !eb.try_acquire_or_renew(&leases, &b).await.expect("b"),
+        "not yet expired"
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(eb.try_acquire_or_renew(&leases, &b).await.expect("b"), "expired: taken over");
+    assert!(
+        eb.try_acquire_or_renew(&leases, &b).await.expect("b"),
+        "expired: taken over"
+    );
     let l = leases.get("berth-controllers").await.expect("lease");
     let spec = l.spec.expect("spec");
     assert_eq!(spec.holder_identity.as_deref(), Some("server-b"));
     assert_eq!(spec.lease_transitions, Some(1));
-    assert!(!ea2.try_acquire_or_renew(&leases, &a).await.expect("a"), "the old holder has lost it");
+    assert!(
+        !ea2.try_acquire_or_renew(&leases, &a).await.expect("a"),
+        "the old holder has lost it"
+    );
 }

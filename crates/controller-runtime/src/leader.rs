@@ -67,7 +67,11 @@ impl Elector {
     ///
     /// # Errors
     /// API errors other than a lost race (409), which is `Ok(false)`.
-    pub async fn try_acquire_or_renew(&mut self, api: &Api<Lease>, cfg: &Config) -> Result<bool, kube::Error> {
+    pub async fn try_acquire_or_renew(
+        &mut self,
+        api: &Api<Lease>,
+        cfg: &Config,
+    ) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let seconds = i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let current = match api.get(&cfg.name).await {
@@ -114,7 +118,11 @@ impl Elector {
         lease.spec = Some(LeaseSpec {
             holder_identity: Some(cfg.identity.clone()),
             lease_duration_seconds: Some(seconds),
-            acquire_time: if ours { spec.acquire_time.clone() } else { Some(MicroTime(now)) },
+            acquire_time: if ours {
+                spec.acquire_time.clone()
+            } else {
+                Some(MicroTime(now))
+            },
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + i32::from(!ours)),
             ..spec
@@ -164,7 +172,9 @@ where
                     tracing::warn!(lease = %cfg.name, "leader election: the Lease was taken");
                     break;
                 }
-                Ok(Err(e)) => tracing::warn!(lease = %cfg.name, error = %e, "leader election: renewing failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(lease = %cfg.name, error = %e, "leader election: renewing failed")
+                }
                 Err(_) => {}
             }
             if renewed.elapsed() >= cfg.renew_deadline {

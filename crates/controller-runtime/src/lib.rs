@@ -19,10 +19,10 @@
 //! Must never: know a particular kind's business rules (those are the controllers'), or reach the store or
 //! the API server other than through a kube-rs `Client`.
 
+mod informers;
 pub mod leader;
 pub mod live;
 mod pass;
-mod informers;
 
 pub use informers::{Informers, Signal};
 pub use pass::{Loop, Pass, Settings};

@@ -60,7 +60,9 @@ pub struct Loop {
     settings: Settings,
     resync: tokio::time::Interval,
     retries: HashMap<String, Retry>,
-    waiting_logged: bool,
+    /// Whether the loop has said it waits for caches (or has not planned yet): the next pass on complete
+    /// caches is logged.
+    announce: bool,
 }
 
 impl Informers {
@@ -78,7 +80,7 @@ impl Informers {
             settings,
             resync,
             retries: HashMap::new(),
-            waiting_logged: false,
+            announce: true,
         }
     }
 }
@@ -117,16 +119,16 @@ impl Loop {
                 self.apply(ev);
             }
             if self.is_synced() {
-                if self.waiting_logged {
+                if self.announce {
                     tracing::info!(loop_ = self.name, "caches complete; planning");
-                    self.waiting_logged = false;
+                    self.announce = false;
                 }
                 return Some(Pass {
                     lp: self,
                     seen: HashSet::new(),
                 });
             }
-            if !self.waiting_logged {
+            if !self.announce {
                 let waiting: Vec<&str> = self
                     .kinds
                     .iter()
@@ -134,8 +136,12 @@ impl Loop {
                     .filter(|(_, s)| !**s)
                     .map(|(k, _)| k.as_str())
                     .collect();
-                tracing::info!(loop_ = self.name, ?waiting, "waiting for complete caches before planning");
-                self.waiting_logged = true;
+                tracing::info!(
+                    loop_ = self.name,
+                    ?waiting,
+                    "waiting for complete caches before planning"
+                );
+                self.announce = true;
             }
         }
     }
@@ -223,7 +229,14 @@ mod tests {
 
     #[tokio::test]
     async fn no_pass_until_every_cache_has_listed() {
-        let mut l = lp(vec![(0, Signal::Relisting), (0, Signal::Synced), (1, Signal::Relisting)], 2);
+        let mut l = lp(
+            vec![
+                (0, Signal::Relisting),
+                (0, Signal::Synced),
+                (1, Signal::Relisting),
+            ],
+            2,
+        );
         let timed_out = tokio::time::timeout(Duration::from_millis(1500), l.next_pass())
             .await
             .is_err();
@@ -273,7 +286,10 @@ mod tests {
                 })
                 .await;
             assert!(!ran && !polled, "a is backing off: its step is not even polled");
-            assert!(p.step("b", async { Ok::<(), &str>(()) }).await, "b is not held up");
+            assert!(
+                p.step("b", async { Ok::<(), &str>(()) }).await,
+                "b is not held up"
+            );
         }
         // No change and no resync due for 1 s: the retry itself wakes the loop, once it is due.
         loop {
@@ -281,10 +297,16 @@ mod tests {
             let ran = p.step("a", async { Ok::<(), &str>(()) }).await;
             let waited = Instant::now() - failed_at;
             if ran {
-                assert!(waited >= Duration::from_millis(50) && waited < Duration::from_millis(500), "{waited:?}");
+                assert!(
+                    waited >= Duration::from_millis(50) && waited < Duration::from_millis(500),
+                    "{waited:?}"
+                );
                 break;
             }
-            assert!(waited < Duration::from_millis(60), "due after 50 ms but not run at {waited:?}");
+            assert!(
+                waited < Duration::from_millis(60),
+                "due after 50 ms but not run at {waited:?}"
+            );
         }
     }
 

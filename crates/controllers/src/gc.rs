@@ -328,9 +328,9 @@ pub async fn run(client: kube::Client) {
 
 fn action_uid(a: &GcAction) -> Option<&str> {
     match a {
-        GcAction::Delete { uid, .. } | GcAction::RemoveOwnerRefs { uid, .. } | GcAction::RemoveFinalizer { uid, .. } => {
-            Some(uid)
-        }
+        GcAction::Delete { uid, .. }
+        | GcAction::RemoveOwnerRefs { uid, .. }
+        | GcAction::RemoveFinalizer { uid, .. } => Some(uid),
         GcAction::FinalizeNamespace { .. } => None,
     }
 }

@@ -27,7 +27,9 @@ pub const LEASE_NAME: &str = "berth-controllers";
 pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
     let mut tasks = Tasks::default();
     let (c, cidr) = (client.clone(), cluster_cidr.to_string());
-    tasks.push(supervise("nodeipam", move || nodeipam::run(c.clone(), cidr.clone())));
+    tasks.push(supervise("nodeipam", move || {
+        nodeipam::run(c.clone(), cidr.clone())
+    }));
     let c = client.clone();
     tasks.push(supervise("endpoints", move || endpoints::run(c.clone())));
     let c = client.clone();

@@ -474,8 +474,7 @@ pub async fn run(client: kube::Client) {
             {
                 continue;
             }
-            pass.step(&step_key(&step), execute(&client, step.clone()))
-                .await;
+            pass.step(&step_key(&step), execute(&client, step.clone())).await;
         }
     }
 }

@@ -538,8 +538,7 @@ pub async fn run(client: kube::Client) {
             {
                 continue;
             }
-            pass.step(&step_key(&step), execute(&client, step.clone()))
-                .await;
+            pass.step(&step_key(&step), execute(&client, step.clone())).await;
         }
     }
 }
@@ -559,10 +558,7 @@ fn step_key(step: &Step) -> String {
             claim: name,
             ..
         } => format!("PersistentVolumeClaim {namespace}/{name}"),
-        Step::CreateVolume(pv) => format!(
-            "PersistentVolume {}",
-            pv.metadata.name.as_deref().unwrap_or("")
-        ),
+        Step::CreateVolume(pv) => format!("PersistentVolume {}", pv.metadata.name.as_deref().unwrap_or("")),
         Step::SetVolumePhase { name, .. } | Step::Release { name, .. } | Step::ExpandVolume { name, .. } => {
             format!("PersistentVolume {name}")
         }
@@ -612,8 +608,7 @@ async fn execute(client: &kube::Client, step: Step) -> Result<(), StepError> {
             api.patch(&claim, &pp, &Patch::Merge(patch)).await?;
             let status = json!({"status": {"phase": "Bound", "accessModes": access_modes,
                                            "capacity": {"storage": capacity}}});
-            api.patch_status(&claim, &pp, &Patch::Merge(status))
-                .await?;
+            api.patch_status(&claim, &pp, &Patch::Merge(status)).await?;
             Ok(())
         }
         Step::Release {
@@ -636,8 +631,7 @@ async fn execute(client: &kube::Client, step: Step) -> Result<(), StepError> {
         Step::SetVolumePhase { name, phase } => {
             let api: Api<PersistentVolume> = Api::all(client.clone());
             let status = json!({"status": {"phase": phase}});
-            api.patch_status(&name, &pp, &Patch::Merge(status))
-                .await?;
+            api.patch_status(&name, &pp, &Patch::Merge(status)).await?;
             Ok(())
         }
         Step::ExpandVolume { name, storage } => {
@@ -653,8 +647,7 @@ async fn execute(client: &kube::Client, step: Step) -> Result<(), StepError> {
         } => {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
             let status = json!({"status": {"capacity": {"storage": storage}}});
-            api.patch_status(&name, &pp, &Patch::Merge(status))
-                .await?;
+            api.patch_status(&name, &pp, &Patch::Merge(status)).await?;
             Ok(())
         }
         Step::Event {

@@ -16,12 +16,12 @@
 //! The decision is the pure [`Index::answer`]; [`serve`] keeps the index current from watches of
 //! Services and Endpoints (answers follow a change within the watch latency) and answers on UDP and TCP.
 
+use controller_runtime::{Informers, Settings};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::Api;
-use controller_runtime::{Informers, Settings};
 use kube::runtime::watcher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -76,7 +76,10 @@ fn error_policy(set: Arc<StatefulSet>, err: &Error, ctx: Arc<Ctx>) -> Action {
     }
     let key = set_key(&set);
     let failures = {
-        let mut f = ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut f = ctx
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = f.entry(key.clone()).or_insert(0);
         *n += 1;
         *n
