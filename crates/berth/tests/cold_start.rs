@@ -42,6 +42,16 @@ fn held_client(
     held: &'static [&'static str],
     gate: tokio::sync::watch::Receiver<bool>,
 ) -> kube::Client {
+    holding_client(router, held, false, gate)
+}
+
+/// Like [`held_client`], holding back the WATCH requests (`watches`) instead of the LIST requests.
+fn holding_client(
+    router: axum::Router,
+    held: &'static [&'static str],
+    watches: bool,
+    gate: tokio::sync::watch::Receiver<bool>,
+) -> kube::Client {
     let inner = apiserver::server::in_process::<kube::client::Body>(router);
     let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let inner = inner.clone();
@@ -49,7 +59,8 @@ fn held_client(
         async move {
             let path = req.uri().path().to_string();
             let watch = req.uri().query().unwrap_or("").contains("watch=true");
-            if req.method() == http::Method::GET && !watch && held.iter().any(|h| path.ends_with(h)) {
+            if req.method() == http::Method::GET && watch == watches && held.iter().any(|h| path.ends_with(h))
+            {
                 let _ = gate.wait_for(|open| *open).await;
             }
             inner.oneshot(req).await
@@ -296,4 +307,83 @@ async fn one_lease_holder_at_a_time_a_restarted_holder_takes_its_lease_back_at_o
         !ea2.try_acquire_or_renew(&leases, &a).await.expect("a"),
         "the old holder has lost it"
     );
+}
+
+#[tokio::test]
+async fn a_lagging_cache_never_collects_or_releases_what_a_live_read_still_finds() {
+    let dir = tempfile::tempdir().expect("dir");
+    let router = api_server(dir.path()).await;
+    let direct = kube::Client::new(
+        apiserver::server::in_process::<kube::client::Body>(router.clone()),
+        "default",
+    );
+    // Every cache lists at once, but the StatefulSet and claim caches never hear of a change afterwards:
+    // their watches are held (a lagging cache, as under load or across a slow relist).
+    let (_open, gate) = tokio::sync::watch::channel(false);
+    let lagging = holding_client(router, &["/statefulsets", "/persistentvolumeclaims"], true, gate);
+    let tasks = controllers::spawn_all(&lagging, "10.42.0.0/16");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let sets: Api<StatefulSet> = Api::namespaced(direct.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(direct.clone(), "default");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(direct.clone(), "default");
+    let volumes: Api<PersistentVolume> = Api::all(direct.clone());
+    // A set and its pod created now: the collector's pod cache sees the pod, its set cache never sees the
+    // set, so the pod's owner looks gone.
+    let set: StatefulSet = create(
+        &sets,
+        json!({"metadata": {"name": "late"},
+            "spec": {"replicas": 1, "serviceName": "late", "updateStrategy": {"type": "OnDelete"},
+                "selector": {"matchLabels": {"app": "late"}},
+                "template": {"metadata": {"labels": {"app": "late"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}),
+    )
+    .await;
+    let pod: Pod = create(
+        &pods,
+        json!({"metadata": {"name": "late-0", "labels": {"app": "late"},
+                "ownerReferences": owner("StatefulSet", "apps/v1", "late", &uid(&set))},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await;
+    // A claim and its bound volume created now: the volume cache sees the volume, the claim cache never
+    // sees the claim, so the volume's claim looks gone.
+    let claim: PersistentVolumeClaim = create(
+        &claims,
+        json!({"metadata": {"name": "late-claim"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local-path", "volumeName": "pv-late",
+                "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+    create::<PersistentVolume>(
+        &volumes,
+        json!({"metadata": {"name": "pv-late"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "local-path",
+                "hostPath": {"path": "/nonexistent/pv-late"},
+                "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "default", "name": "late-claim", "uid": uid(&claim)}}}),
+    )
+    .await;
+    volumes
+        .patch_status(
+            "pv-late",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+        )
+        .await
+        .expect("pv status");
+
+    // Several passes of every controller (5 s resync) later, the live reads have kept both.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let still = pods
+        .get("late-0")
+        .await
+        .expect("pod kept: its owner exists when read live");
+    assert_eq!(uid(&still), uid(&pod));
+    assert_eq!(
+        phase_of(&volumes, "pv-late").await,
+        "Bound",
+        "volume kept Bound: its claim exists when read live"
+    );
+    drop(tasks);
 }
