@@ -197,7 +197,7 @@ fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
 
-fn selector_matches(set: &StatefulSet, p: &Pod) -> bool {
+pub(crate) fn selector_matches(set: &StatefulSet, p: &Pod) -> bool {
     let Some(sel) = set.spec.as_ref().map(|s| &s.selector) else {
         return false;
     };

@@ -1,11 +1,14 @@
-//! The StatefulSet controller's executor: a kube-runtime `Controller` over StatefulSets (woken by their
+//! The StatefulSet controller's loop: a kube-runtime `Controller` over StatefulSets (woken by their
 //! pods and ControllerRevisions), which reads the set's pods, claims and revisions, calls [`plan`] and
-//! performs its steps through the API. Conflicts and "already exists" mean the world moved: re-plan.
+//! hands its steps to [`execute`] with the kube-backed [`Objects`]. Conflicts and "already exists" mean
+//! the world moved: re-plan.
 
-use super::plan::{Observed, Step, plan};
+use super::execute::{Objects, Outcome, execute, transient};
+use super::plan::{Observed, plan};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -89,10 +92,6 @@ fn error_policy(set: Arc<StatefulSet>, err: &Error, ctx: Arc<Ctx>) -> Action {
     Action::requeue(delay)
 }
 
-fn transient(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
-}
-
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let namespace = set.metadata.namespace.clone().unwrap_or_default();
     let name = set.metadata.name.clone().unwrap_or_default();
@@ -163,112 +162,136 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         now: jiff::Timestamp::now(),
     };
     let p = plan(&observed);
-    let mut retry_soon = false;
-    for step in p.steps {
-        let res: Result<(), kube::Error> = match step {
-            Step::CreateRevision(r) => revs_api.create(&PostParams::default(), &r).await.map(|_| ()),
-            Step::RenumberRevision { name, revision } => revs_api
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"revision": revision})),
-                )
-                .await
-                .map(|_| ()),
-            Step::DeleteRevision { name } => {
-                revs_api.delete(&name, &DeleteParams::default()).await.map(|_| ())
-            }
-            Step::AdoptPod { name, uid: pod_uid } => {
-                let mut refs = pods
-                    .iter()
-                    .find(|p| p.metadata.uid.as_deref() == Some(&pod_uid))
-                    .and_then(|p| p.metadata.owner_references.clone())
-                    .unwrap_or_default();
-                refs.push(super::identity::controller_ref(&set));
-                let patch = json!({"metadata": {"uid": pod_uid, "ownerReferences": refs}});
-                pods_api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map(|_| ())
-            }
-            Step::ReleasePod { name, uid: pod_uid } => {
-                let refs: Vec<_> = pods
-                    .iter()
-                    .find(|p| p.metadata.uid.as_deref() == Some(&pod_uid))
-                    .and_then(|p| p.metadata.owner_references.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|r| r.uid != uid)
-                    .collect();
-                pods_api
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"ownerReferences": refs}})),
-                    )
-                    .await
-                    .map(|_| ())
-            }
-            Step::CreateClaim(c) => claims_api.create(&PostParams::default(), &c).await.map(|_| ()),
-            Step::SetClaimOwners {
-                name,
-                owner_references,
-            } => {
-                let patch = json!({"metadata": {"ownerReferences": owner_references}});
-                claims_api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map(|_| ())
-            }
-            Step::ExpandClaim { name, storage } => {
-                let patch = json!({"spec": {"resources": {"requests": {"storage": storage}}}});
-                claims_api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map(|_| ())
-            }
-            Step::CreatePod(pod) => pods_api.create(&PostParams::default(), &pod).await.map(|_| ()),
-            Step::DeletePod { name, uid: pod_uid } => {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(pod_uid),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                pods_api.delete(&name, &dp).await.map(|_| ())
-            }
-            Step::UpdateStatus(st) => sets_api
-                .patch_status(
-                    &set.metadata.name.clone().unwrap_or_default(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": st})),
-                )
-                .await
-                .map(|_| ()),
-            Step::Event {
-                type_,
-                reason,
-                message,
-            } => record_event(&client, &set, type_, reason, message).await,
-        };
-        if let Err(e) = res {
-            if transient(&e) {
-                retry_soon = true;
-                break;
-            }
-            return Err(wrap(e));
-        }
-    }
+    let mut objects = Kube {
+        client,
+        pods: pods_api,
+        claims: claims_api,
+        revisions: revs_api,
+        sets: sets_api,
+    };
+    let outcome = execute(&mut objects, &set, &pods, p.steps).await.map_err(wrap)?;
     ctx.failures
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&set_key(&set));
-    Ok(match (retry_soon, p.requeue_after) {
-        (true, _) => Action::requeue(Duration::from_millis(100)),
-        (false, Some(d)) => Action::requeue(d),
-        (false, None) => Action::requeue(Duration::from_secs(30)),
+    Ok(match (outcome, p.requeue_after) {
+        (Outcome::Replan, _) => Action::requeue(Duration::from_millis(100)),
+        (Outcome::Done, Some(d)) => Action::requeue(d),
+        (Outcome::Done, None) => Action::requeue(Duration::from_secs(30)),
     })
+}
+
+/// The controller's writes through the API, in the set's namespace.
+struct Kube {
+    client: kube::Client,
+    pods: Api<Pod>,
+    claims: Api<PersistentVolumeClaim>,
+    revisions: Api<ControllerRevision>,
+    sets: Api<StatefulSet>,
+}
+
+impl Objects for Kube {
+    async fn create_revision(&mut self, revision: &ControllerRevision) -> Result<(), kube::Error> {
+        self.revisions
+            .create(&PostParams::default(), revision)
+            .await
+            .map(|_| ())
+    }
+
+    async fn renumber_revision(&mut self, name: &str, revision: i64) -> Result<(), kube::Error> {
+        self.revisions
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"revision": revision})),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_revision(&mut self, name: &str) -> Result<(), kube::Error> {
+        self.revisions
+            .delete(name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+    }
+
+    async fn patch_pod_owners(
+        &mut self,
+        name: &str,
+        uid: &str,
+        owner_references: Vec<OwnerReference>,
+    ) -> Result<(), kube::Error> {
+        // `metadata.uid` in the patch is upstream's precondition (ControllerRefManager's adopt and release).
+        let patch = json!({"metadata": {"uid": uid, "ownerReferences": owner_references}});
+        self.pods
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+    }
+
+    async fn create_claim(&mut self, claim: &PersistentVolumeClaim) -> Result<(), kube::Error> {
+        self.claims
+            .create(&PostParams::default(), claim)
+            .await
+            .map(|_| ())
+    }
+
+    async fn patch_claim_owners(
+        &mut self,
+        name: &str,
+        owner_references: Vec<OwnerReference>,
+    ) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"ownerReferences": owner_references}});
+        self.claims
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+    }
+
+    async fn expand_claim(&mut self, name: &str, storage: &str) -> Result<(), kube::Error> {
+        let patch = json!({"spec": {"resources": {"requests": {"storage": storage}}}});
+        self.claims
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+    }
+
+    async fn create_pod(&mut self, pod: &Pod) -> Result<(), kube::Error> {
+        self.pods.create(&PostParams::default(), pod).await.map(|_| ())
+    }
+
+    async fn delete_pod(&mut self, name: &str, uid: &str) -> Result<(), kube::Error> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        self.pods.delete(name, &dp).await.map(|_| ())
+    }
+
+    async fn update_status(&mut self, set: &str, status: &StatefulSetStatus) -> Result<(), kube::Error> {
+        self.sets
+            .patch_status(
+                set,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn event(
+        &mut self,
+        set: &StatefulSet,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        record_event(&self.client, set, type_, reason, message).await
+    }
 }
 
 /// A core/v1 Event on the set, as upstream's recorder writes it (source `statefulset-controller`).
@@ -277,7 +300,7 @@ async fn record_event(
     set: &StatefulSet,
     type_: &str,
     reason: &str,
-    message: String,
+    message: &str,
 ) -> Result<(), kube::Error> {
     let namespace = set.metadata.namespace.clone().unwrap_or_default();
     let object = ObjectReference {
@@ -295,7 +318,7 @@ async fn record_event(
         object,
         type_,
         reason,
-        &message,
+        message,
         "statefulset-controller",
     )
     .await
