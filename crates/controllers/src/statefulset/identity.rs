@@ -88,7 +88,8 @@ fn vct_names(set: &StatefulSet) -> Vec<String> {
 
 /// The pod of `ordinal` built from `template` at `revision` (upstream `newVersionedStatefulSetPod`):
 /// template labels plus identity labels, hostname = pod name, subdomain = serviceName, a controller
-/// reference, and one volume per claim template bound to the ordinal's claim.
+/// reference, `generateName: <set>-` (as `GetPodFromTemplate` sets it, besides the name), and one volume
+/// per claim template bound to the ordinal's claim.
 pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordinal: i32) -> Pod {
     let name = pod_name(set, ordinal);
     let tmeta = template.metadata.clone().unwrap_or_default();
@@ -126,6 +127,7 @@ pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, or
     Pod {
         metadata: ObjectMeta {
             name: Some(name),
+            generate_name: Some(format!("{}-", set_name(set))),
             namespace: set.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: tmeta.annotations,
@@ -138,7 +140,8 @@ pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, or
 }
 
 /// The claims of `ordinal`, one per `volumeClaimTemplates` entry (upstream `getPersistentVolumeClaims`):
-/// labels are the set's `matchLabels` plus the template's, so `kubectl get pvc -l app=…` finds them.
+/// labels are the template's with the set's `matchLabels` on top (a template label of the same key is
+/// overridden), so `kubectl get pvc -l app=…` finds them.
 pub fn new_claims(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim> {
     let Some(spec) = set.spec.as_ref() else {
         return Vec::new();
@@ -149,8 +152,8 @@ pub fn new_claims(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim>
         .flatten()
         .map(|t| {
             let tname = t.metadata.name.clone().unwrap_or_default();
-            let mut labels = match_labels.clone();
-            labels.extend(t.metadata.labels.clone().unwrap_or_default());
+            let mut labels = t.metadata.labels.clone().unwrap_or_default();
+            labels.extend(match_labels.clone());
             let mut claim_spec = t.spec.clone().unwrap_or_default();
             if claim_spec.volume_mode.is_none() {
                 claim_spec.volume_mode = Some("Filesystem".into());

@@ -1127,3 +1127,22 @@ proptest! {
         prop_assert_eq!(st.current_revision, st.update_revision);
     }
 }
+
+#[test]
+fn claims_carry_the_template_labels_with_the_selector_on_top_and_pods_a_generate_name() {
+    // Upstream `getPersistentVolumeClaims`: the set's matchLabels override a template label of the same key.
+    let mut s = set(1, "OrderedReady", "v1");
+    let spec = s.spec.as_mut().expect("spec");
+    spec.volume_claim_templates.as_mut().expect("templates")[0].metadata.labels = Some(
+        [("app".to_string(), "template".to_string()), ("tier".to_string(), "db".to_string())].into(),
+    );
+    let claims = identity::new_claims(&s, 0);
+    let labels = claims[0].metadata.labels.clone().expect("labels");
+    assert_eq!(labels.get("app").map(String::as_str), Some("nginx"), "selector wins");
+    assert_eq!(labels.get("tier").map(String::as_str), Some("db"));
+    // Upstream `GetPodFromTemplate`: generateName `<set>-` besides the name.
+    let template = s.spec.as_ref().expect("spec").template.clone();
+    let pod = identity::new_pod(&s, &template, "web-1", 0);
+    assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
+    assert_eq!(pod.metadata.generate_name.as_deref(), Some("web-"));
+}
