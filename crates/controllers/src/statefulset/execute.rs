@@ -97,8 +97,14 @@ pub(crate) async fn execute<O: Objects>(
     pods: &[Pod],
     steps: Vec<Step>,
 ) -> Result<Outcome, kube::Error> {
-    for step in steps {
+    let mut steps = steps.into_iter();
+    while let Some(step) = steps.next() {
         if let Err(e) = execute_one(objects, set, pods, step).await {
+            // The status is written even when a step failed (upstream updates it after `performUpdate`
+            // whatever its error): observedGeneration and the counts are those observed.
+            if let Some(Step::UpdateStatus(st)) = steps.find(|s| matches!(s, Step::UpdateStatus(_))) {
+                let _ = objects.update_status(identity::set_name(set), &st).await;
+            }
             if transient(&e) {
                 return Ok(Outcome::Replan);
             }

@@ -226,15 +226,23 @@ pub(crate) fn selector_matches(set: &StatefulSet, p: &Pod) -> bool {
 
 /// Decide the next steps for `o.set`.
 pub fn plan(o: &Observed) -> Plan {
+    if o.set.metadata.deletion_timestamp.is_some() {
+        // A set being deleted (a finalizer holds it) gets its status computed and written, nothing else
+        // (upstream `updateStatefulSet`: "don't do anything other than updating status"); the garbage
+        // collector removes its pods.
+        let mut p = plan_active(o);
+        p.steps.retain(|s| matches!(s, Step::UpdateStatus(_)));
+        return p;
+    }
+    plan_active(o)
+}
+
+fn plan_active(o: &Observed) -> Plan {
     let set = o.set;
     let mut plan = Plan::default();
     let Some(spec) = set.spec.as_ref() else {
         return plan;
     };
-    if set.metadata.deletion_timestamp.is_some() {
-        // Upstream does nothing for a set being deleted; the garbage collector removes its pods.
-        return plan;
-    }
     let set_name = identity::set_name(set).to_string();
     let status = set.status.clone().unwrap_or_default();
 

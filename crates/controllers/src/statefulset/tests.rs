@@ -546,7 +546,16 @@ fn the_executor_stops_at_the_first_error_and_replans_only_after_a_conflict_or_no
             (Err(kube::Error::Api(s)), None) => assert_eq!(s.code, code),
             (other, _) => panic!("{code}: {other:?}"),
         }
-        assert_eq!(w.writes, 1, "{code}: nothing after the failed step");
+        assert_eq!(
+            w.writes, 2,
+            "{code}: nothing after the failed step but the status"
+        );
+        let st = w
+            .set
+            .status
+            .clone()
+            .expect("status written though a step failed (upstream)");
+        assert_eq!((st.observed_generation, st.replicas), (Some(1), 0));
         assert_eq!(w.revisions.len(), 1);
         assert!(w.claims.is_empty() && w.pods.is_empty());
         // The next pass picks up where it stopped.
@@ -1133,16 +1142,52 @@ fn claims_carry_the_template_labels_with_the_selector_on_top_and_pods_a_generate
     // Upstream `getPersistentVolumeClaims`: the set's matchLabels override a template label of the same key.
     let mut s = set(1, "OrderedReady", "v1");
     let spec = s.spec.as_mut().expect("spec");
-    spec.volume_claim_templates.as_mut().expect("templates")[0].metadata.labels = Some(
-        [("app".to_string(), "template".to_string()), ("tier".to_string(), "db".to_string())].into(),
+    spec.volume_claim_templates.as_mut().expect("templates")[0]
+        .metadata
+        .labels = Some(
+        [
+            ("app".to_string(), "template".to_string()),
+            ("tier".to_string(), "db".to_string()),
+        ]
+        .into(),
     );
     let claims = identity::new_claims(&s, 0);
     let labels = claims[0].metadata.labels.clone().expect("labels");
-    assert_eq!(labels.get("app").map(String::as_str), Some("nginx"), "selector wins");
+    assert_eq!(
+        labels.get("app").map(String::as_str),
+        Some("nginx"),
+        "selector wins"
+    );
     assert_eq!(labels.get("tier").map(String::as_str), Some("db"));
     // Upstream `GetPodFromTemplate`: generateName `<set>-` besides the name.
     let template = s.spec.as_ref().expect("spec").template.clone();
     let pod = identity::new_pod(&s, &template, "web-1", 0);
     assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
     assert_eq!(pod.metadata.generate_name.as_deref(), Some("web-"));
+}
+
+#[test]
+fn a_set_being_deleted_gets_its_status_and_nothing_else() {
+    let mut w = World::new(set(3, "Parallel", "v1"));
+    w.reconcile();
+    ready_all(&mut w);
+    w.set.metadata.deletion_timestamp = Some(Time(w.now()));
+    w.set.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    w.set.spec.as_mut().expect("spec").replicas = Some(5);
+    w.set.metadata.generation = Some(2);
+    let steps = w.reconcile();
+    assert!(
+        steps.iter().all(|s| matches!(s, Step::UpdateStatus(_))),
+        "only the status: {steps:?}"
+    );
+    let st = w.set.status.clone().expect("status");
+    assert_eq!(
+        (st.replicas, st.ready_replicas, st.observed_generation),
+        (3, Some(3), Some(2))
+    );
+    assert_eq!(
+        names(&w),
+        ["web-0", "web-1", "web-2"],
+        "no pod created for the new replica count"
+    );
 }
