@@ -205,6 +205,43 @@ fn import_dropped(images: &ImageStore, cfg: &Config) {
     }
 }
 
+/// The pod's phase from its app containers' statuses (as the kubelet's `getPhase`): Pending while
+/// initializing or while a container waits without having run; Running while any runs, and for
+/// `restartPolicy: Always` while they are all stopped (a waiting container with a last termination counts
+/// as stopped: it is restarting, e.g. in CrashLoopBackOff); once all stopped, Succeeded when every one
+/// exited 0, Failed under `Never`, Running under `OnFailure` (it restarts).
+fn pod_phase(initialized: bool, app: &[Value], restart_policy: &str) -> &'static str {
+    let (mut running, mut stopped, mut succeeded, mut waiting) = (0, 0, 0, 0);
+    for s in app {
+        let state = &s["state"];
+        if state.get("running").is_some() {
+            running += 1;
+        } else if let Some(t) = state.get("terminated") {
+            stopped += 1;
+            if t["exitCode"] == 0 {
+                succeeded += 1;
+            }
+        } else if s["lastState"].get("terminated").is_some() {
+            stopped += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    if !initialized || waiting > 0 || app.is_empty() {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if restart_policy == "Always" {
+        "Running"
+    } else if stopped == succeeded {
+        "Succeeded"
+    } else if restart_policy == "Never" {
+        "Failed"
+    } else {
+        "Running"
+    }
+}
+
 fn pod_dir(cfg: &Config, uid: &str) -> PathBuf {
     cfg.data_dir.join("agent/pods").join(uid)
 }
@@ -1102,24 +1139,8 @@ impl Agent {
         let init = statuses(spec.init_containers.as_deref().unwrap_or(&[]), "init");
         let app = statuses(&spec.containers, "containers");
         let all_ready = !app.is_empty() && app.iter().all(|s| s["ready"] == true);
-        let any_started = app
-            .iter()
-            .any(|s| s["state"].get("running").is_some() || s["state"].get("terminated").is_some());
         let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
-        let all_terminated = !app.is_empty() && app.iter().all(|s| s["state"].get("terminated").is_some());
-        let phase = if all_terminated && restart_policy != "Always" {
-            if app.iter().all(|s| s["state"]["terminated"]["exitCode"] == 0) {
-                "Succeeded"
-            } else if restart_policy == "Never" {
-                "Failed"
-            } else {
-                "Running"
-            }
-        } else if initialized && any_started {
-            "Running"
-        } else {
-            "Pending"
-        };
+        let phase = pod_phase(initialized, &app, &restart_policy);
         let old_conds: Vec<Value> = p
             .status
             .as_ref()
@@ -1412,6 +1433,38 @@ fn stop_all(pod_dir: &Path, kill: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phase_follows_the_kubelets_get_phase() {
+        let running = json!({"state": {"running": {}}, "lastState": {}});
+        let exited = |code: i32| json!({"state": {"terminated": {"exitCode": code}}, "lastState": {}});
+        let crash_looping = json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                   "lastState": {"terminated": {"exitCode": 1}}});
+        let creating = json!({"state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}});
+        // A restarting container (waiting, with a last termination) of an Always pod: Running, not Pending.
+        assert_eq!(
+            pod_phase(true, std::slice::from_ref(&crash_looping), "Always"),
+            "Running"
+        );
+        assert_eq!(
+            pod_phase(true, std::slice::from_ref(&crash_looping), "OnFailure"),
+            "Running"
+        );
+        assert_eq!(
+            pod_phase(true, std::slice::from_ref(&creating), "Always"),
+            "Pending"
+        );
+        assert_eq!(pod_phase(true, &[running.clone(), creating], "Always"), "Pending");
+        assert_eq!(
+            pod_phase(false, std::slice::from_ref(&running), "Always"),
+            "Pending"
+        );
+        assert_eq!(pod_phase(true, &[running.clone(), exited(0)], "Never"), "Running");
+        assert_eq!(pod_phase(true, &[exited(0), exited(0)], "Never"), "Succeeded");
+        assert_eq!(pod_phase(true, &[exited(0), exited(1)], "Never"), "Failed");
+        assert_eq!(pod_phase(true, &[exited(1)], "OnFailure"), "Running");
+        assert_eq!(pod_phase(true, &[exited(0)], "Always"), "Running");
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
