@@ -543,6 +543,17 @@ fn plan_active(o: &Observed) -> Plan {
                                 .iter()
                                 .flatten()
                                 .any(|r| r.kind == "Pod");
+                            if existing.metadata.deletion_timestamp.is_some() {
+                                // Upstream `createPersistentVolumeClaims` → `recordPodEvent`.
+                                let pod_name = identity::pod_name(set, ord);
+                                plan.steps.push(Step::Event {
+                                    type_: "Warning",
+                                    reason: "FailedCreate",
+                                    message: format!(
+                                        "create Pod {pod_name} in StatefulSet {set_name} failed error: pvc {cname} is being deleted"
+                                    ),
+                                });
+                            }
                             if existing.metadata.deletion_timestamp.is_some() || stale_pod_owner {
                                 claim_blocked = true;
                             }
@@ -594,6 +605,24 @@ fn plan_active(o: &Observed) -> Plan {
                         break;
                     }
                     continue;
+                }
+                // A Pending pod whose claim is missing (deleted by hand) gets it again (upstream
+                // `createMissingPersistentVolumeClaims`), so it can be scheduled.
+                if phase(p) == "Pending" {
+                    for claim in identity::new_claims(set, ord) {
+                        let cname = claim.metadata.name.clone().unwrap_or_default();
+                        if claim_by_name(&cname).is_none() {
+                            plan.steps.push(Step::CreateClaim(claim));
+                            plan.steps.push(Step::Event {
+                                type_: "Normal",
+                                reason: "SuccessfulCreate",
+                                message: format!(
+                                    "create Claim {cname} Pod {} in StatefulSet {set_name} success",
+                                    name(p)
+                                ),
+                            });
+                        }
+                    }
                 }
                 if is_failed_or_succeeded(p) {
                     plan.steps.push(Step::DeletePod {

@@ -1191,3 +1191,44 @@ fn a_set_being_deleted_gets_its_status_and_nothing_else() {
         "no pod created for the new replica count"
     );
 }
+
+#[test]
+fn a_pending_pods_missing_claim_is_recreated_and_a_claim_being_deleted_blocks_with_failed_create() {
+    // Upstream `createMissingPersistentVolumeClaims`: the pod exists, Pending, its claim was deleted.
+    let mut w = World::new(set(1, "Parallel", "v1"));
+    w.reconcile();
+    assert!(w.pods.contains_key("web-0"));
+    w.claims.remove("www-web-0");
+    let steps = w.reconcile();
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::CreateClaim(c) if c.metadata.name.as_deref() == Some("www-web-0"))),
+        "{steps:?}"
+    );
+    assert!(w.claims.contains_key("www-web-0"));
+    // A claim still being deleted blocks the ordinal's pod, with upstream's FailedCreate event.
+    let mut w = World::new(set(1, "Parallel", "v1"));
+    w.reconcile();
+    let uid = w.pods["web-0"].metadata.uid.clone().expect("uid");
+    futures::executor::block_on(w.delete_pod("web-0", &uid)).expect("delete");
+    w.kubelet(0, false);
+    assert!(w.pods.is_empty());
+    w.claims
+        .get_mut("www-web-0")
+        .expect("claim")
+        .metadata
+        .deletion_timestamp = Some(Time(w.now()));
+    let steps = w.reconcile();
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::CreatePod(_))),
+        "{steps:?}"
+    );
+    assert!(
+        steps.iter().any(
+            |s| matches!(s, Step::Event { type_: "Warning", reason: "FailedCreate", message }
+        if message == "create Pod web-0 in StatefulSet web failed error: pvc www-web-0 is being deleted")
+        ),
+        "{steps:?}"
+    );
+}
