@@ -31,6 +31,13 @@ pub(crate) trait Objects {
     ) -> impl Future<Output = Result<(), kube::Error>> + Send;
     /// Delete a ControllerRevision.
     fn delete_revision(&mut self, name: &str) -> impl Future<Output = Result<(), kube::Error>> + Send;
+    /// Set the ControllerRevision `name` (expected to have `uid`)'s ownerReferences.
+    fn patch_revision_owners(
+        &mut self,
+        name: &str,
+        uid: &str,
+        owner_references: Vec<OwnerReference>,
+    ) -> impl Future<Output = Result<(), kube::Error>> + Send;
     /// Replace a pod's `metadata.ownerReferences` with `owner_references`; `uid` is the pod's, a
     /// precondition (a pod of that name with another uid is not patched).
     fn patch_pod_owners(
@@ -132,6 +139,16 @@ async fn execute_one<O: Objects>(
         Step::CreateRevision(r) => objects.create_revision(&r).await,
         Step::RenumberRevision { name, revision } => objects.renumber_revision(&name, revision).await,
         Step::DeleteRevision { name } => objects.delete_revision(&name).await,
+        Step::AdoptRevision {
+            name,
+            uid,
+            owner_references,
+        }
+        | Step::ReleaseRevision {
+            name,
+            uid,
+            owner_references,
+        } => objects.patch_revision_owners(&name, &uid, owner_references).await,
         Step::AdoptPod { name, uid } => {
             // Keep the pod's other references, add ours as its controller (upstream ControllerRefManager).
             let mut refs = observed_owners(pods, &uid);

@@ -49,6 +49,25 @@ pub enum Step {
         /// New number.
         revision: i64,
     },
+    /// Adopt an orphan revision whose labels match the selector: add the set as its controller (upstream
+    /// `ClaimControllerRevisions`).
+    AdoptRevision {
+        /// Revision name.
+        name: String,
+        /// Revision uid.
+        uid: String,
+        /// Its ownerReferences after adoption (its others kept, the set's controller reference added).
+        owner_references: Vec<OwnerReference>,
+    },
+    /// Release a revision the set controls whose labels no longer match: drop the set's reference.
+    ReleaseRevision {
+        /// Revision name.
+        name: String,
+        /// Revision uid.
+        uid: String,
+        /// Its ownerReferences after release (its others kept).
+        owner_references: Vec<OwnerReference>,
+    },
     /// Delete a revision beyond `revisionHistoryLimit`.
     DeleteRevision {
         /// Revision name.
@@ -198,10 +217,18 @@ fn uid(p: &Pod) -> String {
 }
 
 pub(crate) fn selector_matches(set: &StatefulSet, p: &Pod) -> bool {
+    labels_match(set, &p.metadata)
+}
+
+/// Whether an object's labels match the set's selector.
+fn labels_match(
+    set: &StatefulSet,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
     let Some(sel) = set.spec.as_ref().map(|s| &s.selector) else {
         return false;
     };
-    let labels = p.metadata.labels.clone().unwrap_or_default();
+    let labels = meta.labels.clone().unwrap_or_default();
     let ml_ok = sel
         .match_labels
         .as_ref()
@@ -274,8 +301,43 @@ fn plan_active(o: &Observed) -> Plan {
         }
     }
 
-    // Revisions.
-    let mut revisions: Vec<&ControllerRevision> = o.revisions.iter().collect();
+    // Revisions: ours, orphans matching the selector adopted, ours that stopped matching released
+    // (upstream `ClaimControllerRevisions`); revisions another controller owns are not ours to see.
+    let set_uid = set.metadata.uid.as_deref().unwrap_or("");
+    let mut revisions: Vec<&ControllerRevision> = Vec::new();
+    for r in o.revisions {
+        let controller = r
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|x| x.controller == Some(true));
+        let matches = labels_match(set, &r.metadata);
+        let (name, uid) = (
+            r.metadata.name.clone().unwrap_or_default(),
+            r.metadata.uid.clone().unwrap_or_default(),
+        );
+        let refs = r.metadata.owner_references.clone().unwrap_or_default();
+        match (controller.map(|c| c.uid.as_str()), matches) {
+            (Some(c), true) if c == set_uid => revisions.push(r),
+            (Some(c), false) if c == set_uid => plan.steps.push(Step::ReleaseRevision {
+                name,
+                uid,
+                owner_references: refs.into_iter().filter(|x| x.uid != set_uid).collect(),
+            }),
+            (None, true) if r.metadata.deletion_timestamp.is_none() => {
+                let mut owner_references = refs;
+                owner_references.push(identity::controller_ref(set));
+                plan.steps.push(Step::AdoptRevision {
+                    name,
+                    uid,
+                    owner_references,
+                });
+                revisions.push(r);
+            }
+            _ => {}
+        }
+    }
     revisions.sort_by_key(|r| r.revision);
     let max_revision = revisions.last().map(|r| r.revision).unwrap_or(0);
     let data = revision::data_of(set);
@@ -297,8 +359,10 @@ fn plan_active(o: &Observed) -> Plan {
         }
         None => {
             let mut r = revision::new_revision(set, max_revision + 1, collision_count);
-            // A name taken by a revision with other data is a hash collision: bump the count and rename.
-            while revisions.iter().any(|x| x.metadata.name == r.metadata.name) {
+            // A name taken by another revision (with other data, or one we do not own, e.g. just released)
+            // is a hash collision: bump the count and rename. (Upstream's `CreateControllerRevision`
+            // would return a taken one whose bytes are equal; Berth never re-uses a revision it does not own.)
+            while o.revisions.iter().any(|x| x.metadata.name == r.metadata.name) {
                 collision_count += 1;
                 r = revision::new_revision(set, max_revision + 1, collision_count);
             }

@@ -140,20 +140,9 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         }
     }
     let claims = claims_api.list(&ListParams::default()).await.map_err(wrap)?.items;
-    let revisions: Vec<ControllerRevision> = revs_api
-        .list(&ListParams::default())
-        .await
-        .map_err(wrap)?
-        .items
-        .into_iter()
-        .filter(|r| {
-            r.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-        })
-        .collect();
+    // Every revision of the namespace: the plan keeps ours, adopts orphans matching the selector and
+    // releases ours that stopped matching (upstream `ClaimControllerRevisions`).
+    let revisions: Vec<ControllerRevision> = revs_api.list(&ListParams::default()).await.map_err(wrap)?.items;
     let observed = Observed {
         set: &set,
         pods: &pods,
@@ -212,6 +201,19 @@ impl Objects for Kube {
     async fn delete_revision(&mut self, name: &str) -> Result<(), kube::Error> {
         self.revisions
             .delete(name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+    }
+
+    async fn patch_revision_owners(
+        &mut self,
+        name: &str,
+        uid: &str,
+        owner_references: Vec<OwnerReference>,
+    ) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"uid": uid, "ownerReferences": owner_references}});
+        self.revisions
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map(|_| ())
     }

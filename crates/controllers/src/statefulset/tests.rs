@@ -295,6 +295,24 @@ impl Objects for World {
             .ok_or_else(|| not_found("controllerrevisions", name))
     }
 
+    async fn patch_revision_owners(
+        &mut self,
+        name: &str,
+        uid: &str,
+        owner_references: Vec<OwnerReference>,
+    ) -> Result<(), kube::Error> {
+        self.write()?;
+        let r = self
+            .revisions
+            .get_mut(name)
+            .ok_or_else(|| not_found("controllerrevisions", name))?;
+        if r.metadata.uid.as_deref().is_some_and(|u| u != uid) {
+            return Err(uid_conflict(name, uid, r.metadata.uid.as_deref()));
+        }
+        merge(r, json!({"metadata": {"ownerReferences": owner_references}}));
+        Ok(())
+    }
+
     async fn patch_pod_owners(
         &mut self,
         name: &str,
@@ -1231,4 +1249,53 @@ fn a_pending_pods_missing_claim_is_recreated_and_a_claim_being_deleted_blocks_wi
         ),
         "{steps:?}"
     );
+}
+
+#[test]
+fn orphan_revisions_matching_the_selector_are_adopted_and_ours_that_stop_matching_released() {
+    // Upstream `ClaimControllerRevisions`, as for pods.
+    let mut w = World::new(set(1, "Parallel", "v1"));
+    w.reconcile();
+    let ours: Vec<String> = w.revisions.keys().cloned().collect();
+    assert_eq!(ours.len(), 1);
+    // After `kubectl delete sts --cascade=orphan`, the revision lost its owner; the new set adopts it
+    // (and re-uses it, since its data is the same template) instead of creating another.
+    let name = ours[0].clone();
+    w.revisions.get_mut(&name).expect("rev").metadata.owner_references = None;
+    let steps = w.reconcile();
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::AdoptRevision { name: n, .. } if *n == name)),
+        "{steps:?}"
+    );
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::CreateRevision(_))),
+        "{steps:?}"
+    );
+    let refs = w.revisions[&name]
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        refs.iter()
+            .any(|r| r.controller == Some(true) && r.uid == "set-uid"),
+        "{refs:?}"
+    );
+    // A revision of ours whose labels no longer match is released.
+    w.revisions.get_mut(&name).expect("rev").metadata.labels = Some([("app".into(), "other".into())].into());
+    let steps = w.reconcile();
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::ReleaseRevision { name: n, .. } if *n == name)),
+        "{steps:?}"
+    );
+    let refs = w.revisions[&name]
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert!(!refs.iter().any(|r| r.uid == "set-uid"), "{refs:?}");
 }
