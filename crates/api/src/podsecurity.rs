@@ -1242,7 +1242,7 @@ mod tests {
         let got = forbidden_detail(&evaluate(lv(Level::Baseline), &meta, &json!({"containers": []})));
         assert_eq!(
             got,
-            "forbidden AppArmor profile (annotation must not set AppArmor profile type to \"container.apparmor.security.beta.kubernetes.io/a=\\\"unconfined\\\"\")"
+            "forbidden AppArmor profile (annotation must not set AppArmor profile type to \"container.apparmor.security.beta.kubernetes.io/a=\"unconfined\"\")"
         );
     }
 
