@@ -191,7 +191,7 @@ pub fn policy_to_evaluate(
     let get = |k: &str| labels.get(k).map(|v| v.as_str().unwrap_or_default().to_string());
     let mut err = |label: &str, value: &str, msg: String| {
         errs.push(FieldError::invalid(
-            &format!("metadata.labels[{label}]"),
+            format!("metadata.labels[{label}]"),
             Value::String(value.to_string()),
             msg,
         ))
@@ -1092,19 +1092,17 @@ fn seccomp_profile_restricted(pod: &Pod, v: u32) -> Option<Violation> {
     let (mut explicit, mut implicit) = (Vec::new(), Vec::new());
     for c in pod.containers() {
         match sc(c, "/seccompProfile") {
-            Some(p) => {
-                if !valid_seccomp(p.get("type")) {
-                    explicit.push(name(c));
-                    values.insert(
-                        p.get("type")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                }
+            Some(p) if !valid_seccomp(p.get("type")) => {
+                explicit.push(name(c));
+                values.insert(
+                    p.get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                );
             }
             None if !pod_set => implicit.push(name(c)),
-            None => {}
+            Some(_) | None => {}
         }
     }
     if !explicit.is_empty() {
