@@ -272,6 +272,10 @@ pub struct ServerArgs {
     /// Namespaces PodSecurity never checks (upstream `exemptions.namespaces`), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub pod_security_exempt_namespaces: Vec<String>,
+    /// k3s's `--pod-security-admission-config-file`: an upstream `AdmissionConfiguration` with a
+    /// `PodSecurityConfiguration` (defaults and exemptions); overrides `--pod-security-default`.
+    #[arg(long)]
+    pub pod_security_admission_config_file: Option<PathBuf>,
     /// Encrypt Secrets at rest (k3s `--secrets-encryption`): a key is created in
     /// `<data-dir>/server/cred/encryption-config.json`, an upstream `EncryptionConfiguration`.
     #[arg(long)]
@@ -506,20 +510,29 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     }
     private_data_dir(&args.data_dir)?;
     let encryption = encryption_config(args)?;
-    let pod_security_defaults = apiserver::admission::podsecurity::parse_default(&args.pod_security_default)
-        .map_err(|e| anyhow::anyhow!("--pod-security-default: {e}"))?;
+    let pod_security = match &args.pod_security_admission_config_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut c = apiserver::admission::podsecurity::parse_config_file(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            c.exempt_namespaces
+                .extend(args.pod_security_exempt_namespaces.iter().cloned());
+            c
+        }
+        None => apiserver::admission::podsecurity::PodSecurityConfig {
+            defaults: apiserver::admission::podsecurity::parse_default(&args.pod_security_default)
+                .map_err(|e| anyhow::anyhow!("--pod-security-default: {e}"))?,
+            exempt_namespaces: args.pod_security_exempt_namespaces.clone(),
+            exempt_runtime_classes: Vec::new(),
+        },
+    };
     let store = store::Store::open_embedded(&args.data_dir.join("store"), store::Options::default())
         .context("opening the embedded store")?;
     let reg_cfg = apiserver::registry::RegistryConfig {
         service_cidr: args.service_cidr.clone(),
         graceful_pod_deletion: !args.disable_agent,
-        admission: apiserver::admission::AdmissionConfig {
-            pod_security: apiserver::admission::podsecurity::PodSecurityConfig {
-                defaults: pod_security_defaults,
-                exempt_namespaces: args.pod_security_exempt_namespaces.clone(),
-                exempt_runtime_classes: Vec::new(),
-            },
-        },
+        admission: apiserver::admission::AdmissionConfig { pod_security },
         encryption_path: encryption.as_ref().map(|(_, p)| p.clone()),
         encryption: encryption.map(|(c, _)| c),
         ..Default::default()

@@ -300,9 +300,81 @@ pub fn parse_default(s: &str) -> Result<Policy, String> {
     Ok(p)
 }
 
+/// Parse k3s's `--pod-security-admission-config-file`: an `AdmissionConfiguration`
+/// (`apiserver.config.k8s.io/v1`) whose `PodSecurity` plugin carries a `PodSecurityConfiguration`
+/// (`pod-security.admission.config.k8s.io/v1`), or that `PodSecurityConfiguration` alone; JSON or YAML.
+/// `defaults` (`enforce`, `enforce-version`, `audit`, … as in the namespace labels) and
+/// `exemptions.namespaces`/`runtimeClasses` are honoured; `exemptions.usernames` is refused, since Berth
+/// has one admin identity.
+///
+/// # Errors
+/// A message naming the bad part.
+pub fn parse_config_file(text: &str) -> Result<PodSecurityConfig, String> {
+    let v: Value = serde_json::from_str(text)
+        .or_else(|_| serde_saphyr::from_str(text))
+        .map_err(|e| format!("not JSON or YAML: {e}"))?;
+    let psc = match v.get("kind").and_then(Value::as_str) {
+        Some("PodSecurityConfiguration") => v.clone(),
+        Some("AdmissionConfiguration") => v
+            .get("plugins")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some("PodSecurity"))
+            .and_then(|p| p.get("configuration").cloned())
+            .ok_or("no PodSecurity plugin configuration")?,
+        other => return Err(format!("unexpected kind {other:?}")),
+    };
+    if psc.get("kind").and_then(Value::as_str) != Some("PodSecurityConfiguration") {
+        return Err("the PodSecurity configuration must be a PodSecurityConfiguration".into());
+    }
+    // The defaults use the label names without the `pod-security.kubernetes.io/` prefix.
+    let mut labels = serde_json::Map::new();
+    for (k, val) in psc
+        .get("defaults")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        labels.insert(format!("pod-security.kubernetes.io/{k}"), val.clone());
+    }
+    let (defaults, errs) = ps::policy_to_evaluate(Some(&labels), Policy::default());
+    if let Some(e) = errs.first() {
+        return Err(format!("defaults: {}: {}", e.field, e.detail));
+    }
+    let list = |k: &str| -> Vec<String> {
+        psc.pointer(&format!("/exemptions/{k}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    if !list("usernames").is_empty() {
+        return Err("exemptions.usernames is not supported (one admin identity)".into());
+    }
+    Ok(PodSecurityConfig {
+        defaults,
+        exempt_namespaces: list("namespaces"),
+        exempt_runtime_classes: list("runtimeClasses"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn k3s_admission_config_file() {
+        let yaml = "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults:\n      enforce: baseline\n      enforce-version: latest\n      warn: restricted\n      warn-version: v1.30\n    exemptions:\n      usernames: []\n      runtimeClasses: []\n      namespaces: [kube-system]\n";
+        let c = parse_config_file(yaml).unwrap();
+        assert_eq!(c.defaults.enforce.to_string(), "baseline:latest");
+        assert_eq!(c.defaults.warn.to_string(), "restricted:v1.30");
+        assert_eq!(c.defaults.audit.to_string(), "privileged:latest");
+        assert_eq!(c.exempt_namespaces, ["kube-system"]);
+        assert!(parse_config_file(&yaml.replace("enforce: baseline", "enforce: strict")).is_err());
+        assert!(parse_config_file("kind: Other").is_err());
+    }
 
     #[test]
     fn default_policy_flag() {
