@@ -286,9 +286,14 @@ fn the_data_dir_is_private_and_secrets_are_encrypted_at_rest_across_a_key_rotati
     let config = std::fs::read_to_string(&cfg).expect("config");
     assert!(!config.contains("\"aescbckey\""), "{config}");
     assert!(config.contains("\"identity\""), "{config}");
-    // A restart reads the rotated key from the file.
+    // A restart reads the rotated key from the file, and tightens a data dir and store file that an older
+    // version left readable.
     let mut s = s;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(dir.join("store"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
     s.restart();
+    assert_eq!(mode(&dir), 0o700, "data dir tightened");
+    assert_eq!(mode(&dir.join("store")), 0o600, "store file tightened");
     assert_eq!(readable(&s), b64, "readable after a restart");
     assert!(!store_contains(&dir, &b64));
 }
