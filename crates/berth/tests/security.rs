@@ -82,6 +82,13 @@ fn a_restricted_namespace_refuses_the_seed_web_pods_and_admits_a_compliant_one()
         format!("create Pod web-0 in StatefulSet web failed error: {forbidden}")
     );
     assert_eq!(s.ok(&["get", "pods", "-n", "locked", "-o", "name"]).trim(), "");
+    // Scaling goes through the scale subresource, which PodSecurity does not look at.
+    let out = s.kubectl(&["scale", "sts", "web", "-n", "locked", "--replicas=1"]);
+    assert!(
+        out.status.success() && !stderr_of(&out).contains("Warning"),
+        "{}",
+        stderr_of(&out)
+    );
     // The same pod from kubectl gets the same 403.
     let err = s.fails(&[
         "run",
