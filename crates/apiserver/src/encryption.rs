@@ -30,6 +30,14 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A value could not be encrypted (the cipher refused the key).
+    #[error("encrypting {key}: {why}")]
+    Encrypt {
+        /// The storage key.
+        key: String,
+        /// Why.
+        why: String,
+    },
     /// A stored value could not be decrypted (unknown key, wrong key, corrupt data).
     #[error("decrypting {key}: {why}")]
     Decrypt {
@@ -537,7 +545,7 @@ impl Config {
     /// The value to store for `plain` at `storage_key`: encrypted with the first provider's first key.
     ///
     /// # Errors
-    /// [`Error::Decrypt`] (named for the key) when the cipher refuses the key.
+    /// [`Error::Encrypt`] when the cipher refuses the key.
     pub fn encrypt(&self, storage_key: &str, plain: Vec<u8>) -> Result<Vec<u8>, Error> {
         let Some(first) = self.providers_for(storage_key).and_then(<[Provider]>::first) else {
             return Ok(plain);
@@ -547,7 +555,7 @@ impl Config {
         };
         first
             .seal(key, storage_key, &plain)
-            .map_err(|why| Error::Decrypt {
+            .map_err(|why| Error::Encrypt {
                 key: storage_key.to_string(),
                 why,
             })

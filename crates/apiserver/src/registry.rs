@@ -188,9 +188,9 @@ impl Registry {
     /// # Errors
     /// 500 when the value cannot be decrypted or is not JSON.
     pub fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
-        if kv.value.starts_with(encryption::ENCRYPTED_PREFIX) || !self.encryption().rules.is_empty() {
-            let (plain, _) = self
-                .encryption()
+        let cfg = self.encryption();
+        if kv.value.starts_with(encryption::ENCRYPTED_PREFIX) || cfg.providers_for(&kv.key).is_some() {
+            let (plain, _) = cfg
                 .decrypt(&kv.key, &kv.value)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             return decode_plain(&kv.key, &plain, kv.mod_revision);

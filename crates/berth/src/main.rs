@@ -418,7 +418,7 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         Some(ip) => ip,
         None => local_ip_towards(&url).unwrap_or(IpAddr::from([127, 0, 0, 1])),
     };
-    std::fs::create_dir_all(&args.data_dir)?;
+    private_data_dir(&args.data_dir)?;
     let node = args.node_name.clone().unwrap_or_else(host_name);
     agent::start(
         client,
