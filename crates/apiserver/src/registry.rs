@@ -1,7 +1,10 @@
 //! The one generic registry every kind goes through (upstream `k8s.io/apiserver/pkg/registry/generic/registry`
 //! `Store`): create, get, list, update, patch and delete over the revisioned store, with per-kind behaviour
-//! coming from `api::strategy` and the few stateful additions (ClusterIP and NodePort allocation, namespace
-//! lifecycle, graceful pod deletion) that upstream also keeps in the registry layer.
+//! coming from `api::strategy` and the few stateful additions (ClusterIP and NodePort allocation, graceful
+//! pod deletion) that upstream also keeps in the registry layer. Every write passes the admission chain
+//! ([`crate::admission`]: mutating plugins after defaulting, validating ones after the kind's validation),
+//! and every object becomes bytes for the store through the encryption configuration
+//! ([`crate::encryption`], upstream's storage transformers).
 
 use crate::admission::{self, Attributes, Operation};
 use crate::alloc;
