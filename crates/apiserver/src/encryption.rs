@@ -640,6 +640,36 @@ impl Config {
         Ok(())
     }
 
+    /// k3s `secrets-encrypt enable`/`disable`: make the first encrypting provider (enable) or `identity`
+    /// (disable, added when absent) the write provider of every rule; the other providers stay for
+    /// reading.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when enabling a rule that has no encrypting provider.
+    pub fn set_encrypting(&mut self, on: bool) -> Result<(), Error> {
+        for rule in &mut self.rules {
+            let pos = if on {
+                rule.providers
+                    .iter()
+                    .position(|p| *p != Provider::Identity)
+                    .ok_or_else(|| {
+                        Error::Config(format!("no key for {:?}: rotate to create one", rule.resources))
+                    })?
+            } else {
+                match rule.providers.iter().position(|p| *p == Provider::Identity) {
+                    Some(i) => i,
+                    None => {
+                        rule.providers.push(Provider::Identity);
+                        rule.providers.len() - 1
+                    }
+                }
+            };
+            let p = rule.providers.remove(pos);
+            rule.providers.insert(0, p);
+        }
+        Ok(())
+    }
+
     /// Rotation, last step: drop every key but the write key of each rule's first provider, and every
     /// other encrypting provider (identity stays, so values written before encryption stay readable).
     pub fn drop_old_keys(&mut self) {
@@ -706,6 +736,23 @@ mod tests {
         // Round trip through the file format.
         let again = Config::parse(&c.to_json().to_string()).unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn disable_writes_in_clear_and_enable_encrypts_again() {
+        let mut c = Config::generate("aesgcm").unwrap();
+        let sealed = c.encrypt(KEY, b"v".to_vec()).unwrap();
+        c.set_encrypting(false).unwrap();
+        assert!(!c.encrypts());
+        assert_eq!(c.encrypt(KEY, b"v".to_vec()).unwrap(), b"v");
+        assert_eq!(
+            c.decrypt(KEY, &sealed).unwrap(),
+            (b"v".to_vec(), true),
+            "old values still read"
+        );
+        c.set_encrypting(true).unwrap();
+        assert!(c.encrypts());
+        assert_eq!(c.decrypt(KEY, &sealed).unwrap(), (b"v".to_vec(), false));
     }
 
     #[test]

@@ -89,6 +89,24 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route(
+            "/v1-berth/encrypt/enable",
+            axum::routing::post(|State(state): State<AppState>| async move {
+                match state.registry.set_encryption(true).await {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(e) => e.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/v1-berth/encrypt/disable",
+            axum::routing::post(|State(state): State<AppState>| async move {
+                match state.registry.set_encryption(false).await {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(e) => e.into_response(),
+                }
+            }),
+        )
+        .route(
             "/v1-berth/encrypt/reencrypt",
             axum::routing::post(|State(state): State<AppState>| async move {
                 match state.registry.reencrypt().await {

