@@ -406,6 +406,12 @@ impl Pod<'_> {
             .flatten()
     }
 
+    /// `spec.os.name: windows`: from policy 1.25 the Linux-only restricted checks (privilege escalation,
+    /// capabilities, seccomp) do not apply (the Pod Security Standards' "Linux only policy in v1.25+").
+    fn linux_only_exempt(&self, v: u32) -> bool {
+        v >= 25 && self.spec.pointer("/os/name").and_then(Value::as_str) == Some("windows")
+    }
+
     fn annotations(&self) -> Option<&Map<String, Value>> {
         self.meta.get("annotations").and_then(Value::as_object)
     }
@@ -893,7 +899,7 @@ fn seccomp_profile_baseline(pod: &Pod, v: u32) -> Option<Violation> {
 
 /// `check_allowPrivilegeEscalation.go` (1.8+): every container sets `allowPrivilegeEscalation: false`.
 fn allow_privilege_escalation(pod: &Pod, v: u32) -> Option<Violation> {
-    if v < 8 {
+    if v < 8 || pod.linux_only_exempt(v) {
         return None;
     }
     let bad: Vec<String> = pod
@@ -916,7 +922,7 @@ fn allow_privilege_escalation(pod: &Pod, v: u32) -> Option<Violation> {
 /// `check_capabilities_restricted.go` (1.22+): every container drops `ALL` and adds at most
 /// `NET_BIND_SERVICE`.
 fn capabilities_restricted(pod: &Pod, v: u32) -> Option<Violation> {
-    if v < 22 {
+    if v < 22 || pod.linux_only_exempt(v) {
         return None;
     }
     let mut missing_drop = Vec::new();
@@ -1070,7 +1076,7 @@ fn run_as_user(pod: &Pod, v: u32) -> Option<Violation> {
 /// `check_seccompProfile_restricted.go` (1.19+): `RuntimeDefault` or `Localhost` on the pod or on every
 /// container.
 fn seccomp_profile_restricted(pod: &Pod, v: u32) -> Option<Violation> {
-    if v < 19 {
+    if v < 19 || pod.linux_only_exempt(v) {
         return None;
     }
     let mut setters = Vec::new();
@@ -1306,6 +1312,27 @@ mod tests {
         );
         assert_eq!(
             reasons(99),
+            "allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, seccompProfile"
+        );
+    }
+
+    #[test]
+    fn windows_pods_skip_the_linux_only_checks_from_1_25() {
+        let mut spec = nginx();
+        spec["os"] = json!({"name": "windows"});
+        let reasons = |m| {
+            forbidden_reason(&evaluate(
+                LevelVersion {
+                    level: Level::Restricted,
+                    version: Version::Minor(m),
+                },
+                &json!({}),
+                &spec,
+            ))
+        };
+        assert_eq!(reasons(25), "runAsNonRoot != true");
+        assert_eq!(
+            reasons(24),
             "allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, seccompProfile"
         );
     }
