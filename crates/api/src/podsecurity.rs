@@ -249,31 +249,44 @@ pub fn evaluate(lv: LevelVersion, pod_meta: &Value, pod_spec: &Value) -> Vec<Vio
         meta: pod_meta,
         spec: pod_spec,
     };
-    let mut checks: Vec<fn(&Pod, u32) -> Option<Violation>> = vec![
-        app_armor_profile,
-        host_namespaces,
-        host_ports,
-        privileged,
-        proc_mount,
-        se_linux_options,
-        sysctls,
-        windows_host_process,
+    type CheckFn = fn(&Pod, u32) -> Option<Violation>;
+    // Upstream's registry orders checks by ID (baseline IDs sorted, then restricted IDs sorted); at
+    // `restricted` a restricted check that exists at the version overrides the baseline check it
+    // supersedes (`OverrideCheckIDs`).
+    let baseline: [(&str, CheckFn); 11] = [
+        ("appArmorProfile", app_armor_profile),
+        ("capabilities_baseline", capabilities_baseline),
+        ("hostNamespaces", host_namespaces),
+        ("hostPathVolumes", host_path_volumes),
+        ("hostPorts", host_ports),
+        ("privileged", privileged),
+        ("procMount", proc_mount),
+        ("seLinuxOptions", se_linux_options),
+        ("seccompProfile_baseline", seccomp_profile_baseline),
+        ("sysctls", sysctls),
+        ("windowsHostProcess", windows_host_process),
     ];
-    if lv.level == Level::Baseline {
-        checks.extend([
-            capabilities_baseline as fn(&Pod, u32) -> Option<Violation>,
-            host_path_volumes,
-            seccomp_profile_baseline,
-        ]);
-    } else {
-        checks.extend([
-            allow_privilege_escalation as fn(&Pod, u32) -> Option<Violation>,
-            capabilities_restricted,
-            restricted_volumes,
-            run_as_non_root,
-            run_as_user,
-            seccomp_profile_restricted,
-        ]);
+    let restricted: [CheckFn; 6] = [
+        allow_privilege_escalation,
+        capabilities_restricted,
+        restricted_volumes,
+        run_as_non_root,
+        run_as_user,
+        seccomp_profile_restricted,
+    ];
+    let overridden = |id: &str| match id {
+        "capabilities_baseline" => v >= 22,
+        "hostPathVolumes" => true,
+        "seccompProfile_baseline" => v >= 19,
+        _ => false,
+    };
+    let mut checks: Vec<CheckFn> = baseline
+        .iter()
+        .filter(|(id, _)| lv.level == Level::Baseline || !overridden(id))
+        .map(|(_, f)| *f)
+        .collect();
+    if lv.level == Level::Restricted {
+        checks.extend(restricted);
     }
     checks.into_iter().filter_map(|c| c(&pod, v)).collect()
 }
@@ -522,9 +535,10 @@ fn app_armor_profile(pod: &Pod, _v: u32) -> Option<Violation> {
 
 /// `check_hostNamespaces.go` (1.0+): no hostNetwork, hostPID, hostIPC.
 fn host_namespaces(pod: &Pod, _v: u32) -> Option<Violation> {
-    let on = ["hostIPC", "hostNetwork", "hostPID"]
+    let on = ["hostNetwork", "hostPID", "hostIPC"]
         .into_iter()
         .filter(|f| pod.spec.get(*f).and_then(Value::as_bool) == Some(true))
+        .map(|f| format!("{f}=true"))
         .collect::<Vec<_>>();
     if on.is_empty() {
         return None;
@@ -610,19 +624,21 @@ fn proc_mount(pod: &Pod, _v: u32) -> Option<Violation> {
     )
 }
 
-/// `check_seLinuxOptions.go` (1.0+): type empty or `container_t`/`container_init_t`/`container_kvm_t`,
+/// `check_seLinuxOptions.go` (1.0+): type empty or `container_t`/`container_init_t`/`container_kvm_t`
+/// (and `container_engine_t` from 1.31),
 /// no user, no role.
-fn se_linux_options(pod: &Pod, _v: u32) -> Option<Violation> {
+fn se_linux_options(pod: &Pod, v: u32) -> Option<Violation> {
     let mut bad_types = BTreeSet::new();
     let (mut set_user, mut set_role) = (false, false);
     let mut valid = |o: &Value| {
         let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let mut ok = true;
         let t = s("type");
-        if !matches!(
+        let allowed = matches!(
             t.as_str(),
             "" | "container_t" | "container_init_t" | "container_kvm_t"
-        ) {
+        ) || (v >= 31 && t == "container_engine_t");
+        if !allowed {
             ok = false;
             bad_types.insert(t);
         }
@@ -974,8 +990,8 @@ fn capabilities_restricted(pod: &Pod, v: u32) -> Option<Violation> {
     violation("unrestricted capabilities", details.join("; "))
 }
 
-/// `check_restrictedVolumes.go` (1.0+): only configMap, csi, downwardAPI, emptyDir, ephemeral,
-/// persistentVolumeClaim, projected and secret volumes.
+/// `check_restrictedVolumes.go` (1.0+): only configMap, csi, downwardAPI, emptyDir, ephemeral, image,
+/// persistentVolumeClaim, projected and secret volumes; the others are named with their types.
 fn restricted_volumes(pod: &Pod, _v: u32) -> Option<Violation> {
     const ALLOWED: &[&str] = &[
         "configMap",
@@ -983,23 +999,66 @@ fn restricted_volumes(pod: &Pod, _v: u32) -> Option<Violation> {
         "downwardAPI",
         "emptyDir",
         "ephemeral",
+        "image",
         "persistentVolumeClaim",
         "projected",
         "secret",
     ];
-    let bad: BTreeSet<String> = pod
-        .volumes()
-        .filter(|v| !ALLOWED.iter().any(|t| v.get(*t).is_some_and(|s| !s.is_null())))
-        .map(name)
-        .collect();
+    // Upstream's switch order; a volume of none of these types is `unknown`.
+    const RESTRICTED: &[&str] = &[
+        "hostPath",
+        "gcePersistentDisk",
+        "awsElasticBlockStore",
+        "gitRepo",
+        "nfs",
+        "iscsi",
+        "glusterfs",
+        "rbd",
+        "flexVolume",
+        "cinder",
+        "cephfs",
+        "flocker",
+        "fc",
+        "azureFile",
+        "vsphereVolume",
+        "quobyte",
+        "azureDisk",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "scaleIO",
+        "storageos",
+    ];
+    let set = |v: &Value, t: &str| v.get(t).is_some_and(|s| !s.is_null());
+    let mut bad = Vec::new();
+    let mut types = BTreeSet::new();
+    for vol in pod.volumes() {
+        if ALLOWED.iter().any(|t| set(vol, t)) {
+            continue;
+        }
+        bad.push(name(vol));
+        types.insert(
+            RESTRICTED
+                .iter()
+                .find(|t| set(vol, t))
+                .copied()
+                .unwrap_or("unknown")
+                .to_string(),
+        );
+    }
     if bad.is_empty() {
         return None;
     }
-    // Go's `%q` of a []string: `["a" "b"]`.
-    let quoted: Vec<String> = bad.iter().map(|n| go_quote(n)).collect();
+    let types: Vec<String> = types.into_iter().collect();
     violation(
         "restricted volume types",
-        format!("volumes [{}] have restricted types", quoted.join(" ")),
+        format!(
+            "{} {} {} {} {}",
+            pluralize("volume", "volumes", bad.len()),
+            join_quote(&bad),
+            pluralize("uses", "use", bad.len()),
+            pluralize("restricted volume type", "restricted volume types", types.len()),
+            join_quote(&types)
+        ),
     )
 }
 
@@ -1192,7 +1251,7 @@ mod tests {
         let cases = [
             (
                 json!({"hostNetwork": true, "hostPID": true, "containers": []}),
-                "host namespaces (hostNetwork, hostPID)",
+                "host namespaces (hostNetwork=true, hostPID=true)",
             ),
             (
                 json!({"containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81, "hostPort": 9090}]}]}),
@@ -1241,6 +1300,45 @@ mod tests {
     }
 
     #[test]
+    fn violations_come_in_upstreams_check_id_order() {
+        // Baseline IDs sorted: capabilities_baseline before hostNamespaces before privileged.
+        let spec = json!({"hostPID": true, "containers": [{"name": "a", "securityContext": {
+            "privileged": true, "capabilities": {"add": ["NET_RAW"]}}}]});
+        assert_eq!(
+            forbidden_reason(&evaluate(lv(Level::Baseline), &json!({}), &spec)),
+            "non-default capabilities, host namespaces, privileged"
+        );
+        // At restricted the restricted capabilities check overrides the baseline one (from 1.22).
+        assert_eq!(
+            forbidden_reason(&evaluate(lv(Level::Restricted), &json!({}), &spec)),
+            "host namespaces, privileged, allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, seccompProfile"
+        );
+        let v21 = LevelVersion {
+            level: Level::Restricted,
+            version: Version::Minor(21),
+        };
+        assert_eq!(
+            forbidden_reason(&evaluate(v21, &json!({}), &spec)),
+            "non-default capabilities, host namespaces, privileged, allowPrivilegeEscalation != false, runAsNonRoot != true, seccompProfile"
+        );
+    }
+
+    #[test]
+    fn container_engine_t_is_allowed_from_1_31() {
+        let spec =
+            json!({"securityContext": {"seLinuxOptions": {"type": "container_engine_t"}}, "containers": []});
+        assert_eq!(check(Level::Baseline, spec.clone()), "");
+        let v30 = LevelVersion {
+            level: Level::Baseline,
+            version: Version::Minor(30),
+        };
+        assert_eq!(
+            forbidden_detail(&evaluate(v30, &json!({}), &spec)),
+            "seLinuxOptions (pod set forbidden securityContext.seLinuxOptions: type \"container_engine_t\")"
+        );
+    }
+
+    #[test]
     fn app_armor_annotations_are_checked() {
         let meta = json!({"annotations": {"container.apparmor.security.beta.kubernetes.io/a": "unconfined"}});
         let got = forbidden_detail(&evaluate(lv(Level::Baseline), &meta, &json!({"containers": []})));
@@ -1272,7 +1370,7 @@ mod tests {
                     ok_sc.clone(),
                     json!([{"name": "h", "hostPath": {"path": "/"}}, {"name": "n", "nfs": {}}, {"name": "c", "configMap": {}}]),
                 ),
-                "restricted volume types (volumes [\"h\" \"n\"] have restricted types)",
+                "restricted volume types (volumes \"h\", \"n\" use restricted volume types \"hostPath\", \"nfs\")",
             ),
             (
                 base(

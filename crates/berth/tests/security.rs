@@ -165,7 +165,7 @@ fn warn_mode_prints_warnings_on_kubectl_run_and_tightening_enforce_names_existin
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(
         stderr_of(&out).contains(
-            "Warning: would violate PodSecurity \"baseline:v1.32\": host namespaces (hostNetwork), privileged (container \"root\" must not set securityContext.privileged=true)"
+            "Warning: would violate PodSecurity \"baseline:v1.32\": host namespaces (hostNetwork=true), privileged (container \"root\" must not set securityContext.privileged=true)"
         ),
         "{}",
         stderr_of(&out)
