@@ -198,6 +198,13 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 /// # Errors
 /// The first I/O error (a partial copy is removed).
 pub fn materialize(path: &Path, clone_from: Option<&Path>, bytes: Option<u64>) -> std::io::Result<()> {
+    // The volumes directory is private to the agent's user: other local users cannot list or enter
+    // volumes (containers reach theirs through bind mounts made as root).
+    if let Some(parent) = path.parent() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(parent)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+    }
     if crate::capacity::image_of(path).exists() {
         return crate::capacity::create(path, bytes.unwrap_or(0), clone_from);
     }

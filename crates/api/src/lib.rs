@@ -2,7 +2,8 @@
 //!
 //! Owns: field errors ([`field`]), the table of served resources ([`resources`]), per-kind
 //! defaulting and validation ([`strategy`]), label and field selectors ([`selector`]),
-//! server-side Table columns ([`table`]), strategic merge patch ([`patch`]) and resource
+//! server-side Table columns ([`table`]), strategic merge patch ([`patch`]), the Pod Security Standards
+//! checks ([`podsecurity`]) and resource
 //! quantities ([`quantity`]).
 //!
 //! Invariant: no I/O, no clock, no async. Time is passed in as a value.
@@ -11,6 +12,7 @@
 
 pub mod field;
 pub mod patch;
+pub mod podsecurity;
 pub mod quantity;
 pub mod resources;
 pub mod schema;

@@ -77,12 +77,57 @@ pub fn router(state: AppState) -> Router {
                     .into_response()
             }),
         )
+        // k3s serves these on its supervisor port (`/v1-k3s/encrypt/*`); here they are admin API paths.
+        .route("/v1-berth/encrypt/status", get(encrypt_status))
+        .route(
+            "/v1-berth/encrypt/rotate",
+            axum::routing::post(|State(state): State<AppState>| async move {
+                match state.registry.rotate_encryption_key().await {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(e) => e.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/v1-berth/encrypt/enable",
+            axum::routing::post(|State(state): State<AppState>| async move {
+                match state.registry.set_encryption(true).await {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(e) => e.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/v1-berth/encrypt/disable",
+            axum::routing::post(|State(state): State<AppState>| async move {
+                match state.registry.set_encryption(false).await {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(e) => e.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/v1-berth/encrypt/reencrypt",
+            axum::routing::post(|State(state): State<AppState>| async move {
+                match state.registry.reencrypt().await {
+                    Ok(n) => json_response(StatusCode::OK, &json!({"reencrypted": n})),
+                    Err(e) => e.into_response(),
+                }
+            }),
+        )
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(health))
         .fallback(dispatch)
         .layer(axum::middleware::from_fn(require_auth))
         .with_state(state)
+}
+
+async fn encrypt_status(State(state): State<AppState>) -> Response {
+    match state.registry.encryption_status().await {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn health() -> Response {
@@ -112,10 +157,14 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response {
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    match dispatch_inner(state, req).await {
+    // Warnings that admission plugins add travel on the response, success or failure (upstream's
+    // warning recorder on the request context).
+    let (result, warnings) = crate::admission::collect_warnings(dispatch_inner(state, req)).await;
+    let resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
+    };
+    with_warnings(resp, &warnings)
 }
 
 async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {

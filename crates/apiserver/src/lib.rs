@@ -9,8 +9,10 @@
 // `ApiError` carries every field error of a 422 by value; it only travels on the cold error path.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod alloc;
 pub mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod http;
 pub mod object;

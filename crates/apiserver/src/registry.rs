@@ -1,15 +1,21 @@
 //! The one generic registry every kind goes through (upstream `k8s.io/apiserver/pkg/registry/generic/registry`
 //! `Store`): create, get, list, update, patch and delete over the revisioned store, with per-kind behaviour
-//! coming from `api::strategy` and the few stateful additions (ClusterIP and NodePort allocation, namespace
-//! lifecycle, graceful pod deletion) that upstream also keeps in the registry layer.
+//! coming from `api::strategy` and the few stateful additions (ClusterIP and NodePort allocation, graceful
+//! pod deletion) that upstream also keeps in the registry layer. Every write passes the admission chain
+//! ([`crate::admission`]: mutating plugins after defaulting, validating ones after the kind's validation),
+//! and every object becomes bytes for the store through the encryption configuration
+//! ([`crate::encryption`], upstream's storage transformers).
 
+use crate::admission::{self, Attributes, Operation};
 use crate::alloc;
+use crate::encryption;
 use crate::error::{ApiError, ApiResult, Subject};
 use crate::object::{self, meta_mut};
 use api::resources::{self, Resource, Subresource};
 use api::selector::{FieldSelector, LabelSelector};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use store::{KeyValue, Revision, Store};
 
 /// Settings of the registry that come from `berth server` flags.
@@ -22,6 +28,12 @@ pub struct RegistryConfig {
     /// Whether pods bound to a node are deleted gracefully (the node agent confirms). With
     /// `--disable-agent` nothing would ever confirm, so pods are removed at once.
     pub graceful_pod_deletion: bool,
+    /// The admission chain's settings (PodSecurity defaults and exemptions).
+    pub admission: admission::AdmissionConfig,
+    /// Encryption at rest (`--secrets-encryption`): the `EncryptionConfiguration` in force, if any.
+    pub encryption: Option<encryption::Config>,
+    /// Where the encryption configuration lives, so key rotation can rewrite it.
+    pub encryption_path: Option<PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -30,6 +42,9 @@ impl Default for RegistryConfig {
             service_cidr: "10.43.0.0/16".into(),
             node_port_range: (30000, 32767),
             graceful_pod_deletion: true,
+            admission: Default::default(),
+            encryption: None,
+            encryption_path: None,
         }
     }
 }
@@ -45,6 +60,12 @@ struct Inner {
     config: RegistryConfig,
     /// Serialises Service creates/updates so IP and port allocation never hands out a value twice.
     service_lock: tokio::sync::Mutex<()>,
+    /// The admission plugins every write passes.
+    admission: admission::Chain,
+    /// The encryption configuration in force (identity when empty); swapped by key rotation.
+    encryption: RwLock<Arc<encryption::Config>>,
+    /// Serialises key rotations and re-encryptions.
+    rotation_lock: tokio::sync::Mutex<()>,
 }
 
 /// Options of a write, from the query string.
@@ -121,21 +142,12 @@ fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
 
-/// Decode a stored object and stamp its resourceVersion from the store revision.
-pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
-    let mut obj: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::Internal(format!("corrupt object at {}: {e}", kv.key)))?;
-    meta_mut(&mut obj).insert(
-        "resourceVersion".into(),
-        Value::String(kv.mod_revision.to_string()),
-    );
+/// Decode a stored plain JSON object and stamp its resourceVersion from the store revision.
+fn decode_plain(key: &str, bytes: &[u8], mod_revision: Revision) -> ApiResult<Value> {
+    let mut obj: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Internal(format!("corrupt object at {key}: {e}")))?;
+    meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(mod_revision.to_string()));
     Ok(obj)
-}
-
-fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
-    let mut copy = obj.clone();
-    meta_mut(&mut copy).remove("resourceVersion");
-    serde_json::to_vec(&copy).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
 }
 
 fn generate_suffix() -> String {
@@ -152,13 +164,224 @@ fn generate_suffix() -> String {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store, config: RegistryConfig) -> Self {
+        let encryption = RwLock::new(Arc::new(config.encryption.clone().unwrap_or_default()));
         Self {
             inner: Arc::new(Inner {
                 store,
+                admission: admission::Chain::new(&config.admission),
                 config,
                 service_lock: tokio::sync::Mutex::new(()),
+                encryption,
+                rotation_lock: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    fn encryption(&self) -> Arc<encryption::Config> {
+        self.inner
+            .encryption
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Decode a stored object (decrypting it when it was written encrypted, upstream's storage
+    /// transformer) and stamp its resourceVersion from the store revision.
+    ///
+    /// # Errors
+    /// 500 when the value cannot be decrypted or is not JSON.
+    pub fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
+        let cfg = self.encryption();
+        if kv.value.starts_with(encryption::ENCRYPTED_PREFIX) || cfg.providers_for(&kv.key).is_some() {
+            let (plain, _) = cfg
+                .decrypt(&kv.key, &kv.value)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            return decode_plain(&kv.key, &plain, kv.mod_revision);
+        }
+        decode_plain(&kv.key, &kv.value, kv.mod_revision)
+    }
+
+    /// `berth secrets-encrypt status` (k3s `secrets-encrypt status`): whether encryption is on, the write
+    /// provider and key of Secrets, every key name, and how many stored Secrets are not yet written with
+    /// the current key.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn encryption_status(&self) -> ApiResult<Value> {
+        let cfg = self.encryption();
+        let probe = "/registry/core/secrets/_/_";
+        let keys: Vec<Value> = cfg
+            .providers_for(probe)
+            .into_iter()
+            .flatten()
+            .map(|p| json!({"provider": p.kind(), "keys": p.keys().iter().map(|k| k.name.clone()).collect::<Vec<_>>()}))
+            .collect();
+        let (mut total, mut stale) = (0, 0);
+        for res in self.encrypted_resources(&cfg) {
+            for kv in self
+                .inner
+                .store
+                .list(&object::prefix(res, None), None, 0)
+                .await?
+                .kvs
+            {
+                total += 1;
+                if cfg.decrypt(&kv.key, &kv.value).map(|(_, s)| s).unwrap_or(true) {
+                    stale += 1;
+                }
+            }
+        }
+        let write = cfg.write_key(probe);
+        Ok(json!({
+            "encryption": if cfg.encrypts() { "Enabled" } else { "Disabled" },
+            "configPath": self.inner.config.encryption_path.as_ref().map(|p| p.display().to_string()),
+            "writeProvider": write.as_ref().map(|w| w.0.clone()),
+            "writeKey": write.map(|w| w.1),
+            "providers": keys,
+            "objects": total,
+            "stale": stale,
+        }))
+    }
+
+    fn encrypted_resources(&self, cfg: &encryption::Config) -> Vec<&'static Resource> {
+        resources::RESOURCES
+            .iter()
+            .filter(|r| cfg.providers_for(&object::key(r, Some("_"), "_")).is_some())
+            .collect()
+    }
+
+    /// `berth secrets-encrypt reencrypt`: rewrite every stored object an encryption rule covers whose
+    /// value is not written with the current write key (upstream's "replace every Secret" step). Each
+    /// rewrite is a compare-and-swap of the same content, so it bumps the resourceVersion as upstream's
+    /// replace does. Returns how many objects were rewritten.
+    ///
+    /// # Errors
+    /// Store errors; a value no key opens is an internal error.
+    pub async fn reencrypt(&self) -> ApiResult<usize> {
+        let _guard = self.inner.rotation_lock.lock().await;
+        self.reencrypt_locked().await
+    }
+
+    async fn reencrypt_locked(&self) -> ApiResult<usize> {
+        let cfg = self.encryption();
+        let mut rewritten = 0;
+        for res in self.encrypted_resources(&cfg) {
+            let prefix = object::prefix(res, None);
+            for kv in self.inner.store.list(&prefix, None, 0).await?.kvs {
+                let mut kv = kv;
+                for _attempt in 0..8 {
+                    let (plain, stale) = cfg
+                        .decrypt(&kv.key, &kv.value)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    if !stale {
+                        break;
+                    }
+                    let value = cfg
+                        .encrypt(&kv.key, plain)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    match self.inner.store.update(&kv.key, value, kv.mod_revision).await {
+                        Ok(_) => {
+                            rewritten += 1;
+                            break;
+                        }
+                        Err(store::Error::Conflict { .. }) => match self.inner.store.get(&kv.key).await? {
+                            Some(now) => kv = now,
+                            None => break,
+                        },
+                        Err(store::Error::NotFound { .. }) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(rewritten)
+    }
+
+    /// `berth secrets-encrypt rotate` (upstream's documented key rotation, in one step): a fresh key
+    /// becomes the write key (old keys still read), the configuration is saved, every covered object is
+    /// re-encrypted with it, and the old keys are dropped and the configuration saved again. Returns the
+    /// status afterwards.
+    ///
+    /// # Errors
+    /// 400 when encryption is not configured; store or file errors.
+    pub async fn rotate_encryption_key(&self) -> ApiResult<Value> {
+        let _guard = self.inner.rotation_lock.lock().await;
+        let path = self.inner.config.encryption_path.clone().ok_or_else(|| {
+            ApiError::BadRequest(
+                "secrets encryption is not enabled (berth server --secrets-encryption)".into(),
+            )
+        })?;
+        let mut cfg = (*self.encryption()).clone();
+        if cfg.rules.is_empty() {
+            return Err(ApiError::BadRequest(
+                "secrets encryption is not enabled (berth server --secrets-encryption)".into(),
+            ));
+        }
+        let name = format!("key-{}", now().as_second());
+        cfg.add_write_key(&name, "aescbc")
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.install_encryption(&path, cfg.clone())?;
+        self.reencrypt_locked().await?;
+        // A write that encoded with the old key just before the switch may have landed after the first
+        // pass listed its key: a second pass catches it before the old key goes.
+        self.reencrypt_locked().await?;
+        cfg.drop_old_keys();
+        self.install_encryption(&path, cfg)?;
+        drop(_guard);
+        self.encryption_status().await
+    }
+
+    /// `berth secrets-encrypt enable|disable` (k3s's verbs): switch the write provider between the
+    /// encrypting one and `identity` (keys stay for reading), save the configuration, and re-encrypt
+    /// every covered object so the store matches. Returns the status afterwards.
+    ///
+    /// # Errors
+    /// 400 when encryption was never configured or there is no key to enable; store or file errors.
+    pub async fn set_encryption(&self, on: bool) -> ApiResult<Value> {
+        let guard = self.inner.rotation_lock.lock().await;
+        let not_configured = || {
+            ApiError::BadRequest(
+                "secrets encryption is not configured (berth server --secrets-encryption)".into(),
+            )
+        };
+        let path = self
+            .inner
+            .config
+            .encryption_path
+            .clone()
+            .ok_or_else(not_configured)?;
+        let mut cfg = (*self.encryption()).clone();
+        if cfg.rules.is_empty() {
+            return Err(not_configured());
+        }
+        cfg.set_encrypting(on)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        self.install_encryption(&path, cfg)?;
+        self.reencrypt_locked().await?;
+        drop(guard);
+        self.encryption_status().await
+    }
+
+    fn install_encryption(&self, path: &std::path::Path, cfg: encryption::Config) -> ApiResult<()> {
+        cfg.save(path).map_err(|e| ApiError::Internal(e.to_string()))?;
+        *self
+            .inner
+            .encryption
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
+        Ok(())
+    }
+
+    /// The bytes to store for `obj` at `key`: JSON without resourceVersion, encrypted when the
+    /// encryption configuration covers the resource.
+    fn encode(&self, key: &str, obj: &Value) -> ApiResult<Vec<u8>> {
+        let mut copy = obj.clone();
+        meta_mut(&mut copy).remove("resourceVersion");
+        let plain =
+            serde_json::to_vec(&copy).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))?;
+        self.encryption()
+            .encrypt(key, plain)
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// The underlying store (for watch and health checks).
@@ -189,7 +412,7 @@ impl Registry {
             .get(&key)
             .await?
             .ok_or_else(|| ApiError::NotFound(subject(res, name)))?;
-        let obj = decode(&kv)?;
+        let obj = self.decode(&kv)?;
         Ok((kv, obj))
     }
 
@@ -226,7 +449,7 @@ impl Registry {
             let n = res_list.kvs.len();
             for kv in &res_list.kvs {
                 last_key = Some(kv.key.clone());
-                let obj = decode(kv)?;
+                let obj = self.decode(kv)?;
                 if matches_filters(&obj, opts) {
                     items.push(obj);
                     if page != 0 && items.len() == page {
@@ -271,7 +494,7 @@ impl Registry {
             ));
         }
         check_type_meta(res, &mut obj)?;
-        self.check_namespace_for_write(res, ns, &mut obj).await?;
+        self.check_namespace_for_write(res, ns, &mut obj)?;
         {
             let meta = meta_mut(&mut obj);
             let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
@@ -300,10 +523,16 @@ impl Registry {
         }
         api::strategy::prepare_for_create(res.group, res.kind, &mut obj);
         api::strategy::default(res.group, res.kind, &mut obj);
-        if res.kind == "PersistentVolumeClaim" && res.group.is_empty() {
-            self.default_storage_class(&mut obj).await?;
-        }
         let name = object::name(&obj).to_string();
+        let attrs = Attributes {
+            operation: Operation::Create,
+            resource: res,
+            subresource: None,
+            namespace: ns.filter(|_| res.namespaced),
+            name: &name,
+            old: None,
+        };
+        self.inner.admission.admit(self, &attrs, &mut obj).await?;
         let mut errors = api::strategy::validate(res.group, res.kind, &obj);
         if name.is_empty() && !errors.iter().any(|e| e.field == "metadata.name") {
             errors.push(api::field::FieldError::required(
@@ -318,6 +547,7 @@ impl Registry {
                 errors,
             });
         }
+        self.inner.admission.validate(self, &attrs, &obj).await?;
         if let Some(manager) = &opts.field_manager {
             api::patch::record_update(
                 res.group,
@@ -357,7 +587,7 @@ impl Registry {
             return Ok(obj);
         }
         let key = object::key(res, ns, &name);
-        match self.inner.store.create(&key, encode(&obj)?).await {
+        match self.inner.store.create(&key, self.encode(&key, &obj)?).await {
             Ok(kv) => {
                 meta_mut(&mut obj).insert(
                     "resourceVersion".into(),
@@ -370,53 +600,16 @@ impl Registry {
         }
     }
 
-    /// DefaultStorageClass admission (upstream `plugin/pkg/admission/storage/storageclass/setdefault`): a
-    /// claim created without `storageClassName` gets the default class's name (the newest one when several
-    /// are marked default); an explicit `""` stays (no class).
-    async fn default_storage_class(&self, obj: &mut Value) -> ApiResult<()> {
-        if obj
-            .pointer("/spec/storageClassName")
-            .is_some_and(|v| !v.is_null())
-        {
-            return Ok(());
-        }
-        let Some(sc) = resources::find("storage.k8s.io", "v1", "storageclasses") else {
-            return Ok(());
-        };
-        let list = self.inner.store.list(&object::prefix(sc, None), None, 0).await?;
-        let mut defaults: Vec<Value> = list
-            .kvs
-            .iter()
-            .filter_map(|kv| decode(kv).ok())
-            .filter(|c| {
-                c.pointer("/metadata/annotations")
-                    .and_then(|a| a.get(api::wellknown::DEFAULT_CLASS))
-                    .and_then(Value::as_str)
-                    == Some("true")
-            })
-            .collect();
-        defaults.sort_by_key(|c| {
-            c.pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        });
-        if let Some(name) = defaults.last().and_then(|c| c.pointer("/metadata/name")).cloned() {
-            api::value::set_in(obj, &["spec", "storageClassName"], name);
-        }
-        Ok(())
-    }
-
     async fn all_services(&self) -> ApiResult<Vec<Value>> {
         let svc =
             resources::find("", "v1", "services").ok_or_else(|| ApiError::Internal("no services".into()))?;
         let list = self.inner.store.list(&object::prefix(svc, None), None, 0).await?;
-        list.kvs.iter().map(decode).collect()
+        list.kvs.iter().map(|kv| self.decode(kv)).collect()
     }
 
-    /// NamespaceLifecycle admission (upstream `plugin/pkg/admission/namespace/lifecycle`): objects go only
-    /// into namespaces that exist and are not terminating; the body's namespace must agree with the path.
-    async fn check_namespace_for_write(
+    /// The namespace of a write (upstream `rest.BeforeCreate`/`BeforeUpdate` and the handler's namespace
+    /// check): cluster-scoped objects carry none; a namespaced object's body must agree with the path.
+    fn check_namespace_for_write(
         &self,
         res: &'static Resource,
         ns: Option<&str>,
@@ -435,23 +628,7 @@ impl Registry {
             ));
         }
         meta_mut(obj).insert("namespace".into(), Value::String(ns.to_string()));
-        let ns_res =
-            resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::Internal("no ns".into()))?;
-        match self.inner.store.get(&object::key(ns_res, None, ns)).await? {
-            None => Err(ApiError::NotFound(subject(ns_res, ns))),
-            Some(kv) => {
-                let ns_obj = decode(&kv)?;
-                if object::is_deleting(&ns_obj) {
-                    return Err(ApiError::Forbidden(
-                        subject(res, object::name(obj)),
-                        format!(
-                            "unable to create new content in namespace {ns} because it is being terminated"
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     /// Replace an object (PUT), on the main resource or its `/status` (or `/finalize` for namespaces).
@@ -569,6 +746,15 @@ impl Registry {
                 api::strategy::default(res.group, res.kind, &mut obj);
             }
         }
+        let attrs = Attributes {
+            operation: Operation::Update,
+            resource: res,
+            subresource: sub,
+            namespace: ns.filter(|_| res.namespaced),
+            name,
+            old: Some(&old),
+        };
+        self.inner.admission.admit(self, &attrs, &mut obj).await?;
         let errors = api::strategy::validate_update(res.group, res.kind, &obj, &old);
         if !errors.is_empty() {
             return Err(ApiError::Invalid {
@@ -577,6 +763,7 @@ impl Registry {
                 errors,
             });
         }
+        self.inner.admission.validate(self, &attrs, &obj).await?;
         let _guard = if res.kind == "Service" && res.group.is_empty() && sub.is_none() {
             Some(self.inner.service_lock.lock().await)
         } else {
@@ -627,7 +814,7 @@ impl Registry {
         match self
             .inner
             .store
-            .update(&key, encode(&obj)?, kv.mod_revision)
+            .update(&key, self.encode(&key, &obj)?, kv.mod_revision)
             .await
         {
             Ok(new_kv) => {
@@ -665,6 +852,15 @@ impl Registry {
     ) -> ApiResult<(Value, bool)> {
         for _attempt in 0..8 {
             let (kv, old) = self.get_kv(res, ns, name).await?;
+            let attrs = Attributes {
+                operation: Operation::Delete,
+                resource: res,
+                subresource: None,
+                namespace: ns.filter(|_| res.namespaced),
+                name,
+                old: Some(&old),
+            };
+            self.inner.admission.validate(self, &attrs, &old).await?;
             if let Some(uid) = &opts.precondition_uid
                 && object::str_at(&old, &["metadata", "uid"]) != Some(uid.as_str())
             {
@@ -777,7 +973,7 @@ impl Registry {
                 match self
                     .inner
                     .store
-                    .update(&key, encode(&obj)?, kv.mod_revision)
+                    .update(&key, self.encode(&key, &obj)?, kv.mod_revision)
                     .await
                 {
                     Ok(new_kv) => {

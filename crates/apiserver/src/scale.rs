@@ -119,12 +119,13 @@ async fn apply_replicas(
         });
     }
     let patch = json!({"spec": {"replicas": replicas}});
+    // Written as the `scale` subresource, so admission sees it as one (PodSecurity ignores subresources).
     let written = reg
         .patch(
             res,
             target.namespace.as_deref(),
             name,
-            None,
+            Some(api::resources::Subresource::Scale),
             PatchType::Merge,
             &patch,
             write,

@@ -110,7 +110,7 @@ pub async fn serve(
                         Err(e) => { let _ = tx.send(send(error_event(e))).await; return; }
                     };
                     last_rev = event.kv.mod_revision;
-                    let Some(decoded) = event.memo.get_or_init(|| Decoded::of(&event)) else { continue };
+                    let Some(decoded) = event.memo.get_or_init(|| Decoded::of(&event, &reg)) else { continue };
                     let Some((kind, obj)) = decoded.classify(&opts) else { continue };
                     let line = if render != crate::table::Render::Full {
                         send(json!({"type": kind, "object": printer.object(obj.clone())}))
@@ -145,12 +145,12 @@ struct Decoded {
 }
 
 impl Decoded {
-    fn of(event: &store::Event) -> Self {
-        let prev = event.prev.as_ref().and_then(|p| registry::decode(p).ok());
+    fn of(event: &store::Event, reg: &registry::Registry) -> Self {
+        let prev = event.prev.as_ref().and_then(|p| reg.decode(p).ok());
         // A corrupt stored object yields no event, as before.
         let object = match event.kind {
-            EventKind::Delete => prev.clone().or_else(|| registry::decode(&event.kv).ok()),
-            EventKind::Put => registry::decode(&event.kv).ok(),
+            EventKind::Delete => prev.clone().or_else(|| reg.decode(&event.kv).ok()),
+            EventKind::Put => reg.decode(&event.kv).ok(),
         }
         .map(|mut o| {
             crate::object::meta_mut(&mut o).insert(

@@ -6,6 +6,7 @@
 mod examples;
 mod network;
 mod restart;
+mod security;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -28,7 +29,8 @@ pub struct BenchArgs {
     /// Pods stored for the list-latency run.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// Which figures: `control-plane`, `statefulset`, `agent`, `network` (these two need root and
+    /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `statefulset`,
+    /// `agent`, `network` (these two need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
     /// included when they can run), or `examples` (root, kubectl and the Debian mirror: the examples'
     /// apply → Ready times and Berth's memory with all of them running; not part of `all`).
@@ -526,6 +528,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "restart" {
         return restart::figures(&args).await;
     }
+    if args.suite == "security" {
+        return security::figures(&args).await;
+    }
     let mut starts = Vec::new();
     for _ in 0..5 {
         let (child, took, _client) = start_server().await?;
@@ -572,6 +577,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let _ = &child.dir;
     drop(child);
     if args.suite == "all" {
+        security::figures(&args).await?;
         statefulset_figures(&args).await?;
         if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {
             agent_figures(&args).await?;

@@ -64,12 +64,84 @@ enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Secrets encryption at rest on a running server (k3s `secrets-encrypt`): `status`, `rotate` (a new
+    /// key, every Secret re-encrypted with it, the old key dropped), `reencrypt`, `enable` or `disable`.
+    #[command(name = "secrets-encrypt")]
+    SecretsEncrypt {
+        /// Data directory of the server (its admin kubeconfig is used).
+        #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: SecretsEncryptCommand,
+    },
     /// Print the path of the admin kubeconfig.
     Kubeconfig {
         /// Data directory.
         #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum SecretsEncryptCommand {
+    /// Print whether encryption is on, the write key and how many Secrets still use an older key.
+    Status,
+    /// Replace the key: add a new write key, re-encrypt every Secret, drop the old key.
+    #[command(alias = "rotate-keys")]
+    Rotate,
+    /// Re-encrypt every Secret not yet written with the current key.
+    Reencrypt,
+    /// Write Secrets encrypted again (after `disable`), and re-encrypt the ones in clear.
+    Enable,
+    /// Write Secrets in clear (keys stay for reading), and rewrite the encrypted ones in clear.
+    Disable,
+}
+
+/// `berth secrets-encrypt …`: the server's admin API (`/v1-berth/encrypt/*`) through its kubeconfig.
+async fn secrets_encrypt(data_dir: &std::path::Path, cmd: SecretsEncryptCommand) -> Result<()> {
+    let kc_path = data_dir.join("kubeconfig.yaml");
+    let kc = kube::config::Kubeconfig::read_from(&kc_path)
+        .with_context(|| format!("reading {} (is the server running?)", kc_path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let (method, path) = match cmd {
+        SecretsEncryptCommand::Status => (http::Method::GET, "/v1-berth/encrypt/status"),
+        SecretsEncryptCommand::Rotate => (http::Method::POST, "/v1-berth/encrypt/rotate"),
+        SecretsEncryptCommand::Reencrypt => (http::Method::POST, "/v1-berth/encrypt/reencrypt"),
+        SecretsEncryptCommand::Enable => (http::Method::POST, "/v1-berth/encrypt/enable"),
+        SecretsEncryptCommand::Disable => (http::Method::POST, "/v1-berth/encrypt/disable"),
+    };
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Vec::new())?;
+    let text = client.request_text(req).await.context("asking the server")?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("the server's answer")?;
+    if let Some(n) = v.get("reencrypted") {
+        println!("reencrypted: {n} objects");
+        return Ok(());
+    }
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+    println!("Encryption Status: {}", s("encryption"));
+    println!("Current Write Key: {}:{}", s("writeProvider"), s("writeKey"));
+    for p in v["providers"].as_array().into_iter().flatten() {
+        let keys: Vec<&str> = p["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str())
+            .collect();
+        println!(
+            "Provider {}: {}",
+            p["provider"].as_str().unwrap_or(""),
+            keys.join(", ")
+        );
+    }
+    println!(
+        "Secrets: {} ({} not written with the current key)",
+        v["objects"], v["stale"]
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -198,6 +270,63 @@ pub struct ServerArgs {
     /// through it.
     #[arg(long)]
     pub node_ip: Option<IpAddr>,
+    /// PodSecurity's policy for namespaces without `pod-security.kubernetes.io/*` labels: a level
+    /// (`privileged`, `baseline`, `restricted`) for every mode, or `enforce=baseline,warn=restricted`,
+    /// each optionally `level:v1.x` (upstream's `PodSecurityConfiguration` defaults; k3s takes a file).
+    #[arg(long, default_value = "privileged")]
+    pub pod_security_default: String,
+    /// Namespaces PodSecurity never checks (upstream `exemptions.namespaces`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub pod_security_exempt_namespaces: Vec<String>,
+    /// k3s's `--pod-security-admission-config-file`: an upstream `AdmissionConfiguration` with a
+    /// `PodSecurityConfiguration` (defaults and exemptions); overrides `--pod-security-default`.
+    #[arg(long)]
+    pub pod_security_admission_config_file: Option<PathBuf>,
+    /// Encrypt Secrets at rest (k3s `--secrets-encryption`): a key is created in
+    /// `<data-dir>/server/cred/encryption-config.json`, an upstream `EncryptionConfiguration`.
+    #[arg(long)]
+    pub secrets_encryption: bool,
+    /// Cipher of a newly created encryption key: `aescbc` (k3s's default), `aesgcm` or `secretbox`.
+    #[arg(long, default_value = "aescbc")]
+    pub secrets_encryption_provider: String,
+}
+
+/// Where the encryption configuration lives (k3s's path under its data dir).
+pub fn encryption_config_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir
+        .join("server")
+        .join("cred")
+        .join("encryption-config.json")
+}
+
+/// The encryption configuration to run with: with `--secrets-encryption`, the existing one or a new one
+/// (and the file); without it, an existing file is still honoured, so Secrets written encrypted stay
+/// readable.
+fn encryption_config(args: &ServerArgs) -> Result<Option<(apiserver::encryption::Config, PathBuf)>> {
+    let path = encryption_config_path(&args.data_dir);
+    if path.exists() {
+        let cfg = apiserver::encryption::Config::load(&path)?;
+        if !args.secrets_encryption {
+            tracing::warn!(path = %path.display(), "secrets encryption configuration found: still in force");
+        }
+        return Ok(Some((cfg, path)));
+    }
+    if !args.secrets_encryption {
+        return Ok(None);
+    }
+    let cfg = apiserver::encryption::Config::generate(&args.secrets_encryption_provider)?;
+    cfg.save(&path)?;
+    tracing::info!(path = %path.display(), "secrets encryption key created");
+    Ok(Some((cfg, path)))
+}
+
+/// Create the data dir if needed and make it (and the store file) private to this user: the store holds
+/// every Secret. Existing data dirs made by older versions are tightened too.
+fn private_data_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
 }
 
 fn main() -> std::process::ExitCode {
@@ -219,6 +348,7 @@ fn main() -> std::process::ExitCode {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(anyhow::anyhow!("container exec: {e}")),
         },
+        Command::SecretsEncrypt { data_dir, command } => run_async(secrets_encrypt(&data_dir, command)),
         Command::Kubeconfig { data_dir } => {
             println!("{}", data_dir.join("kubeconfig.yaml").display());
             Ok(())
@@ -294,7 +424,7 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         Some(ip) => ip,
         None => local_ip_towards(&url).unwrap_or(IpAddr::from([127, 0, 0, 1])),
     };
-    std::fs::create_dir_all(&args.data_dir)?;
+    private_data_dir(&args.data_dir)?;
     let node = args.node_name.clone().unwrap_or_else(host_name);
     agent::start(
         client,
@@ -384,13 +514,33 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
             "--datastore-endpoint {ep}: the etcd datastore is not available in this build yet; omit it to use the embedded store"
         );
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    private_data_dir(&args.data_dir)?;
+    let encryption = encryption_config(args)?;
+    let pod_security = match &args.pod_security_admission_config_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut c = apiserver::admission::podsecurity::parse_config_file(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            c.exempt_namespaces
+                .extend(args.pod_security_exempt_namespaces.iter().cloned());
+            c
+        }
+        None => apiserver::admission::podsecurity::PodSecurityConfig {
+            defaults: apiserver::admission::podsecurity::parse_default(&args.pod_security_default)
+                .map_err(|e| anyhow::anyhow!("--pod-security-default: {e}"))?,
+            exempt_namespaces: args.pod_security_exempt_namespaces.clone(),
+            exempt_runtime_classes: Vec::new(),
+        },
+    };
     let store = store::Store::open_embedded(&args.data_dir.join("store"), store::Options::default())
         .context("opening the embedded store")?;
     let reg_cfg = apiserver::registry::RegistryConfig {
         service_cidr: args.service_cidr.clone(),
         graceful_pod_deletion: !args.disable_agent,
+        admission: apiserver::admission::AdmissionConfig { pod_security },
+        encryption_path: encryption.as_ref().map(|(_, p)| p.clone()),
+        encryption: encryption.map(|(c, _)| c),
         ..Default::default()
     };
     let registry = apiserver::registry::Registry::new(store, reg_cfg);

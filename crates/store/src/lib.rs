@@ -248,10 +248,28 @@ impl Store {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
+        {
+            // Created private (0600) before redb initialises it: no window where another user could open it.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(backend)?;
+        }
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(path)
             .map_err(backend)?;
+        // The store holds every object, Secrets included: readable by this user only (kept so for files
+        // created by older versions).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(backend)?;
+        }
         let (revision, compacted) = {
             let tx = db.begin_write().map_err(backend)?;
             let (rev, comp) = {

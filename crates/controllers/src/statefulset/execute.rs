@@ -169,7 +169,23 @@ async fn execute_one<O: Objects>(
             owner_references,
         } => objects.patch_claim_owners(&name, owner_references).await,
         Step::ExpandClaim { name, storage } => objects.expand_claim(&name, &storage).await,
-        Step::CreatePod(pod) => objects.create_pod(&pod).await,
+        Step::CreatePod(pod) => {
+            let created = objects.create_pod(&pod).await;
+            // Upstream `recordPodEvent`: a refused create (admission, quota, validation) is a Warning
+            // `FailedCreate` event on the set carrying the API server's message.
+            if let Err(e @ kube::Error::Api(status)) = &created
+                && !transient(e)
+            {
+                let message = format!(
+                    "create Pod {} in StatefulSet {} failed error: {}",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    identity::set_name(set),
+                    status.message
+                );
+                let _ = objects.event(set, "Warning", "FailedCreate", &message).await;
+            }
+            created
+        }
         Step::DeletePod { name, uid } => objects.delete_pod(&name, &uid).await,
         Step::UpdateStatus(st) => objects.update_status(identity::set_name(set), &st).await,
         Step::Event {
