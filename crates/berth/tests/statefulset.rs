@@ -300,3 +300,60 @@ fn max_unavailable_rolls_two_pods_at_once_and_heal_replaces_a_stuck_pod() {
         pod(&s, "web-2").filter(|p| p["spec"]["containers"][0]["image"] == "nginx:1.28")
     });
 }
+
+#[test]
+fn a_name_too_long_for_the_revision_label_gets_failed_create_and_no_pods() {
+    // `controller-revision-hash` is `<set>-<10 hash chars>`: a 53-character name makes it 64, one over a
+    // label value's limit, so every pod create is refused and the set gets upstream's FailedCreate event
+    // (`recordPodEvent` with the API server's validation message), not silence.
+    let s = Server::start();
+    let name = "a".repeat(53);
+    let manifest = format!(
+        r#"{{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{{"name":"{name}"}},
+            "spec":{{"replicas":1,"serviceName":"x","selector":{{"matchLabels":{{"app":"long"}}}},
+            "template":{{"metadata":{{"labels":{{"app":"long"}}}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}}}}}"#
+    );
+    s.apply(&manifest);
+    let message = eventually(30, "a FailedCreate event on the set", || {
+        let events = s.get_json(&[
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ]);
+        events["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["reason"] == "FailedCreate")
+            .and_then(|e| e["message"].as_str().map(str::to_string))
+    });
+    assert_eq!(e_type(&s, &name), "Warning");
+    assert!(
+        message.starts_with(&format!(
+            "create Pod {name}-0 in StatefulSet {name} failed error: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("must be no more than 63 characters"),
+        "{message}"
+    );
+    assert!(
+        s.get_json(&["pods"])["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+}
+
+fn e_type(s: &Server, name: &str) -> String {
+    let events = s.get_json(&[
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+    ]);
+    events["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["reason"] == "FailedCreate"))
+        .and_then(|e| e["type"].as_str())
+        .unwrap_or("")
+        .to_string()
+}

@@ -283,7 +283,9 @@ fn plan_active(o: &Observed) -> Plan {
                 .iter()
                 .flatten()
                 .any(|r| r.controller == Some(true));
-        let matches = selector_matches(set, p);
+        // Upstream `getPodsForStatefulSet`: claimed only when the selector matches and the pod is a
+        // member (`isMemberOf`: named `<set>-<ordinal>`); otherwise released, or left alone.
+        let matches = selector_matches(set, p) && identity::ordinal_of(set, &name(p)).is_some();
         match (controlled, matches) {
             (true, true) => owned.push(p),
             (true, false) => plan.steps.push(Step::ReleasePod {

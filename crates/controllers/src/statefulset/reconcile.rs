@@ -118,7 +118,6 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         .and_then(|v| api::selector::LabelSelector::from_json(&v).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
-    let uid = set.metadata.uid.clone().unwrap_or_default();
     let mut pods = pods_api
         .list(&ListParams::default().labels(&selector))
         .await

@@ -157,12 +157,14 @@ impl World {
         Ok(())
     }
 
-    /// Invariant: every pod of the set (matching its selector) carries exactly one controller reference,
-    /// to the set. The one exception is an orphan that was already terminating, which is never adopted.
+    /// Invariant: every pod of the set (matching its selector, named `<set>-<ordinal>`) carries exactly
+    /// one controller reference, to the set. The one exception is an orphan that was already terminating,
+    /// which is never adopted.
     fn check_controller_refs(&self) {
         let ours = identity::controller_ref(&self.set);
         for (name, p) in &self.pods {
-            if !super::plan::selector_matches(&self.set, p) {
+            if !super::plan::selector_matches(&self.set, p) || identity::ordinal_of(&self.set, name).is_none()
+            {
                 continue;
             }
             let controllers: Vec<&OwnerReference> = p
@@ -1298,4 +1300,29 @@ fn orphan_revisions_matching_the_selector_are_adopted_and_ours_that_stop_matchin
         .clone()
         .unwrap_or_default();
     assert!(!refs.iter().any(|r| r.uid == "set-uid"), "{refs:?}");
+}
+
+#[test]
+fn a_controlled_pod_not_named_for_an_ordinal_is_released_and_never_adopted() {
+    // Upstream `isMemberOf`: only `<set>-<ordinal>` pods belong to the set.
+    let mut w = World::new(set(1, "Parallel", "v1"));
+    w.reconcile();
+    let mut stranger = orphan(&w, 0, vec![]);
+    stranger.metadata.name = Some("web-canary".into());
+    stranger.metadata.uid = Some("uid-stranger".into());
+    stranger.metadata.owner_references = Some(vec![identity::controller_ref(&w.set)]);
+    w.pods.insert("web-canary".into(), stranger.clone());
+    let steps = w.reconcile();
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::ReleasePod { name, .. } if name == "web-canary")),
+        "{steps:?}"
+    );
+    assert!(owners(&w, "web-canary").is_empty());
+    let steps = w.reconcile();
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::AdoptPod { .. })),
+        "not adopted again: {steps:?}"
+    );
 }
