@@ -303,11 +303,12 @@ fn max_unavailable_rolls_two_pods_at_once_and_heal_replaces_a_stuck_pod() {
 
 #[test]
 fn a_name_too_long_for_the_revision_label_gets_failed_create_and_no_pods() {
-    // `controller-revision-hash` is `<set>-<10 hash chars>`: a 53-character name makes it 64, one over a
-    // label value's limit, so every pod create is refused and the set gets upstream's FailedCreate event
-    // (`recordPodEvent` with the API server's validation message), not silence.
+    // `controller-revision-hash` is `<set>-<hash>` (the hash up to 10 characters): with a 58-character
+    // name it is well over a label value's 63, so every pod create is refused and the set gets upstream's
+    // FailedCreate event (`recordPodEvent` with the API server's validation message), not silence. The
+    // pod name (60 characters) and hostname are still valid.
     let s = Server::start();
-    let name = "a".repeat(53);
+    let name = "a".repeat(58);
     let manifest = format!(
         r#"{{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{{"name":"{name}"}},
             "spec":{{"replicas":1,"serviceName":"x","selector":{{"matchLabels":{{"app":"long"}}}},

@@ -18,9 +18,19 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// Dot-separated DNS-1123 labels, at most 253 characters.
+/// Upstream `IsDNS1123Subdomain`: at most 253 characters matching
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*` (the parts are not limited to 63
+/// characters as labels are: a ControllerRevision `<58-character set>-<hash>` is a valid name).
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    let part = |p: &str| {
+        let b = p.as_bytes();
+        !b.is_empty()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(part)
 }
 
 fn is_qualified_name_part(s: &str) -> bool {
@@ -74,15 +84,35 @@ pub fn validate_labels(labels: Option<&Value>, path: &str, errs: &mut Vec<FieldE
         for msg in qualified_name_errors(k) {
             errs.push(FieldError::invalid(path, k.clone(), msg));
         }
-        match v.as_str() {
-            Some(s) if label_value_ok(s) => {}
-            _ => errs.push(FieldError::invalid(
+        // Upstream `IsValidLabelValue`: a length error and a format error, each its own field error.
+        let Some(s) = v.as_str() else {
+            errs.push(FieldError::invalid(path.to_string(), v.clone(), LABEL_VALUE_MSG));
+            continue;
+        };
+        if s.len() > 63 {
+            errs.push(FieldError::invalid(
                 path.to_string(),
                 v.clone(),
-                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
-            )),
+                "must be no more than 63 characters",
+            ));
+        }
+        if !label_chars_ok(s) {
+            errs.push(FieldError::invalid(path.to_string(), v.clone(), LABEL_VALUE_MSG));
         }
     }
+}
+
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// The label-value regex without its length limit.
+fn label_chars_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.is_empty()
+        || (b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
 }
 
 /// ObjectMeta of any object: name (or generateName), namespace, labels, annotations.
@@ -129,4 +159,47 @@ pub fn validate_object_meta(group: &str, kind: &str, obj: &Value) -> Vec<FieldEr
         }
     }
     errs
+}
+
+#[cfg(test)]
+mod subdomain_tests {
+    use super::*;
+
+    #[test]
+    fn subdomain_parts_may_be_longer_than_a_label_as_upstream() {
+        let long = format!("{}-84b6d4f4c", "a".repeat(58));
+        assert!(
+            is_dns1123_subdomain(&long),
+            "upstream IsDNS1123Subdomain accepts it"
+        );
+        assert!(!is_dns1123_label(&long));
+        assert!(is_dns1123_subdomain("web-0.nginx"));
+        assert!(!is_dns1123_subdomain("-web"));
+        assert!(!is_dns1123_subdomain("web..x"));
+        assert!(!is_dns1123_subdomain("Web"));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+    }
+
+    #[test]
+    fn a_long_label_value_gets_upstreams_length_error_alone_and_a_bad_one_both() {
+        let messages = |v: &str| {
+            let mut errs = Vec::new();
+            validate_labels(Some(&serde_json::json!({"k": v})), "metadata.labels", &mut errs);
+            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        let long = messages(&"a".repeat(64));
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert!(
+            long[0].ends_with("must be no more than 63 characters"),
+            "{long:?}"
+        );
+        assert_eq!(messages(&format!("-{}", "a".repeat(64))).len(), 2);
+        assert_eq!(messages("-bad").len(), 1);
+        assert!(messages("ok.value_1").is_empty() && messages("").is_empty());
+        assert_eq!(
+            messages(&"é".repeat(40)).len(),
+            2,
+            "multi-byte characters are counted as bytes, never split"
+        );
+    }
 }
