@@ -254,3 +254,53 @@ fn claim_requests_may_grow_but_not_shrink() {
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].field, "spec.resources.requests.storage");
 }
+
+#[test]
+fn statefulset_status_writes_are_validated_as_upstream() {
+    // Upstream ValidateStatefulSetStatus / ValidateStatefulSetStatusUpdate.
+    let mut old = web();
+    default("apps", "StatefulSet", &mut old);
+    old["status"] = json!({"replicas": 2, "readyReplicas": 2, "availableReplicas": 2, "collisionCount": 1});
+    let with = |status: Value| {
+        let mut new = old.clone();
+        new["status"] = status;
+        validate_update("apps", "StatefulSet", &new, &old)
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(with(json!({"replicas": 2, "readyReplicas": 1, "collisionCount": 1})).is_empty());
+    let errs = with(
+        json!({"replicas": 1, "readyReplicas": 2, "availableReplicas": 2, "currentReplicas": 3,
+                           "updatedReplicas": 2, "collisionCount": 1}),
+    );
+    for f in [
+        "readyReplicas",
+        "availableReplicas",
+        "currentReplicas",
+        "updatedReplicas",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!("status.{f}"))
+                && e.ends_with("cannot be greater than status.replicas")),
+            "{f}: {errs:?}"
+        );
+    }
+    let errs = with(json!({"replicas": -1, "collisionCount": 0}));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("status.replicas") && e.ends_with("must be greater than or equal to 0")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("status.collisionCount") && e.ends_with("cannot be decremented")),
+        "{errs:?}"
+    );
+    let errs = with(json!({"replicas": 2, "readyReplicas": 1, "availableReplicas": 2, "collisionCount": 1}));
+    assert!(
+        errs.iter()
+            .any(|e| e.ends_with("cannot be greater than status.readyReplicas")),
+        "{errs:?}"
+    );
+}

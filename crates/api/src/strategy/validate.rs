@@ -675,6 +675,67 @@ fn claim_template_expansion(new_spec: &mut Value, old_spec: &Value, errs: &mut V
 }
 
 /// Immutability rules of updates.
+/// A StatefulSet's status as upstream's `ValidateStatefulSetStatus` and `ValidateStatefulSetStatusUpdate`
+/// check it: counts and generations non-negative, no count above `status.replicas`, available not above
+/// ready, and `collisionCount` never decremented. (A main-resource update carries the stored status, which
+/// passed these checks when it was written.)
+fn statefulset_status(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    let Some(st) = new.get("status").filter(|s| s.is_object()) else {
+        return;
+    };
+    let int = |v: &Value, f: &str| v.get(f).and_then(Value::as_i64);
+    for f in [
+        "replicas",
+        "readyReplicas",
+        "currentReplicas",
+        "updatedReplicas",
+        "availableReplicas",
+        "observedGeneration",
+        "collisionCount",
+    ] {
+        if let Some(n) = int(st, f).filter(|n| *n < 0) {
+            errs.push(FieldError::invalid(
+                format!("status.{f}"),
+                n,
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    let replicas = int(st, "replicas").unwrap_or(0);
+    for f in [
+        "readyReplicas",
+        "currentReplicas",
+        "updatedReplicas",
+        "availableReplicas",
+    ] {
+        if let Some(n) = int(st, f).filter(|n| *n > replicas) {
+            errs.push(FieldError::invalid(
+                format!("status.{f}"),
+                n,
+                "cannot be greater than status.replicas",
+            ));
+        }
+    }
+    if let Some(n) = int(st, "availableReplicas").filter(|n| *n > int(st, "readyReplicas").unwrap_or(0)) {
+        errs.push(FieldError::invalid(
+            "status.availableReplicas",
+            n,
+            "cannot be greater than status.readyReplicas",
+        ));
+    }
+    let old_count = old.pointer("/status/collisionCount").and_then(Value::as_i64);
+    if let Some(was) = old_count {
+        let now = int(st, "collisionCount");
+        if now.is_none_or(|n| n < was) {
+            errs.push(FieldError::invalid(
+                "status.collisionCount",
+                now.unwrap_or(0),
+                "cannot be decremented",
+            ));
+        }
+    }
+}
+
 pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
     for (ptr, field) in [
         ("/metadata/namespace", "metadata.namespace"),
@@ -690,6 +751,7 @@ pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, e
     }
     match (group, kind) {
         ("apps", "StatefulSet") => {
+            statefulset_status(new, old, errs);
             // Upstream ValidateStatefulSetUpdate: copy the mutable fields from old into new and compare.
             let mut a = new.get("spec").cloned().unwrap_or(Value::Null);
             let b = old.get("spec").cloned().unwrap_or(Value::Null);
