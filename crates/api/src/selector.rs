@@ -386,13 +386,26 @@ impl FieldSelector {
         Ok(())
     }
 
-    /// Whether `obj` satisfies every term; a missing field reads as `""`, booleans as `true`/`false`.
+    /// Whether `obj` satisfies every term; a missing field reads as its Go zero value the way upstream's
+    /// `ToSelectableFields` formats it (`false` for the boolean fields, `0` for `status.replicas`, `""`
+    /// otherwise), booleans as `true`/`false`.
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|(k, neg, v)| {
+            // PersistentVolume's `name` is its metadata.name (upstream `PersistentVolumeToSelectableFields`).
+            let path = if k == "name" && obj.get("kind").and_then(Value::as_str) == Some("PersistentVolume") {
+                "metadata.name"
+            } else {
+                k.as_str()
+            };
             let mut cur = Some(obj);
-            for part in k.split('.') {
+            for part in path.split('.') {
                 cur = cur.and_then(|c| c.get(part));
             }
+            let zero = match k.as_str() {
+                "spec.unschedulable" | "spec.hostNetwork" => "false",
+                "status.replicas" => "0",
+                _ => "",
+            };
             let have = match cur {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Bool(b)) => b.to_string(),
@@ -402,7 +415,7 @@ impl FieldSelector {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string(),
-                _ => String::new(),
+                _ => zero.to_string(),
             };
             (have == *v) != *neg
         })
@@ -479,5 +492,20 @@ mod tests {
             FieldSelector::parse("involvedObject.name=web,involvedObject.kind=StatefulSet").expect("parse");
         assert!(ev.validate_for("", "Event").is_ok());
         assert!(ev.matches(&json!({"involvedObject": {"name": "web", "kind": "StatefulSet"}})));
+    }
+
+    #[test]
+    fn unset_fields_read_as_upstreams_zero_values() {
+        // `kubectl cordon` users list schedulable nodes with `spec.unschedulable=false`; a Node that never
+        // set the field is schedulable.
+        let fs = FieldSelector::parse("spec.unschedulable=false").expect("parse");
+        assert!(fs.matches(&serde_json::json!({"kind": "Node", "spec": {}})));
+        assert!(!fs.matches(&serde_json::json!({"kind": "Node", "spec": {"unschedulable": true}})));
+        let fs = FieldSelector::parse("spec.hostNetwork!=true").expect("parse");
+        assert!(fs.matches(&serde_json::json!({"kind": "Pod", "spec": {}})));
+        let fs = FieldSelector::parse("status.replicas=0").expect("parse");
+        assert!(fs.matches(&serde_json::json!({"kind": "ReplicaSet", "status": {}})));
+        let fs = FieldSelector::parse("name=pv-1").expect("parse");
+        assert!(fs.matches(&serde_json::json!({"kind": "PersistentVolume", "metadata": {"name": "pv-1"}})));
     }
 }
