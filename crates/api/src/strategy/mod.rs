@@ -43,6 +43,39 @@ fn has_status(group: &str, kind: &str) -> bool {
     )
 }
 
+/// Status integers whose Go fields are not `omitempty`, so upstream always serializes them (as 0 when
+/// unset): clients with strict models expect them.
+fn status_integers(group: &str, kind: &str) -> &'static [&'static str] {
+    match (group, kind) {
+        ("apps", "DaemonSet") => &[
+            "currentNumberScheduled",
+            "numberMisscheduled",
+            "desiredNumberScheduled",
+            "numberReady",
+        ],
+        ("apps", "StatefulSet") => &["replicas", "availableReplicas"],
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => &["replicas"],
+        ("autoscaling", "HorizontalPodAutoscaler") => &["currentReplicas", "desiredReplicas"],
+        _ => &[],
+    }
+}
+
+/// Fill the status integers upstream always serializes with 0 where unset.
+fn fill_status_integers(group: &str, kind: &str, obj: &mut Value) {
+    let fields = status_integers(group, kind);
+    if fields.is_empty() {
+        return;
+    }
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    if let Some(st) = obj.get_mut("status").and_then(Value::as_object_mut) {
+        for f in fields {
+            st.entry(f.to_string()).or_insert(json!(0));
+        }
+    }
+}
+
 /// Before create: reset status for kinds that have a status subresource (upstream `PrepareForCreate`),
 /// set the initial status upstream sets, and `metadata.generation = 1`.
 pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
@@ -59,11 +92,11 @@ pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
             ("", "PersistentVolume") => json!({"phase": "Pending"}),
             ("", "Namespace") => json!({"phase": "Active"}),
             ("", "Service") => json!({"loadBalancer": {}}),
-            ("apps", "StatefulSet") => json!({"replicas": 0, "availableReplicas": 0}),
             _ => json!({}),
         };
         obj["status"] = status;
     }
+    fill_status_integers(group, kind, obj);
     if (group, kind) == ("", "Namespace") {
         crate::value::set_in(obj, &["spec", "finalizers"], json!(["kubernetes"]));
     }
@@ -122,7 +155,7 @@ pub fn prepare_for_update(group: &str, kind: &str, new: &mut Value, old: &Value)
 
 /// Before a `/status` update: only `status` comes from the request; spec and metadata stay as stored
 /// (upstream `StatusStrategy.PrepareForUpdate`).
-pub fn prepare_for_status_update(_group: &str, _kind: &str, new: &mut Value, old: &Value) {
+pub fn prepare_for_status_update(group: &str, kind: &str, new: &mut Value, old: &Value) {
     let status = new.get("status").cloned();
     let rv = new.pointer("/metadata/resourceVersion").cloned();
     let mut next = old.clone();
@@ -137,6 +170,7 @@ pub fn prepare_for_status_update(_group: &str, _kind: &str, new: &mut Value, old
     if let Some(rv) = rv {
         crate::value::set_in(&mut next, &["metadata", "resourceVersion"], rv);
     }
+    fill_status_integers(group, kind, &mut next);
     *new = next;
 }
 

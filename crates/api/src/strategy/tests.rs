@@ -304,3 +304,27 @@ fn statefulset_status_writes_are_validated_as_upstream() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn status_integers_upstream_always_serializes_are_zero_not_absent() {
+    // A fresh DaemonSet answers currentNumberScheduled … numberReady as 0, as upstream's Go struct does.
+    let mut ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"}, "spec": {}});
+    prepare_for_create("apps", "DaemonSet", &mut ds);
+    for f in [
+        "currentNumberScheduled",
+        "numberMisscheduled",
+        "desiredNumberScheduled",
+        "numberReady",
+    ] {
+        assert_eq!(ds["status"][f], json!(0), "{f}");
+    }
+    // A status write that leaves one out keeps it at 0.
+    let mut next = json!({"status": {"numberReady": 2}});
+    prepare_for_status_update("apps", "DaemonSet", &mut next, &ds);
+    assert_eq!(next["status"]["numberReady"], json!(2));
+    assert_eq!(next["status"]["desiredNumberScheduled"], json!(0));
+    let mut rs =
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r"}, "spec": {}});
+    prepare_for_create("apps", "ReplicaSet", &mut rs);
+    assert_eq!(rs["status"]["replicas"], json!(0));
+}
