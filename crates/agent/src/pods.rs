@@ -229,9 +229,7 @@ fn pod_phase(initialized: bool, app: &[Value], restart_policy: &str) -> &'static
     }
     if !initialized || waiting > 0 || app.is_empty() {
         "Pending"
-    } else if running > 0 {
-        "Running"
-    } else if restart_policy == "Always" {
+    } else if running > 0 || restart_policy == "Always" {
         "Running"
     } else if stopped == succeeded {
         "Succeeded"
