@@ -358,3 +358,62 @@ fn e_type(s: &Server, name: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+#[test]
+fn an_orphaned_set_recreated_adopts_its_running_pods_and_revision_without_replacing_them() {
+    // `kubectl delete sts --cascade=orphan`, then the same manifest again: the new set adopts the pods
+    // and the ControllerRevision the old one left (upstream ClaimPods / ClaimControllerRevisions) and
+    // reaches readyReplicas with the same pods.
+    let s = start_web();
+    eventually(20, "web-0", || pod(&s, "web-0"));
+    mark_ready(&s, "web-0");
+    eventually(20, "web-1", || pod(&s, "web-1"));
+    mark_ready(&s, "web-1");
+    eventually(20, "2 ready", || {
+        (s.get_json(&["sts", "web"])["status"]["readyReplicas"] == 2).then_some(())
+    });
+    let uids: Vec<Value> = ["web-0", "web-1"]
+        .iter()
+        .map(|n| pod(&s, n).expect("pod")["metadata"]["uid"].clone())
+        .collect();
+    s.ok(&["delete", "sts", "web", "--cascade=orphan"]);
+    eventually(20, "pods orphaned", || {
+        ["web-0", "web-1"]
+            .iter()
+            .all(|n| {
+                pod(&s, n).is_some_and(|p| {
+                    p["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_none_or(|r| r.is_empty())
+                })
+            })
+            .then_some(())
+    });
+    s.ok(&["apply", "-f", &seed("seed-web.yaml").to_string_lossy()]);
+    eventually(30, "the new set ready with the adopted pods", || {
+        (s.get_json(&["sts", "web"])["status"]["readyReplicas"] == 2).then_some(())
+    });
+    let set_uid = s.get_json(&["sts", "web"])["metadata"]["uid"].clone();
+    for (n, uid) in ["web-0", "web-1"].iter().zip(&uids) {
+        let p = pod(&s, n).expect("pod");
+        assert_eq!(&p["metadata"]["uid"], uid, "{n} kept, not replaced");
+        assert!(
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|o| o["uid"] == set_uid && o["controller"] == true)),
+            "{n} adopted: {p}"
+        );
+    }
+    let revisions = s.get_json(&["controllerrevisions"]);
+    let items = revisions["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        items.len(),
+        1,
+        "the old revision adopted, no second one: {revisions}"
+    );
+    assert!(
+        items[0]["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|o| o["uid"] == set_uid))
+    );
+}
