@@ -81,6 +81,33 @@ fn quantity(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>)
     q.and_then(|q| api::quantity::parse(&q.0)).unwrap_or(0.0)
 }
 
+/// A pod's host ports as (hostIP, protocol, hostPort), `0.0.0.0` and `TCP` when unset (upstream
+/// `schedutil.GetHostPorts`).
+fn host_ports(p: &Pod) -> Vec<(String, String, i32)> {
+    p.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|port| port.host_port.is_some_and(|h| h > 0))
+        .map(|port| {
+            (
+                port.host_ip
+                    .clone()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
+                port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                port.host_port.unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Whether two host ports conflict (upstream `HostPortInfo.CheckConflict`): the same protocol and port,
+/// and the same address or either on all addresses.
+fn ports_conflict(a: &(String, String, i32), b: &(String, String, i32)) -> bool {
+    a.1 == b.1 && a.2 == b.2 && (a.0 == b.0 || a.0 == "0.0.0.0" || b.0 == "0.0.0.0")
+}
+
 /// A pod's (cpu cores, memory bytes) requests: the larger of the sum over containers and the largest init
 /// container, as upstream's `resource.PodRequests` (without overhead and sidecars).
 pub fn pod_requests(p: &Pod) -> (f64, f64) {
@@ -215,6 +242,8 @@ pub fn plan(o: &Observed) -> Vec<Step> {
     let mut steps = Vec::new();
     // Requested resources and pod counts per node.
     let mut used: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+    // Host ports in use per node (upstream's NodePorts plugin).
+    let mut ports: BTreeMap<String, Vec<(String, String, i32)>> = BTreeMap::new();
     for p in o.pods {
         let node = p
             .spec
@@ -228,6 +257,7 @@ pub fn plan(o: &Observed) -> Vec<Step> {
         if node.is_empty() || terminal {
             continue;
         }
+        ports.entry(node.clone()).or_default().extend(host_ports(p));
         let (cpu, mem) = pod_requests(p);
         let e = used.entry(node).or_default();
         e.0 += cpu;
@@ -289,6 +319,20 @@ pub fn plan(o: &Observed) -> Vec<Step> {
                 .is_none_or(|sel| terms_match(&sel.node_selector_terms, n));
             if !selector_ok || !affinity_ok {
                 reject(&mut reasons, "node(s) didn't match Pod's node affinity/selector");
+                continue;
+            }
+            let wanted = host_ports(p);
+            if wanted.iter().any(|w| {
+                ports
+                    .get(&nname)
+                    .into_iter()
+                    .flatten()
+                    .any(|u| ports_conflict(w, u))
+            }) {
+                reject(
+                    &mut reasons,
+                    "node(s) didn't have free ports for the requested pod ports",
+                );
                 continue;
             }
             let (ucpu, umem, upods) = used.get(&nname).copied().unwrap_or_default();
@@ -426,6 +470,7 @@ pub fn plan(o: &Observed) -> Vec<Step> {
         if !all_bound {
             continue;
         }
+        ports.entry(nname.clone()).or_default().extend(host_ports(p));
         let e = used.entry(nname.clone()).or_default();
         e.0 += cpu;
         e.1 += mem;
@@ -675,6 +720,64 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_host_port_in_use_on_a_node_filters_it_out_as_upstreams_node_ports() {
+        let nodes = vec![
+            node("a", "4", json!({}), json!([])),
+            node("b", "4", json!({}), json!([])),
+        ];
+        let with_port = |name: &str, port: Value| {
+            pod(
+                name,
+                "100m",
+                json!({"containers": [{"name": "c", "image": "x", "ports": [port]}]}),
+            )
+        };
+        let mut running = with_port("r", json!({"containerPort": 80, "hostPort": 8080}));
+        running.spec.as_mut().expect("spec").node_name = Some("a".into());
+        // The same port: only b fits. Another protocol, or two distinct host IPs: a fits too.
+        let same = with_port("s", json!({"containerPort": 80, "hostPort": 8080}));
+        let steps = run(&[running.clone(), same], &nodes, &[], &[]);
+        assert_eq!(bound_to(&steps), [("s".into(), "b".into())]);
+        let mut only_a = nodes.clone();
+        only_a.truncate(1);
+        let steps = run(
+            &[
+                running.clone(),
+                with_port("s", json!({"containerPort": 80, "hostPort": 8080})),
+            ],
+            &only_a,
+            &[],
+            &[],
+        );
+        match &steps[..] {
+            [Step::Unschedulable { message, .. }] => assert!(
+                message.contains("1 node(s) didn't have free ports for the requested pod ports"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let udp = with_port(
+            "u",
+            json!({"containerPort": 80, "hostPort": 8080, "protocol": "UDP"}),
+        );
+        assert_eq!(
+            bound_to(&run(&[running.clone(), udp], &only_a, &[], &[])).len(),
+            1
+        );
+        // Two pending pods wanting the same port in one pass never land on the same node.
+        let steps = run(
+            &[
+                with_port("x", json!({"containerPort": 80, "hostPort": 9090})),
+                with_port("y", json!({"containerPort": 80, "hostPort": 9090})),
+            ],
+            &only_a,
+            &[],
+            &[],
+        );
+        assert_eq!(bound_to(&steps).len(), 1, "{steps:?}");
     }
 
     #[test]
