@@ -271,7 +271,7 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             let (obj, warnings) = check_fields(&target, obj, &write)?;
             let created = reg.create(res, ns, obj, &write).await?;
             Ok(with_warnings(
-                json_response(StatusCode::CREATED, &created),
+                json_response(StatusCode::CREATED, &shaped(render, &target, created, &query)),
                 &warnings,
             ))
         }
@@ -323,7 +323,10 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             let obj = decode_body(&content_type, body, &target).await?;
             let (obj, warnings) = check_fields(&target, obj, &write)?;
             let updated = reg.update(res, ns, name, sub, obj, &write).await?;
-            Ok(with_warnings(json_response(StatusCode::OK, &updated), &warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &shaped(render, &target, updated, &query)),
+                &warnings,
+            ))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some(Subresource::Status))) => {
             let patch_type = PatchType::from_content_type(&content_type).ok_or_else(|| {
@@ -343,8 +346,10 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             }
             let written = reg.patch(res, ns, name, sub, patch_type, &patch, &write).await?;
             Ok(match written {
-                Written::Created(v) => json_response(StatusCode::CREATED, &v),
-                Written::Updated(v) => json_response(StatusCode::OK, &v),
+                Written::Created(v) => {
+                    json_response(StatusCode::CREATED, &shaped(render, &target, v, &query))
+                }
+                Written::Updated(v) => json_response(StatusCode::OK, &shaped(render, &target, v, &query)),
             })
         }
         (&Method::DELETE, Some(name), None) => {
@@ -399,6 +404,17 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),
+    }
+}
+
+/// A write's response object in the form the `Accept` header asked for, as upstream's handlers transform
+/// every response (`transformResponseObject`): the object, its `PartialObjectMetadata`
+/// (`as=PartialObjectMetadata`, what metadata-only clients PATCH with) or a one-row Table.
+fn shaped(render: crate::table::Render, target: &Target, obj: Value, query: &Query) -> Value {
+    match render {
+        crate::table::Render::Full => obj,
+        crate::table::Render::Metadata => crate::table::partial(&obj),
+        crate::table::Render::Table => crate::table::object_table(target, &obj, query),
     }
 }
 
