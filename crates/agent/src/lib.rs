@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod pull;
 pub mod routes;
 pub mod runtime;
+pub mod security;
 pub mod stdio;
 pub mod volumes;
 
