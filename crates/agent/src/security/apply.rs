@@ -122,6 +122,11 @@ pub fn privileges(
             keep |= CapabilitySet::from_bits_retain(1 << n);
         }
     }
+    // Never more than this process has (a host whose root lacks some capability gives a privileged
+    // container the rest, as runc would fail to raise them).
+    if let Ok(now) = rustix::thread::capabilities(None) {
+        keep &= now.permitted;
+    }
     // The bounding set first (needs CAP_SETPCAP, which we still have); capabilities this kernel does
     // not know are skipped.
     for n in 0..64u32 {

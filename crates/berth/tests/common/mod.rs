@@ -339,6 +339,7 @@ pub fn kill_containers(data_dir: &Path) {
     for root in [
         "/sys/fs/cgroup/memory/berth",
         "/sys/fs/cgroup/cpu/berth",
+        "/sys/fs/cgroup/devices/berth",
         "/sys/fs/cgroup/berth",
     ] {
         for uid in &uids {
