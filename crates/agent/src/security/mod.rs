@@ -500,8 +500,9 @@ impl Profile {
             Action::Trap => SeccompAction::Trap,
             Action::Log => SeccompAction::Log,
         };
-        // Per action: syscall number → None (unconditional) or the alternative condition sets.
-        let mut by_action: Vec<(Action, BTreeMap<i64, Option<Vec<SeccompRule>>>)> = Vec::new();
+        /// Syscall number → `None` (unconditional) or the alternative condition sets.
+        type Rules = BTreeMap<i64, Option<Vec<SeccompRule>>>;
+        let mut by_action: Vec<(Action, Rules)> = Vec::new();
         for r in &self.syscalls {
             if r.action == self.default_action {
                 continue;
@@ -697,7 +698,7 @@ fn format_pod(p: &Pod) -> String {
 /// # Errors
 /// The message for the container's `CreateContainerConfigError`: `runAsNonRoot` with a root user
 /// (upstream's `verifyRunAsNonRoot` wording), an image user missing from its `/etc/passwd`, an unknown
-/// capability, a sysctl outside the safe set (`forbidden sysctl: "…" not allowlisted`, the kubelet's
+/// capability, `hostUsers: false` (no user namespaces yet), a sysctl outside the safe set (`forbidden sysctl: "…" not allowlisted`, the kubelet's
 /// admission message), a `Localhost` profile that cannot be read or parsed.
 pub fn decide(
     pod: &Pod,
@@ -770,6 +771,11 @@ pub fn decide(
     let mut seen = std::collections::HashSet::new();
     groups.retain(|g| seen.insert(*g));
 
+    // User namespaces (`hostUsers: false`) are not implemented yet: refuse rather than run the pod
+    // with host ids it asked not to have (upstream also fails the pod on a node that cannot do it).
+    if spec.host_users == Some(false) {
+        return Err("hostUsers: false: this node cannot run pods in user namespaces yet".into());
+    }
     let privileged = sc.privileged == Some(true);
     let capabilities = capabilities(privileged, sc.capabilities.as_ref())?;
     let unmasked = privileged || sc.proc_mount.as_deref() == Some("Unmasked");

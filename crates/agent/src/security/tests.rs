@@ -241,6 +241,10 @@ fn the_other_fields_map_one_to_one() {
             "forbidden sysctl: \"kernel.msgmax\" not allowlisted",
         ),
         (
+            json!({"hostUsers": false, "containers": [{"name": "c"}]}),
+            "cannot run pods in user namespaces yet",
+        ),
+        (
             json!({"containers": [{"name": "c", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "nope.json"}}}]}),
             "cannot load seccomp profile",
         ),
