@@ -9,9 +9,13 @@
 //!   containers from these files;
 //! - the init makes the container's world: every mount private, an overlay root (the image's rootfs
 //!   read-only below, the container's own upper directory), the pod's volumes bound at their mount paths,
-//!   `/proc`, a tmpfs `/dev` with the standard devices, `/sys` read-only, `/etc/hosts`, `/etc/hostname`,
-//!   `/etc/resolv.conf`; hostname and domain name; `pivot_root`; the user and group; the working
-//!   directory and environment; then it `exec`s the workload, which becomes PID 1.
+//!   `/proc`, a tmpfs `/dev` with the standard devices (the host's when privileged), a sysfs of its own
+//!   (read-only unless privileged), `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`; hostname and
+//!   domain name; `pivot_root`; the container's walls (`crate::security::apply`: sysctls, masked and
+//!   read-only paths, capabilities, seccomp, groups, user); the working directory and environment; then
+//!   it `exec`s the workload, which becomes PID 1;
+//! - unprivileged, everything the container can write is mounted `nodev`, and on cgroup v1 the shim puts
+//!   itself into the container's device cgroup before starting the init.
 //!
 //! Every mount lives in the container's own mount namespace and disappears with its last process: a crash
 //! anywhere leaves no mount behind on the host.
