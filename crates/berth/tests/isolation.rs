@@ -76,6 +76,17 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: localhost}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:test
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    securityContext: {seccompProfile: {type: Localhost, localhostProfile: profiles/deny-mkdir.json}}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: nonroot}
 spec:
   terminationGracePeriodSeconds: 1
@@ -201,8 +212,18 @@ fn pods_get_the_walls_a_containerd_cluster_gives_and_privileged_pods_do_not() {
     let s = Server::start_with(&["--node-name", "node-iso", "--node-ip", &node_ip.0]);
     let archive = common::busybox_archive(s.data_dir()).expect("busybox archive");
     common::import_image(s.data_dir(), &archive);
+    // A Localhost seccomp profile, in the node's seccomp directory (the kubelet's
+    // `<root-dir>/seccomp`): mkdir fails with EACCES, everything else is allowed.
+    let profiles = s.data_dir().join("agent/seccomp/profiles");
+    std::fs::create_dir_all(&profiles).expect("profiles dir");
+    std::fs::write(
+        profiles.join("deny-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .expect("profile");
     s.apply(PODS);
-    for p in ["plain", "priv", "dropall", "restricted", "seccomp"] {
+    for p in ["plain", "priv", "dropall", "restricted", "seccomp", "localhost"] {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while running(&s, p).is_none() {
             assert!(
@@ -373,6 +394,14 @@ fn pods_get_the_walls_a_containerd_cluster_gives_and_privileged_pods_do_not() {
         out.contains("NoNewPrivs:\t0") && out.contains("Seccomp:\t0"),
         "{out}"
     );
+
+    let (ok, out) = sh(&s, "localhost", "touch /tmp/f && mkdir /tmp/d");
+    assert!(
+        !ok && out.contains("Permission denied"),
+        "Localhost profile: {out}"
+    );
+    let (_, out) = sh(&s, "localhost", "grep '^Seccomp:' /proc/1/status");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
 
     // runAsNonRoot refuses an image that runs as root, with the kubelet's message.
     let p = eventually(30, "nonroot refused", || {
