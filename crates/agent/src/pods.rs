@@ -785,7 +785,9 @@ impl Agent {
             c,
             &crate::security::ImageUser::parse(cfg.user.as_deref()),
             &crate::security::UserDb::read(&rootfs),
-            &crate::security::Defaults::default(),
+            &crate::security::Defaults {
+                seccomp_runtime_default: self.cfg.seccomp_default,
+            },
             &|path| {
                 std::fs::read(seccomp_dir.join(path))
                     .map_err(|e| format!("cannot load seccomp profile {path:?}: {e}"))

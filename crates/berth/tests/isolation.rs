@@ -425,3 +425,40 @@ fn pods_get_the_walls_a_containerd_cluster_gives_and_privileged_pods_do_not() {
     s.wait_pods_gone(60);
     drop(disk);
 }
+
+/// `--seccomp-default` (the kubelet's flag): a pod without `seccompProfile` gets `RuntimeDefault`; one
+/// that asks for `Unconfined` keeps it.
+#[test]
+fn seccomp_default_makes_runtime_default_the_default() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = Server::start_with(&["--node-name", "node-sd", "--seccomp-default"]);
+    let archive = common::busybox_archive(s.data_dir()).expect("busybox archive");
+    common::import_image(s.data_dir(), &archive);
+    s.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: unset}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: busybox:test, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unconfined}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {seccompProfile: {type: Unconfined}}
+  containers: [{name: c, image: busybox:test, command: [sleep, "3600"]}]
+"#,
+    );
+    for (pod, mode) in [("unset", "2"), ("unconfined", "0")] {
+        eventually(60, &format!("{pod} Running"), || running(&s, pod));
+        let (ok, out) = sh(&s, pod, "grep '^Seccomp:' /proc/1/status");
+        assert!(ok && out.contains(&format!("Seccomp:\t{mode}")), "{pod}: {out}");
+    }
+    s.ok(&["delete", "pods", "--all", "--wait=false"]);
+    s.wait_pods_gone(60);
+}

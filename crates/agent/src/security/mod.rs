@@ -16,7 +16,7 @@
 //! - sysctls: the kubelet's safe set (`pkg/kubelet/sysctl`), namespaced ones only.
 //!
 //! An unset `seccompProfile` is `Unconfined`, as upstream with the kubelet's `--seccomp-default=false`
-//! (its default); [`Defaults::seccomp_runtime_default`] turns the other choice on.
+//! (its default); [`Defaults::seccomp_runtime_default`] (`--seccomp-default`) turns the other choice on.
 
 pub mod apply;
 mod default_syscalls;
