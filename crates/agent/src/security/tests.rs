@@ -92,17 +92,12 @@ fn capabilities_add_and_drop_as_containerd_cri_orders_them() {
         ),
         (
             json!({"add": ["sys_time", "CAP_NET_ADMIN"], "drop": ["kill", "MKNOD"]}),
-            {
-                let mut v: Vec<&str> = DEFAULT_CAPABILITIES
-                    .iter()
-                    .copied()
-                    .filter(|c| *c != "CAP_KILL" && *c != "CAP_MKNOD")
-                    .collect();
-                v.insert(v.len() - 1, "CAP_SYS_TIME");
-                v.insert(v.len() - 1, "CAP_NET_ADMIN");
-                v.retain(|_| true);
-                v
-            },
+            DEFAULT_CAPABILITIES
+                .iter()
+                .copied()
+                .filter(|c| *c != "CAP_KILL" && *c != "CAP_MKNOD")
+                .chain(["CAP_SYS_TIME", "CAP_NET_ADMIN"])
+                .collect(),
         ),
         (json!({"add": ["ALL"], "drop": ["ALL"]}), vec![]),
     ];
