@@ -87,6 +87,28 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: sysctl}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "0"}]
+  containers:
+  - name: c
+    image: busybox:test
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    securityContext: {capabilities: {drop: [ALL]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unsafe-sysctl}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    sysctls: [{name: kernel.msgmax, value: "65536"}]
+  containers: [{name: c, image: busybox:test, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: nonroot}
 spec:
   terminationGracePeriodSeconds: 1
@@ -223,7 +245,15 @@ fn pods_get_the_walls_a_containerd_cluster_gives_and_privileged_pods_do_not() {
     )
     .expect("profile");
     s.apply(PODS);
-    for p in ["plain", "priv", "dropall", "restricted", "seccomp", "localhost"] {
+    for p in [
+        "plain",
+        "priv",
+        "dropall",
+        "restricted",
+        "seccomp",
+        "localhost",
+        "sysctl",
+    ] {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while running(&s, p).is_none() {
             assert!(
@@ -368,6 +398,32 @@ fn pods_get_the_walls_a_containerd_cluster_gives_and_privileged_pods_do_not() {
     assert!(out.contains("ermission denied"), "drop ALL bound port 80: {out}");
     let (_, out) = sh(&s, "priv", bind);
     assert!(!out.contains("ermission denied"), "privileged pod: {out}");
+    // ... unless the pod lowers net.ipv4.ip_unprivileged_port_start (a safe, namespaced sysctl), which
+    // then reads back in its network namespace only.
+    let (_, out) = sh(
+        &s,
+        "sysctl",
+        &format!("cat /proc/sys/net/ipv4/ip_unprivileged_port_start; {bind}"),
+    );
+    assert!(
+        out.starts_with("0\n") && !out.contains("ermission denied"),
+        "sysctl pod: {out}"
+    );
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").expect("host sysctl"),
+        "0\n",
+        "the host's own value changed"
+    );
+    // A sysctl outside the safe set is refused with the kubelet's message.
+    let w = eventually(30, "unsafe-sysctl refused", || {
+        let w = s.get_json(&["pod", "unsafe-sysctl"])["status"]["containerStatuses"][0]["state"]["waiting"]
+            .clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    });
+    assert_eq!(
+        w["message"], "forbidden sysctl: \"kernel.msgmax\" not allowlisted",
+        "{w}"
+    );
 
     // The restricted pod: its ids and groups (fsGroup, supplementalGroups), no_new_privs, the seccomp
     // filter, a read-only root and a volume given to the fsGroup.
