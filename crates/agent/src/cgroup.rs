@@ -159,6 +159,92 @@ pub fn remove(dirs: &[PathBuf]) {
     }
 }
 
+/// The device rules of an unprivileged container on cgroup v1 (`devices.allow` after `a` in
+/// `devices.deny`): runc's default allow-list (`libcontainer/specconv` `AllowedDevices`): any device
+/// node may be made (`m`), only these may be opened: null, zero, full, random, urandom, tty, console,
+/// ptmx and the pseudo-terminals.
+pub const DEVICE_RULES: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// The v1 `devices` hierarchy, when the host has one.
+pub fn devices_v1() -> Option<PathBuf> {
+    let d = Path::new("/sys/fs/cgroup/devices");
+    d.join("devices.allow").exists().then(|| d.to_path_buf())
+}
+
+/// Put `pid` into `devices/berth/<rel>` with [`DEVICE_RULES`] (v1); returns the directory to
+/// [`remove`] later, `None` on a host without the v1 devices controller.
+///
+/// # Errors
+/// When the cgroup cannot be made or its rules written.
+pub fn restrict_devices(rel: &str, pid: u32) -> std::io::Result<Option<PathBuf>> {
+    let Some(root) = devices_v1() else {
+        return Ok(None);
+    };
+    let dir = root.join("berth").join(rel);
+    std::fs::create_dir_all(&dir)?;
+    let w = |file: &str, v: &str| {
+        std::fs::write(dir.join(file), v)
+            .map_err(|e| std::io::Error::other(format!("{}: {v}: {e}", dir.join(file).display())))
+    };
+    w("devices.deny", "a")?;
+    for r in DEVICE_RULES {
+        w("devices.allow", r)?;
+    }
+    w("cgroup.procs", &pid.to_string())?;
+    Ok(Some(dir))
+}
+
+/// Move `pid` back to the root of the v1 devices hierarchy (so its container's cgroup can go).
+pub fn leave_devices(pid: u32) {
+    if let Some(root) = devices_v1() {
+        let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+    }
+}
+
+/// Put `me` into every `berth/…` cgroup that process `pid` is in (v1 controllers and v2), as runc exec
+/// joins an exec'd process to its container's cgroups. Best effort.
+pub fn join(pid: &str, me: u32) {
+    let Ok(list) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return;
+    };
+    let root = Path::new("/sys/fs/cgroup");
+    for line in list.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if !path.starts_with("/berth/") {
+            continue;
+        }
+        let base = if controllers.is_empty() {
+            // v2: the unified hierarchy, alone or beside v1 (hybrid).
+            if root.join("unified/cgroup.procs").exists() {
+                root.join("unified")
+            } else {
+                root.to_path_buf()
+            }
+        } else if controllers.starts_with("name=") {
+            continue;
+        } else {
+            root.join(controllers)
+        };
+        let _ = std::fs::write(
+            base.join(path.trim_start_matches('/')).join("cgroup.procs"),
+            me.to_string(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

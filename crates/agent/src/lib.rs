@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod pull;
 pub mod routes;
 pub mod runtime;
+pub mod security;
 pub mod stdio;
 pub mod volumes;
 
@@ -52,6 +53,9 @@ pub struct Config {
     pub cluster_dns: IpAddr,
     /// The cluster domain (`--cluster-domain`, `cluster.local`).
     pub cluster_domain: String,
+    /// A container without `seccompProfile` gets `RuntimeDefault` (the kubelet's `--seccomp-default`;
+    /// off, as upstream: such a container is `Unconfined`).
+    pub seccomp_default: bool,
 }
 
 impl Config {

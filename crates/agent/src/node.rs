@@ -273,6 +273,7 @@ mod tests {
             kubelet_port: 10250,
             cluster_dns: "10.43.0.10".parse().expect("ip"),
             cluster_domain: "cluster.local".into(),
+            seccomp_default: false,
         };
         let m = Machine {
             cpus: 2,

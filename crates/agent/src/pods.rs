@@ -777,16 +777,55 @@ impl Agent {
                 read_only: m.read_only.unwrap_or(false),
             });
         }
-        let sc = c.security_context.as_ref();
-        let psc = spec.security_context.as_ref();
-        let uid = sc
-            .and_then(|s| s.run_as_user)
-            .or(psc.and_then(|s| s.run_as_user))
-            .unwrap_or(0);
-        let gid = sc
-            .and_then(|s| s.run_as_group)
-            .or(psc.and_then(|s| s.run_as_group))
-            .unwrap_or(0);
+        // Identity and walls (`crate::security`): the pod's and container's securityContext over the
+        // image's user; Localhost seccomp profiles live under `<data-dir>/agent/seccomp`.
+        let seccomp_dir = self.cfg.data_dir.join("agent/seccomp");
+        let decision = crate::security::decide(
+            p,
+            c,
+            &crate::security::ImageUser::parse(cfg.user.as_deref()),
+            &crate::security::UserDb::read(&rootfs),
+            &crate::security::Defaults {
+                seccomp_runtime_default: self.cfg.seccomp_default,
+            },
+            &|path| {
+                std::fs::read(seccomp_dir.join(path))
+                    .map_err(|e| format!("cannot load seccomp profile {path:?}: {e}"))
+            },
+        )?;
+        // fsGroup: the kubelet's SetVolumeOwnership, once per pod and volume (hostPath volumes excepted).
+        if let Some(fs_group) = spec.security_context.as_ref().and_then(|s| s.fs_group) {
+            let on_root_mismatch = spec
+                .security_context
+                .as_ref()
+                .and_then(|s| s.fs_group_change_policy.as_deref())
+                == Some("OnRootMismatch");
+            let pdir = pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or(""));
+            for m in c.volume_mounts.iter().flatten() {
+                let host_path = spec
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .any(|v| v.name == m.name && v.host_path.is_some());
+                let marker = pdir.join("fsgroup").join(&m.name);
+                if host_path || marker.exists() {
+                    continue;
+                }
+                if let Some(src) = volumes.get(&m.name) {
+                    let gid =
+                        u32::try_from(fs_group).map_err(|_| format!("fsGroup {fs_group} is out of range"))?;
+                    crate::security::apply::volume_ownership(
+                        src,
+                        gid,
+                        m.read_only == Some(true),
+                        on_root_mismatch,
+                    )
+                    .map_err(|e| format!("setting volume ownership of {:?}: {e}", m.name))?;
+                    let _ = std::fs::create_dir_all(pdir.join("fsgroup"));
+                    let _ = std::fs::write(&marker, b"");
+                }
+            }
+        }
         let subdomain = spec.subdomain.clone();
         let domain = self.cfg.cluster_domain.as_str();
         let ip = pod_ip(&self.cfg, p).to_string();
@@ -809,8 +848,9 @@ impl Agent {
                 .as_ref()
                 .map(|s| format!("{s}.{ns}.svc.{domain}"))
                 .unwrap_or_default(),
-            uid: uid as u32,
-            gid: gid as u32,
+            uid: decision.uid,
+            gid: decision.gid,
+            security: decision.security,
             binds,
             hosts: hosts_file(&ip, &hostname, subdomain.as_deref(), &ns, domain),
             resolv_conf: resolv_conf(&self.cfg, p),

@@ -9,16 +9,20 @@
 //!   containers from these files;
 //! - the init makes the container's world: every mount private, an overlay root (the image's rootfs
 //!   read-only below, the container's own upper directory), the pod's volumes bound at their mount paths,
-//!   `/proc`, a tmpfs `/dev` with the standard devices, `/sys` read-only, `/etc/hosts`, `/etc/hostname`,
-//!   `/etc/resolv.conf`; hostname and domain name; `pivot_root`; the user and group; the working
-//!   directory and environment; then it `exec`s the workload, which becomes PID 1.
+//!   `/proc`, a tmpfs `/dev` with the standard devices (the host's when privileged), a sysfs of its own
+//!   (read-only unless privileged), `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`; hostname and
+//!   domain name; `pivot_root`; the container's walls (`crate::security::apply`: sysctls, masked and
+//!   read-only paths, capabilities, seccomp, groups, user); the working directory and environment; then
+//!   it `exec`s the workload, which becomes PID 1;
+//! - unprivileged, everything the container can write is mounted `nodev`, and on cgroup v1 the shim puts
+//!   itself into the container's device cgroup before starting the init.
 //!
 //! Every mount lives in the container's own mount namespace and disappears with its last process: a crash
 //! anywhere leaves no mount behind on the host.
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -78,6 +82,10 @@ pub struct ContainerSpec {
     /// The pod's pinned network namespace to join; `None` shares the node's (`hostNetwork`).
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// Capabilities, seccomp, masked paths, groups… (`crate::security`); a spec written before it
+    /// existed gets containerd's defaults for an unprivileged container.
+    #[serde(default)]
+    pub security: crate::security::Security,
 }
 
 /// Where a container stands, read from its directory.
@@ -259,6 +267,16 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         .as_ref()
         .map_or((false, false, false), |s| (s.stdin, s.stdin_once, s.tty));
     let ends = crate::stdio::make(stdin, stdin_once, tty)?;
+    // The device rules (cgroup v1) before the init exists, so it and everything it starts inherit
+    // them: the shim joins the container's devices cgroup itself and leaves it when the container ends.
+    let mut devices = None;
+    if let Some(spec) = spec
+        .as_ref()
+        .filter(|s| !s.security.privileged && !s.cgroup.is_empty())
+    {
+        devices = crate::cgroup::restrict_devices(&spec.cgroup, std::process::id())
+            .map_err(|e| std::io::Error::other(format!("device cgroup: {e}")))?;
+    }
     let [child_in, child_out, child_err] = ends.child;
     // (The builder, holding our copies of the child's ends, is dropped at the end of this statement.)
     let mut child = Command::new(me)
@@ -299,6 +317,10 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(dir.join("attach.sock"));
     let status = child.wait()?;
     crate::cgroup::remove(&cgroups);
+    if let Some(d) = devices {
+        crate::cgroup::leave_devices(std::process::id());
+        crate::cgroup::remove(&[d]);
+    }
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(9)
@@ -343,6 +365,12 @@ fn mount_point(target: &Path, source: &Path) -> std::io::Result<()> {
 }
 
 fn bind(source: &Path, target: &Path, read_only: bool) -> std::io::Result<()> {
+    bind_with(source, target, read_only, false)
+}
+
+/// A bind mount, read-only and/or without device nodes (`nodev`: a device node the container makes
+/// there cannot be opened).
+fn bind_with(source: &Path, target: &Path, read_only: bool, nodev: bool) -> std::io::Result<()> {
     mount_point(target, source)?;
     mount(
         Some(source),
@@ -352,15 +380,15 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> std::io::Result<()> {
         None::<&str>,
     )
     .map_err(err("bind mount"))?;
-    if read_only {
-        mount(
-            None::<&str>,
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(err("read-only remount"))?;
+    if read_only || nodev {
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        if nodev {
+            flags |= MsFlags::MS_NODEV;
+        }
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(err("remount"))?;
     }
     Ok(())
 }
@@ -408,6 +436,14 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
         None::<&str>,
     )
     .map_err(err("making mounts private"))?;
+    let privileged = spec.security.privileged;
+    // Unprivileged, every filesystem the container can write is `nodev`: with the device cgroup (v1)
+    // this keeps a device node made with mknod from being opened (see ARCHITECTURE.md).
+    let nodev = if privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_NODEV
+    };
     let root = dir.join("merged");
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -419,7 +455,7 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
         Some("overlay"),
         &root,
         Some("overlay"),
-        MsFlags::empty(),
+        nodev,
         Some(opts.as_str()),
     )
     .map_err(err("overlay root"))?;
@@ -440,14 +476,31 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID,
+        MsFlags::MS_NOSUID | nodev,
         Some("mode=755,size=65536k"),
     )
     .map_err(err("/dev"))?;
-    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let host = Path::new("/dev").join(d);
-        if host.exists() {
-            bind(&host, &dev.join(d), false)?;
+    if privileged {
+        // The host's devices, as containerd gives a privileged container (nodes, not mounts).
+        for (rel, mode, rdev, uid, gid) in crate::security::apply::host_devices() {
+            let target = dev.join(&rel);
+            if let Some(p) = target.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
+            let perm = nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777);
+            if nix::sys::stat::mknod(&target, kind, perm, rdev).is_ok() {
+                let _ = std::os::unix::fs::lchown(&target, Some(uid), Some(gid));
+            }
+        }
+    } else {
+        // The standard devices, bound from the host (each bind keeps the host mount's flags, so these
+        // work on the `nodev` tmpfs).
+        for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let host = Path::new("/dev").join(d);
+            if host.exists() {
+                bind(&host, &dev.join(d), false)?;
+            }
         }
     }
     std::fs::create_dir_all(dev.join("shm"))?;
@@ -467,9 +520,17 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     ] {
         let _ = std::os::unix::fs::symlink(to, dev.join(link));
     }
+    // A sysfs of its own (its network namespace's view, no host submounts such as cgroups or
+    // debugfs), read-only unless privileged, as runc mounts it.
     let sys = root.join("sys");
     std::fs::create_dir_all(&sys)?;
-    if bind(Path::new("/sys"), &sys, true).is_err() {
+    let mut sys_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !privileged {
+        sys_flags |= MsFlags::MS_RDONLY;
+    }
+    if mount(Some("sysfs"), &sys, Some("sysfs"), sys_flags, None::<&str>).is_err()
+        && bind(Path::new("/sys"), &sys, true).is_err()
+    {
         tracing::debug!("no /sys in the container");
     }
     // /etc files, then volumes.
@@ -485,7 +546,7 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     }
     for b in &spec.binds {
         let target = inside_root(&root, &b.target)?;
-        bind(&b.source, &target, b.read_only)?;
+        bind_with(&b.source, &target, b.read_only, !privileged)?;
     }
     nix::unistd::sethostname(&spec.hostname).map_err(err("hostname"))?;
     if !spec.domainname.is_empty() {
@@ -498,10 +559,10 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     nix::unistd::chdir("/").map_err(err("chdir /"))?;
     umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(err("detaching the old root"))?;
     let _ = std::fs::remove_dir("/.oldroot");
-    // Identity, then the workload.
-    nix::unistd::setgroups(&[Gid::from_raw(spec.gid)]).map_err(err("setgroups"))?;
-    nix::unistd::setgid(Gid::from_raw(spec.gid)).map_err(err("setgid"))?;
-    nix::unistd::setuid(Uid::from_raw(spec.uid)).map_err(err("setuid"))?;
+    // Sysctls, masked and read-only paths, read-only root; then identity and privileges, then the
+    // workload.
+    crate::security::apply::filesystem(&spec.security)?;
+    let programs = crate::security::apply::seccomp_programs(&spec.security)?;
     let (program, args) = spec.argv.split_first().ok_or_else(|| {
         std::io::Error::other("no command: the image has no Entrypoint/Cmd and the container no command")
     })?;
@@ -516,6 +577,7 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
             cmd.env(k, v);
         }
     }
+    crate::security::apply::privileges(&spec.security, spec.uid, spec.gid, &programs)?;
     let e = cmd.exec();
     Err(std::io::Error::other(format!("exec {program}: {e}")))
 }
@@ -547,6 +609,8 @@ pub fn exec_main(dir: &Path, argv: &[String], tty: bool) -> std::io::Result<i32>
     let State::Running { pid, .. } = state(dir) else {
         return Err(std::io::Error::other("container is not running"));
     };
+    // Into the container's cgroups first (limits, and the device rules), as runc exec joins them.
+    crate::cgroup::join(&pid.to_string(), std::process::id());
     if tty {
         // stdin is a pseudo-terminal's slave (the kubelet API allocated it), before the container's /proc
         // replaces ours.
@@ -567,11 +631,7 @@ pub fn exec_main(dir: &Path, argv: &[String], tty: bool) -> std::io::Result<i32>
         .split_first()
         .ok_or_else(|| std::io::Error::other("no command"))?;
     let mut cmd = Command::new(resolve(program, &spec.env));
-    cmd.args(args)
-        .env_clear()
-        .current_dir(&spec.cwd)
-        .uid(spec.uid)
-        .gid(spec.gid);
+    cmd.args(args).env_clear().current_dir(&spec.cwd);
     // A terminal gets TERM=xterm unless the container sets TERM (containerd's default for tty processes).
     if tty && !spec.env.iter().any(|kv| kv.starts_with("TERM=")) {
         cmd.env("TERM", "xterm");
@@ -581,6 +641,10 @@ pub fn exec_main(dir: &Path, argv: &[String], tty: bool) -> std::io::Result<i32>
             cmd.env(k, v);
         }
     }
+    // The container's user, capabilities, no_new_privs and seccomp filter, on this process (the
+    // command inherits them), as runc exec gives an exec'd process the container's.
+    let programs = crate::security::apply::seccomp_programs(&spec.security)?;
+    crate::security::apply::privileges(&spec.security, spec.uid, spec.gid, &programs)?;
     let status = cmd.status()?;
     Ok(status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;

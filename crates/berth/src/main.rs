@@ -223,6 +223,10 @@ pub struct AgentArgs {
     /// The cluster domain (the server's `--cluster-domain`; kubelet's flag).
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Give containers without a `seccompProfile` the runtime's default profile (`RuntimeDefault`)
+    /// instead of `Unconfined` (kubelet's flag, off by default as upstream).
+    #[arg(long)]
+    pub seccomp_default: bool,
 }
 
 /// Flags named as k3s names them.
@@ -265,6 +269,10 @@ pub struct ServerArgs {
     /// Cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Give containers without a `seccompProfile` the runtime's default profile (`RuntimeDefault`)
+    /// instead of `Unconfined` (the kubelet's `--seccomp-default`, off by default as upstream).
+    #[arg(long)]
+    pub seccomp_default: bool,
     /// This node's InternalIP (default: `--bind-address`; with 0.0.0.0, the address of the interface of
     /// the default route, as k3s picks it). Other nodes route this node's pod slice and the cluster DNS
     /// through it.
@@ -437,6 +445,7 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
             kubelet_port: 0,
             cluster_dns: args.cluster_dns,
             cluster_domain: args.cluster_domain.clone(),
+            seccomp_default: args.seccomp_default,
         },
     )
     .await?;
@@ -644,6 +653,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
                 kubelet_port: 0,
                 cluster_dns: args.cluster_dns,
                 cluster_domain: args.cluster_domain.clone(),
+                seccomp_default: args.seccomp_default,
             },
         )
         .await

@@ -190,6 +190,24 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
     });
     assert_eq!(get(&ip0).1, "page of web-0\n");
 
+    // The same nginx image runs as root, so `runAsNonRoot` refuses it with the kubelet's message
+    // (issue 14); the seed's pods above ran it with the default walls.
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"nonroot"},"spec":{"terminationGracePeriodSeconds":1,
+        "securityContext":{"runAsNonRoot":true},"containers":[{"name":"nginx","image":"k8s.gcr.io/nginx-slim:0.8"}]}}"#,
+    );
+    let waiting = eventually(60, "nonroot refused", || {
+        let w = pod(&s, "nonroot")?["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    });
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("container has runAsNonRoot and image will run as root")),
+        "{waiting}"
+    );
+    s.ok(&["delete", "pod", "nonroot", "--wait=false"]);
+
     s.ok(&[
         "delete",
         "-f",

@@ -339,16 +339,23 @@ pub fn kill_containers(data_dir: &Path) {
     for root in [
         "/sys/fs/cgroup/memory/berth",
         "/sys/fs/cgroup/cpu/berth",
+        "/sys/fs/cgroup/devices/berth",
         "/sys/fs/cgroup/berth",
     ] {
         for uid in &uids {
             let pod = Path::new(root).join(uid);
-            for e in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    let _ = std::fs::remove_dir(e.path());
+            // (Retried for a moment: a killed container's processes may still be exiting.)
+            for _ in 0..20 {
+                for e in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
                 }
+                if !pod.exists() || std::fs::remove_dir(&pod).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = std::fs::remove_dir(&pod);
         }
         for _ in 0..20 {
             if !Path::new(root).exists() || std::fs::remove_dir(root).is_ok() {
