@@ -314,7 +314,11 @@ pub const BRIDGE: &str = "berth0";
 impl Agent {
     async fn sync_all(&mut self, pods: &[Pod]) {
         let live: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let rejected = self.admit(pods).await;
         for p in pods {
+            if p.metadata.uid.as_ref().is_some_and(|u| rejected.contains(u)) {
+                continue;
+            }
             if let Err(e) = self.sync_pod(p).await {
                 tracing::debug!(pod = ?p.metadata.name, error = %e, "pod sync");
             }
@@ -344,6 +348,63 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Kubelet admission of the pods seen for the first time, oldest first (upstream
+    /// `predicateAdmitHandler` with `GeneralPredicates`' `NodePorts`): a pod whose host ports collide with
+    /// a pod already admitted on this node is rejected, `Failed` with reason `NodePorts` and the message
+    /// `Pod was rejected: Predicate NodePorts failed: …` (upstream `rejectPod`), and never started; its
+    /// controller replaces it. Returns the uids rejected in this pass.
+    async fn admit(&mut self, pods: &[Pod]) -> std::collections::HashSet<String> {
+        let terminal = |p: &Pod| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        };
+        let admitted = |p: &Pod| {
+            pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or(""))
+                .join("pod")
+                .exists()
+        };
+        let mut used: Vec<api::hostports::HostPort> = pods
+            .iter()
+            .filter(|p| admitted(p) && !terminal(p))
+            .flat_map(api::hostports::of)
+            .collect();
+        let mut fresh: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| !admitted(p) && !terminal(p) && p.metadata.deletion_timestamp.is_none())
+            .collect();
+        fresh.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        let mut rejected = std::collections::HashSet::new();
+        for p in fresh {
+            if !api::hostports::collide(p, &used) {
+                used.extend(api::hostports::of(p));
+                continue;
+            }
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            rejected.insert(uid.clone());
+            let message = "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports";
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or(""));
+            let status = json!({"metadata": {"uid": uid},
+                                "status": {"phase": "Failed", "reason": "NodePorts", "message": message}});
+            match api
+                .patch_status(
+                    p.metadata.name.as_deref().unwrap_or(""),
+                    &PatchParams::default(),
+                    &Patch::Merge(status),
+                )
+                .await
+            {
+                Ok(_) => tracing::info!(pod = ?p.metadata.name, "rejected at admission: host port in use"),
+                Err(e) => {
+                    tracing::warn!(pod = ?p.metadata.name, error = %e, "writing the admission rejection")
+                }
+            }
+        }
+        rejected
     }
 
     async fn sync_pod(&mut self, p: &Pod) -> Result<(), String> {

@@ -11,6 +11,7 @@
 //! `apiserver` can serve every kind; typed `k8s-openapi` structs are used where a rule needs them.
 
 pub mod field;
+pub mod hostports;
 pub mod patch;
 pub mod podsecurity;
 pub mod quantity;

@@ -607,6 +607,23 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
         c.read_to_string(&mut body).ok()?;
         body.ends_with("via hostPort\n").then_some(())
     });
+    // A second pod bound straight to the node (past the scheduler's NodePorts filter) asking for the same
+    // hostPort is rejected at the kubelet's admission, as upstream's: Failed, reason NodePorts.
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    s.apply(&format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"port-taken"}},"spec":{{"nodeName":"{node_name}",
+        "terminationGracePeriodSeconds":1,"containers":[{{"name":"c","image":"busybox:test","command":["sleep","60"],
+        "ports":[{{"containerPort":9,"hostPort":{host_port}}}]}}]}}}}"#
+    ));
+    let rejected = eventually(30, "port-taken rejected at admission", || {
+        let p = pod(&s, "port-taken")?;
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(rejected["status"]["reason"], "NodePorts", "{rejected}");
+    assert_eq!(
+        rejected["status"]["message"],
+        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+    );
     // hostNetwork: the node's address.
     let host = eventually(30, "on-host running", || {
         let p = pod(&s, "on-host")?;

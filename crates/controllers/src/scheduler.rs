@@ -81,33 +81,6 @@ fn quantity(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>)
     q.and_then(|q| api::quantity::parse(&q.0)).unwrap_or(0.0)
 }
 
-/// A pod's host ports as (hostIP, protocol, hostPort), `0.0.0.0` and `TCP` when unset (upstream
-/// `schedutil.GetHostPorts`).
-fn host_ports(p: &Pod) -> Vec<(String, String, i32)> {
-    p.spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter(|port| port.host_port.is_some_and(|h| h > 0))
-        .map(|port| {
-            (
-                port.host_ip
-                    .clone()
-                    .filter(|ip| !ip.is_empty())
-                    .unwrap_or_else(|| "0.0.0.0".into()),
-                port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                port.host_port.unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
-/// Whether two host ports conflict (upstream `HostPortInfo.CheckConflict`): the same protocol and port,
-/// and the same address or either on all addresses.
-fn ports_conflict(a: &(String, String, i32), b: &(String, String, i32)) -> bool {
-    a.1 == b.1 && a.2 == b.2 && (a.0 == b.0 || a.0 == "0.0.0.0" || b.0 == "0.0.0.0")
-}
-
 /// A pod's (cpu cores, memory bytes) requests: the larger of the sum over containers and the largest init
 /// container, as upstream's `resource.PodRequests` (without overhead and sidecars).
 pub fn pod_requests(p: &Pod) -> (f64, f64) {
@@ -243,7 +216,7 @@ pub fn plan(o: &Observed) -> Vec<Step> {
     // Requested resources and pod counts per node.
     let mut used: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
     // Host ports in use per node (upstream's NodePorts plugin).
-    let mut ports: BTreeMap<String, Vec<(String, String, i32)>> = BTreeMap::new();
+    let mut ports: BTreeMap<String, Vec<api::hostports::HostPort>> = BTreeMap::new();
     for p in o.pods {
         let node = p
             .spec
@@ -257,7 +230,10 @@ pub fn plan(o: &Observed) -> Vec<Step> {
         if node.is_empty() || terminal {
             continue;
         }
-        ports.entry(node.clone()).or_default().extend(host_ports(p));
+        ports
+            .entry(node.clone())
+            .or_default()
+            .extend(api::hostports::of(p));
         let (cpu, mem) = pod_requests(p);
         let e = used.entry(node).or_default();
         e.0 += cpu;
@@ -321,14 +297,7 @@ pub fn plan(o: &Observed) -> Vec<Step> {
                 reject(&mut reasons, "node(s) didn't match Pod's node affinity/selector");
                 continue;
             }
-            let wanted = host_ports(p);
-            if wanted.iter().any(|w| {
-                ports
-                    .get(&nname)
-                    .into_iter()
-                    .flatten()
-                    .any(|u| ports_conflict(w, u))
-            }) {
+            if api::hostports::collide(p, ports.get(&nname).map_or(&[], Vec::as_slice)) {
                 reject(
                     &mut reasons,
                     "node(s) didn't have free ports for the requested pod ports",
@@ -470,7 +439,10 @@ pub fn plan(o: &Observed) -> Vec<Step> {
         if !all_bound {
             continue;
         }
-        ports.entry(nname.clone()).or_default().extend(host_ports(p));
+        ports
+            .entry(nname.clone())
+            .or_default()
+            .extend(api::hostports::of(p));
         let e = used.entry(nname.clone()).or_default();
         e.0 += cpu;
         e.1 += mem;
