@@ -210,11 +210,7 @@ impl Objects for Kube {
         uid: &str,
         owner_references: Vec<OwnerReference>,
     ) -> Result<(), kube::Error> {
-        let patch = json!({"metadata": {"uid": uid, "ownerReferences": owner_references}});
-        self.revisions
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(|_| ())
+        patch_owners(&self.revisions, name, uid, owner_references).await
     }
 
     async fn patch_pod_owners(
@@ -223,12 +219,7 @@ impl Objects for Kube {
         uid: &str,
         owner_references: Vec<OwnerReference>,
     ) -> Result<(), kube::Error> {
-        // `metadata.uid` in the patch is upstream's precondition (ControllerRefManager's adopt and release).
-        let patch = json!({"metadata": {"uid": uid, "ownerReferences": owner_references}});
-        self.pods
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(|_| ())
+        patch_owners(&self.pods, name, uid, owner_references).await
     }
 
     async fn create_claim(&mut self, claim: &PersistentVolumeClaim) -> Result<(), kube::Error> {
@@ -293,6 +284,23 @@ impl Objects for Kube {
     ) -> Result<(), kube::Error> {
         record_event(&self.client, set, type_, reason, message).await
     }
+}
+
+/// Set an object's ownerReferences; `metadata.uid` in the patch is upstream's precondition
+/// (ControllerRefManager's adopt and release).
+async fn patch_owners<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+    owner_references: Vec<OwnerReference>,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"uid": uid, "ownerReferences": owner_references}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
 }
 
 /// A core/v1 Event on the set, as upstream's recorder writes it (source `statefulset-controller`).
