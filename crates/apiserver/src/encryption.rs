@@ -484,8 +484,7 @@ impl Config {
     /// # Errors
     /// [`Error::Io`].
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let io = |source| Error::Io {
             path: path.display().to_string(),
             source,
@@ -494,18 +493,8 @@ impl Config {
             std::fs::create_dir_all(dir).map_err(io)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
         let body = serde_json::to_vec_pretty(&self.to_json()).unwrap_or_default();
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::files::write_private(path, &body).map_err(io)
     }
 
     /// The providers for the object stored at `storage_key` (`/registry/<group|core>/<plural>/…`); none

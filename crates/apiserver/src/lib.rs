@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod object;
 pub mod protobuf;

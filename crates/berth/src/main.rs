@@ -678,24 +678,11 @@ impl Running {
 }
 
 fn write_file(path: &std::path::Path, contents: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).ok();
     }
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    apiserver::files::write_private(path, contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
