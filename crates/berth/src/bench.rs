@@ -136,18 +136,24 @@ fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
         .and_then(|i| args.get(i + 1).copied())
 }
 
+/// `berth server` on `data_dir` with `extra` flags, on an OS-chosen port, its stderr in
+/// `<data_dir>/server.log` (truncated).
+fn spawn_server(data_dir: &std::path::Path, extra: &[&str]) -> Result<std::process::Child> {
+    std::process::Command::new(std::env::current_exe()?)
+        .args(["server", "--https-listen-port", "0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data_dir.join("server.log"))?)
+        .spawn()
+        .context("spawning berth server")
+}
+
 async fn start_server_with(extra: &[&str]) -> Result<(Child, Duration, kube::Client)> {
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     let t0 = Instant::now();
-    let proc = std::process::Command::new(std::env::current_exe()?)
-        .args(["server", "--https-listen-port", "0", "--data-dir"])
-        .arg(dir.path())
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("server.log"))?)
-        .spawn()
-        .context("spawning berth server")?;
+    let proc = spawn_server(dir.path(), extra)?;
     // Bench servers name their own cluster DNS and Service range (not the defaults a real server on this
     // machine may use), so that what they put on `lo` can be taken off again.
     let loopback = flag_value(extra, "--cluster-dns")

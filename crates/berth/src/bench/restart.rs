@@ -2,8 +2,8 @@
 //! complete caches (controller-runtime's gate: no pass before every watched kind has listed), with
 //! `--pods` pods stored, beside the time until its API answers.
 
-use super::{BenchArgs, CONTROL_PLANE_ARGS, Child, client_for, create_pods, start_server};
-use anyhow::{Context, Result};
+use super::{BenchArgs, CONTROL_PLANE_ARGS, Child, client_for, create_pods, spawn_server, start_server};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use std::time::{Duration, Instant};
@@ -29,14 +29,7 @@ async fn restart(child: &mut Child) -> Result<(Duration, Duration)> {
     let _ = std::fs::remove_file(&kubeconfig);
     let log = dir.join("server.log");
     let t0 = Instant::now();
-    child.proc = std::process::Command::new(std::env::current_exe()?)
-        .args(["server", "--https-listen-port", "0", "--data-dir"])
-        .arg(&dir)
-        .args(CONTROL_PLANE_ARGS)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("spawning berth server")?;
+    child.proc = spawn_server(&dir, &CONTROL_PLANE_ARGS)?;
     let mut api_ready = None;
     loop {
         if api_ready.is_none()
