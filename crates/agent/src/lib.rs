@@ -30,6 +30,7 @@ pub mod routes;
 pub mod runtime;
 pub mod security;
 pub mod stdio;
+pub mod userns;
 pub mod volumes;
 
 use std::net::IpAddr;

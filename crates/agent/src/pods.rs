@@ -909,7 +909,19 @@ impl Agent {
         let netns = (!host_network(p)).then(|| {
             crate::network::netns_path(&pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or("")))
         });
+        // `hostUsers: false`: the pod's own 64 Ki host ids (`crate::userns`).
+        let id_map = if spec.host_users == Some(false) {
+            crate::userns::supported()?;
+            let pdir = pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or(""));
+            Some(
+                crate::userns::allocate(&self.cfg.data_dir.join("agent/pods"), &pdir)
+                    .map_err(|e| format!("hostUsers: false: {e}"))?,
+            )
+        } else {
+            None
+        };
         Ok(ContainerSpec {
+            id_map,
             netns,
             rootfs,
             argv,
