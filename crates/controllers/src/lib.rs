@@ -13,6 +13,7 @@ pub mod scheduler;
 pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
+pub mod workload;
 
 use controller_runtime::{Tasks, leader, supervise};
 
