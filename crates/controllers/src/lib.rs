@@ -5,6 +5,7 @@
 //! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
+pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -42,6 +43,8 @@ pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
     tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("replicaset", move || replicaset::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("deployment", move || deployment::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
     let c = client.clone();
