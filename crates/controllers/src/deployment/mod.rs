@@ -43,9 +43,11 @@ pub(crate) trait Objects: Sync {
         uid: &str,
         owner_references: &[OwnerReference],
     ) -> impl Future<Output = Result<(), kube::Error>> + Send;
-    /// Create a ReplicaSet.
-    fn create_replica_set(&self, rs: &ReplicaSet) -> impl Future<Output = Result<(), kube::Error>> + Send;
-    /// Set a ReplicaSet's replicas, minReadySeconds and annotations, its resourceVersion as precondition.
+    /// Create a ReplicaSet; returns its resourceVersion.
+    fn create_replica_set(&self, rs: &ReplicaSet)
+    -> impl Future<Output = Result<String, kube::Error>> + Send;
+    /// Set a ReplicaSet's replicas, minReadySeconds and annotations, its resourceVersion as precondition;
+    /// returns the new resourceVersion.
     fn update_replica_set(
         &self,
         name: &str,
@@ -53,7 +55,7 @@ pub(crate) trait Objects: Sync {
         replicas: i32,
         min_ready_seconds: i32,
         annotations: &BTreeMap<String, String>,
-    ) -> impl Future<Output = Result<(), kube::Error>> + Send;
+    ) -> impl Future<Output = Result<String, kube::Error>> + Send;
     /// Delete a ReplicaSet, uid as precondition.
     fn delete_replica_set(
         &self,
@@ -109,6 +111,9 @@ pub(crate) async fn execute<O: Objects>(
     steps: Vec<Step>,
 ) -> Result<Outcome, String> {
     let mut rv = d.metadata.resource_version.clone().unwrap_or_default();
+    // A ReplicaSet written twice in one sync: the second write's precondition is what the first returned
+    // (upstream carries on with the object its `Update` returned).
+    let mut written: HashMap<String, String> = HashMap::new();
     let mut checked = false;
     for step in steps {
         let r = match &step {
@@ -125,7 +130,10 @@ pub(crate) async fn execute<O: Objects>(
                 objects.set_owners(name, uid, owner_references).await
             }
             Step::CreateReplicaSet(rs) => {
-                let r = objects.create_replica_set(rs).await;
+                let name = rs.metadata.name.clone().unwrap_or_default();
+                let r = objects.create_replica_set(rs).await.map(|new| {
+                    written.insert(name, new);
+                });
                 if let Err(e) = &r
                     && !transient(e)
                     && !message(e).contains("because it is being terminated")
@@ -167,9 +175,13 @@ pub(crate) async fn execute<O: Objects>(
                 min_ready_seconds,
                 annotations,
             } => {
+                let precondition = written.get(name).unwrap_or(resource_version).clone();
                 objects
-                    .update_replica_set(name, resource_version, *replicas, *min_ready_seconds, annotations)
+                    .update_replica_set(name, &precondition, *replicas, *min_ready_seconds, annotations)
                     .await
+                    .map(|new| {
+                        written.insert(name.clone(), new);
+                    })
             }
             Step::DeleteReplicaSet { name, uid } => objects.delete_replica_set(name, uid).await,
             Step::SetRevision(revision) => objects.set_revision(&rv, revision).await.map(|new| rv = new),
@@ -292,11 +304,9 @@ impl Objects for Kube {
             .map(|_| ())
     }
 
-    async fn create_replica_set(&self, rs: &ReplicaSet) -> Result<(), kube::Error> {
-        self.replica_sets
-            .create(&PostParams::default(), rs)
-            .await
-            .map(|_| ())
+    async fn create_replica_set(&self, rs: &ReplicaSet) -> Result<String, kube::Error> {
+        let created = self.replica_sets.create(&PostParams::default(), rs).await?;
+        Ok(created.metadata.resource_version.unwrap_or_default())
     }
 
     async fn update_replica_set(
@@ -306,15 +316,16 @@ impl Objects for Kube {
         replicas: i32,
         min_ready_seconds: i32,
         annotations: &BTreeMap<String, String>,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<String, kube::Error> {
         let patch = json!({
             "metadata": {"resourceVersion": resource_version, "annotations": annotations},
             "spec": {"replicas": replicas, "minReadySeconds": min_ready_seconds}
         });
-        self.replica_sets
+        let rs = self
+            .replica_sets
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(rs.metadata.resource_version.unwrap_or_default())
     }
 
     async fn delete_replica_set(&self, name: &str, uid: &str) -> Result<(), kube::Error> {

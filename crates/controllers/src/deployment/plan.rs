@@ -707,9 +707,11 @@ impl Sim<'_> {
     fn scale_deployment(&mut self, new: Option<usize>, olds: &[usize]) {
         let want = d_replicas(&self.d);
         if let Some(i) = self.active_or_latest(new, olds) {
-            if rs_replicas(&self.rss[i]) != want {
-                self.scale(i, want);
-            }
+            // Upstream returns without a write when the size is already right; its desired-replicas
+            // annotation may still name the old size (a scale back to the count an old set was left with
+            // mid-rollout), which would make every later sync a "scaling event" and stall the rollout.
+            // Berth refreshes the annotations then (a write upstream skips).
+            self.scale_always(i, want);
             return;
         }
         if self.is_saturated(new) {
