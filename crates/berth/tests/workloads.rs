@@ -329,7 +329,7 @@ fn kill_9_in_the_middle_of_a_rollout_finishes_it_without_surge_violations() {
         check(&s);
         let d = s.get_json(&["deploy", "roll"]);
         let updated = d["status"]["updatedReplicas"].as_i64().unwrap_or(0);
-        (updated >= 2 && updated < 6).then_some(())
+        (2..6).contains(&updated).then_some(())
     });
     s.kill9();
     std::thread::sleep(std::time::Duration::from_millis(500));
