@@ -1,19 +1,23 @@
 //! Berth's controllers, each a pure `plan(observed) -> steps` plus a short executor on a kube-rs `Client`
-//! (style.md §3.4): the StatefulSet controller, the garbage collector and the namespace lifecycle, the
-//! volume provisioner and binder, the scheduler, and the node lifecycle (stale nodes, taints, eviction).
+//! (style.md §3.4): the StatefulSet, ReplicaSet (and ReplicationController) and Deployment controllers
+//! over the shared [`workload`] pieces, the garbage collector and the namespace lifecycle, the volume
+//! provisioner and binder, the scheduler, and the node lifecycle (stale nodes, taints, eviction).
 //!
 //! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
+pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod replicaset;
 pub mod scheduler;
 pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
+pub mod workload;
 
 use controller_runtime::{Tasks, leader, supervise};
 
@@ -49,6 +53,14 @@ pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std
     tasks.push(supervise("garbage-collector", move || gc::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("replicaset", move || replicaset::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("replicationcontroller", move || {
+        replicaset::run_replication_controllers(c.clone())
+    }));
+    let c = client.clone();
+    tasks.push(supervise("deployment", move || deployment::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
     let c = client.clone();

@@ -26,7 +26,13 @@ fn has_generation(group: &str, kind: &str) -> bool {
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
             | (
                 "",
-                "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume" | "Namespace" | "Node"
+                "Pod"
+                    | "Service"
+                    | "PersistentVolumeClaim"
+                    | "PersistentVolume"
+                    | "Namespace"
+                    | "Node"
+                    | "ReplicationController"
             )
     )
 }
@@ -38,7 +44,13 @@ fn has_status(group: &str, kind: &str) -> bool {
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
             | (
                 "",
-                "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume" | "Namespace" | "Node"
+                "Pod"
+                    | "Service"
+                    | "PersistentVolumeClaim"
+                    | "PersistentVolume"
+                    | "Namespace"
+                    | "Node"
+                    | "ReplicationController"
             )
     )
 }

@@ -9,7 +9,7 @@ use kube::api::Api;
 use std::time::{Duration, Instant};
 
 /// The controller-runtime loops of the controller set (`controllers::spawn_all`).
-const LOOPS: [&str; 7] = [
+const LOOPS: [&str; 10] = [
     "nodelifecycle",
     "nodeipam",
     "endpoints",
@@ -17,6 +17,9 @@ const LOOPS: [&str; 7] = [
     "garbage-collector",
     "persistentvolume",
     "scheduler",
+    "replicaset",
+    "replicationcontroller",
+    "deployment",
 ];
 
 /// Stop the server (SIGTERM, as an operator's restart does), start it again on the same data dir, and
