@@ -4,6 +4,7 @@
 //!
 //! Every validation returns **all** field errors at once; the API server answers them as one 422.
 
+mod batch;
 mod defaults;
 mod meta;
 mod validate;
@@ -24,6 +25,7 @@ fn has_generation(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
+            | ("batch", "Job" | "CronJob")
             | (
                 "",
                 "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume" | "Namespace" | "Node"
@@ -36,6 +38,7 @@ fn has_status(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
+            | ("batch", "Job" | "CronJob")
             | (
                 "",
                 "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume" | "Namespace" | "Node"
@@ -97,6 +100,9 @@ pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
         obj["status"] = status;
     }
     fill_status_integers(group, kind, obj);
+    if (group, kind) == ("batch", "Job") {
+        batch::generate_selector(obj);
+    }
     if (group, kind) == ("", "Namespace") {
         crate::value::set_in(obj, &["spec", "finalizers"], json!(["kubernetes"]));
     }
@@ -178,6 +184,7 @@ pub fn prepare_for_status_update(group: &str, kind: &str, new: &mut Value, old: 
 pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errs = meta::validate_object_meta(group, kind, obj);
     validate::validate_kind(group, kind, obj, &mut errs);
+    batch::validate(group, kind, obj, &mut errs);
     errs
 }
 
@@ -185,6 +192,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
 pub fn validate_update(group: &str, kind: &str, new: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = validate(group, kind, new);
     validate::validate_update_kind(group, kind, new, old, &mut errs);
+    batch::validate_update(group, kind, new, old, &mut errs);
     errs
 }
 
