@@ -8,6 +8,7 @@
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod nodeipam;
 pub mod scheduler;
 pub mod servicelb;
@@ -40,6 +41,8 @@ pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
     tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("job", move || job::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
     tasks
