@@ -10,10 +10,12 @@ pub mod events;
 pub mod gc;
 pub mod job;
 pub mod nodeipam;
+pub mod replicaset;
 pub mod scheduler;
 pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
+pub mod workload;
 
 use controller_runtime::{Tasks, leader, supervise};
 
@@ -39,6 +41,8 @@ pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
     tasks.push(supervise("garbage-collector", move || gc::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("replicaset", move || replicaset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
     let c = client.clone();

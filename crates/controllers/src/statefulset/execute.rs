@@ -10,6 +10,7 @@
 
 use super::identity;
 use super::plan::Step;
+use crate::workload::controller_ref;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -121,11 +122,11 @@ pub(crate) async fn execute<O: Objects>(
     Ok(Outcome::Done)
 }
 
-/// The ownerReferences the pod with `uid` had when observed.
-fn observed_owners(pods: &[Pod], uid: &str) -> Vec<OwnerReference> {
+/// The pod with `uid` as observed.
+fn observed(pods: &[Pod], uid: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
     pods.iter()
         .find(|p| p.metadata.uid.as_deref() == Some(uid))
-        .and_then(|p| p.metadata.owner_references.clone())
+        .map(|p| p.metadata.clone())
         .unwrap_or_default()
 }
 
@@ -151,16 +152,12 @@ async fn execute_one<O: Objects>(
         } => objects.patch_revision_owners(&name, &uid, owner_references).await,
         Step::AdoptPod { name, uid } => {
             // Keep the pod's other references, add ours as its controller (upstream ControllerRefManager).
-            let mut refs = observed_owners(pods, &uid);
-            refs.push(identity::controller_ref(set));
+            let refs = controller_ref::adopted_owners(&observed(pods, &uid), &identity::controller_ref(set));
             objects.patch_pod_owners(&name, &uid, refs).await
         }
         Step::ReleasePod { name, uid } => {
             let set_uid = set.metadata.uid.as_deref().unwrap_or_default();
-            let refs: Vec<OwnerReference> = observed_owners(pods, &uid)
-                .into_iter()
-                .filter(|r| r.uid != set_uid)
-                .collect();
+            let refs = controller_ref::released_owners(&observed(pods, &uid), set_uid);
             objects.patch_pod_owners(&name, &uid, refs).await
         }
         Step::CreateClaim(c) => objects.create_claim(&c).await,

@@ -59,23 +59,15 @@ pub fn claim_name(template: &str, set: &StatefulSet, ordinal: i32) -> String {
 
 /// The controller reference every pod of the set carries.
 pub fn controller_ref(set: &StatefulSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "StatefulSet".into(),
-        name: set_name(set).into(),
-        uid: set.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
+    crate::workload::controller_ref::new_controller_ref(&set.metadata, "apps/v1", "StatefulSet")
 }
 
 /// Whether `pod` is controlled by `set` (by uid).
 pub fn is_controlled_by(pod_meta: &ObjectMeta, set: &StatefulSet) -> bool {
-    pod_meta
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && Some(&r.uid) == set.metadata.uid.as_ref())
+    crate::workload::controller_ref::is_controlled_by(
+        pod_meta,
+        set.metadata.uid.as_deref().unwrap_or_default(),
+    )
 }
 
 fn vct_names(set: &StatefulSet) -> Vec<String> {
@@ -88,17 +80,19 @@ fn vct_names(set: &StatefulSet) -> Vec<String> {
 
 /// The pod of `ordinal` built from `template` at `revision` (upstream `newVersionedStatefulSetPod`):
 /// template labels plus identity labels, hostname = pod name, subdomain = serviceName, a controller
-/// reference, `generateName: <set>-` (as `GetPodFromTemplate` sets it, besides the name), and one volume
-/// per claim template bound to the ordinal's claim.
+/// reference, `generateName: <set>-` (the shared [`crate::workload::pods::pod_from_template`], upstream
+/// `GetPodFromTemplate`, besides the name), and one volume per claim template bound to the ordinal's claim.
 pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordinal: i32) -> Pod {
     let name = pod_name(set, ordinal);
-    let tmeta = template.metadata.clone().unwrap_or_default();
-    let mut labels: BTreeMap<String, String> = tmeta.labels.clone().unwrap_or_default();
+    let mut pod =
+        crate::workload::pods::pod_from_template(template, &set.metadata, Some(controller_ref(set)));
+    let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(POD_NAME_LABEL.into(), name.clone());
     labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
     labels.insert(REVISION_LABEL.into(), revision.into());
-    let mut spec = template.spec.clone().unwrap_or_default();
-    spec.hostname = Some(name.clone());
+    pod.metadata.name = Some(name.clone());
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.hostname = Some(name);
     let service = set
         .spec
         .as_ref()
@@ -124,19 +118,7 @@ pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, or
         });
     }
     spec.volumes = if volumes.is_empty() { None } else { Some(volumes) };
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name),
-            generate_name: Some(format!("{}-", set_name(set))),
-            namespace: set.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: tmeta.annotations,
-            owner_references: Some(vec![controller_ref(set)]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
+    pod
 }
 
 /// The claims of `ordinal`, one per `volumeClaimTemplates` entry (upstream `getPersistentVolumeClaims`):

@@ -7,6 +7,8 @@
 
 use super::identity::{self, REVISION_LABEL};
 use super::revision;
+use crate::workload::controller_ref::{self, Claim};
+use crate::workload::pods::{self, Availability, is_terminating, phase};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec, TypedLocalObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -134,23 +136,9 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
-fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
-}
-
-fn ready_since(p: &Pod) -> Option<Option<jiff::Timestamp>> {
-    let conds = p.status.as_ref()?.conditions.as_ref()?;
-    let c = conds.iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(c.last_transition_time.as_ref().map(|t| t.0))
-}
-
 /// Running and Ready (upstream `isRunningAndReady`).
 pub fn is_running_and_ready(p: &Pod) -> bool {
-    phase(p) == "Running" && ready_since(p).is_some()
-}
-
-fn is_terminating(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_some()
+    pods::is_running_and_ready(p)
 }
 
 fn is_failed_or_succeeded(p: &Pod) -> bool {
@@ -162,41 +150,24 @@ fn is_healthy(p: &Pod) -> bool {
     is_running_and_ready(p) && !is_terminating(p)
 }
 
-/// Ready for at least `min_ready` seconds (upstream `isRunningAndAvailable`); else how long until it is.
+/// Running, Ready and available for `min_ready` seconds (upstream `isRunningAndAvailable`, the shared
+/// [`pods::availability`]); else how long until it is, if it is Ready.
 fn availability(p: &Pod, min_ready: i32, now: jiff::Timestamp) -> Result<(), Option<Duration>> {
     if !is_running_and_ready(p) {
         return Err(None);
     }
-    if min_ready <= 0 {
-        return Ok(());
-    }
-    match ready_since(p).flatten() {
-        Some(t) => {
-            let ready_for = now.as_second() - t.as_second();
-            if ready_for >= i64::from(min_ready) {
-                Ok(())
-            } else {
-                Err(Some(Duration::from_secs(
-                    (i64::from(min_ready) - ready_for).max(1) as u64,
-                )))
-            }
-        }
-        None => Err(Some(Duration::from_secs(min_ready as u64))),
+    match pods::availability(p, min_ready, now) {
+        Availability::Available => Ok(()),
+        Availability::In(d) => Err(Some(d)),
+        Availability::NotReady => Err(None),
     }
 }
 
 /// `rollingUpdate.maxUnavailable` as a pod count for `replicas` (upstream `getStatefulSetMaxUnavailable`:
 /// a percentage is rounded up, and the result is never below 1). Absent means 1.
 pub fn resolve_max_unavailable(v: Option<&IntOrString>, replicas: usize) -> usize {
-    let n = match v {
-        None => 1,
-        Some(IntOrString::Int(i)) => (*i).max(0) as usize,
-        Some(IntOrString::String(s)) => match s.strip_suffix('%').and_then(|d| d.parse::<usize>().ok()) {
-            Some(pct) => (pct * replicas).div_ceil(100),
-            None => 1,
-        },
-    };
-    n.max(1)
+    let replicas = i32::try_from(replicas).unwrap_or(i32::MAX);
+    crate::workload::intstr::statefulset_max_unavailable(v, replicas).max(1) as usize
 }
 
 fn revision_of(p: &Pod) -> &str {
@@ -220,35 +191,14 @@ pub(crate) fn selector_matches(set: &StatefulSet, p: &Pod) -> bool {
     labels_match(set, &p.metadata)
 }
 
-/// Whether an object's labels match the set's selector.
+/// Whether an object's labels match the set's selector (an empty selector matches nothing).
 fn labels_match(
     set: &StatefulSet,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> bool {
-    let Some(sel) = set.spec.as_ref().map(|s| &s.selector) else {
-        return false;
-    };
-    let labels = meta.labels.clone().unwrap_or_default();
-    let ml_ok = sel
-        .match_labels
+    set.spec
         .as_ref()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let me_ok = sel.match_expressions.as_ref().is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let have = labels.get(&e.key);
-            let vals = e.values.clone().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => have.is_some_and(|h| vals.contains(h)),
-                "NotIn" => have.is_none_or(|h| !vals.contains(h)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
-    });
-    let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
-    !empty && ml_ok && me_ok
+        .is_some_and(|s| crate::workload::meta_matches(&s.selector, meta))
 }
 
 /// Decide the next steps for `o.set`.
@@ -276,30 +226,23 @@ fn plan_active(o: &Observed) -> Plan {
     // Adoption and release (upstream ControllerRefManager).
     let mut owned: Vec<&Pod> = Vec::new();
     for p in o.pods {
-        let controlled = identity::is_controlled_by(&p.metadata, set);
-        let has_other_controller = !controlled
-            && p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|r| r.controller == Some(true));
         // Upstream `getPodsForStatefulSet`: claimed only when the selector matches and the pod is a
-        // member (`isMemberOf`: named `<set>-<ordinal>`); otherwise released, or left alone.
+        // member (`isMemberOf`: named `<set>-<ordinal>`); the shared `ClaimObject` decides the rest.
         let matches = selector_matches(set, p) && identity::ordinal_of(set, &name(p)).is_some();
-        match (controlled, matches) {
-            (true, true) => owned.push(p),
-            (true, false) => plan.steps.push(Step::ReleasePod {
+        match controller_ref::claim(&set.metadata, &p.metadata, matches) {
+            Claim::Owned => owned.push(p),
+            Claim::Release => plan.steps.push(Step::ReleasePod {
                 name: name(p),
                 uid: uid(p),
             }),
-            (false, true) if !has_other_controller && !is_terminating(p) => {
+            Claim::Adopt => {
                 plan.steps.push(Step::AdoptPod {
                     name: name(p),
                     uid: uid(p),
                 });
                 owned.push(p);
             }
-            _ => {}
+            Claim::Ignore => {}
         }
     }
 
@@ -308,36 +251,29 @@ fn plan_active(o: &Observed) -> Plan {
     let set_uid = set.metadata.uid.as_deref().unwrap_or("");
     let mut revisions: Vec<&ControllerRevision> = Vec::new();
     for r in o.revisions {
-        let controller = r
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|x| x.controller == Some(true));
-        let matches = labels_match(set, &r.metadata);
         let (name, uid) = (
             r.metadata.name.clone().unwrap_or_default(),
             r.metadata.uid.clone().unwrap_or_default(),
         );
-        let refs = r.metadata.owner_references.clone().unwrap_or_default();
-        match (controller.map(|c| c.uid.as_str()), matches) {
-            (Some(c), true) if c == set_uid => revisions.push(r),
-            (Some(c), false) if c == set_uid => plan.steps.push(Step::ReleaseRevision {
+        match controller_ref::claim(&set.metadata, &r.metadata, labels_match(set, &r.metadata)) {
+            Claim::Owned => revisions.push(r),
+            Claim::Release => plan.steps.push(Step::ReleaseRevision {
                 name,
                 uid,
-                owner_references: refs.into_iter().filter(|x| x.uid != set_uid).collect(),
+                owner_references: controller_ref::released_owners(&r.metadata, set_uid),
             }),
-            (None, true) if r.metadata.deletion_timestamp.is_none() => {
-                let mut owner_references = refs;
-                owner_references.push(identity::controller_ref(set));
+            Claim::Adopt => {
                 plan.steps.push(Step::AdoptRevision {
                     name,
                     uid,
-                    owner_references,
+                    owner_references: controller_ref::adopted_owners(
+                        &r.metadata,
+                        &identity::controller_ref(set),
+                    ),
                 });
                 revisions.push(r);
             }
-            _ => {}
+            Claim::Ignore => {}
         }
     }
     revisions.sort_by_key(|r| r.revision);

@@ -2,111 +2,35 @@
 //! `stateful_set_utils.go`): the revision data is `{"spec":{"template":{…,"$patch":"replace"}}}` with
 //! sorted keys (what `kubectl rollout undo` sends back), named `<set>-<hash>`, numbered increasingly.
 //!
-//! The hash is FNV-32a over the data bytes and the collision count, encoded with upstream's
-//! `rand.SafeEncodeString` alphabet; upstream hashes a `spew` dump of the same bytes, so names are stable
-//! and well-formed but not byte-identical to a real cluster's.
+//! The data, hash and naming are the shared [`crate::workload::revision`].
 
+use crate::workload::revision as shared;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-/// `controller.kubernetes.io/hash`.
-pub const HASH_LABEL: &str = "controller.kubernetes.io/hash";
+pub use shared::{HASH_LABEL, equal_data, hash, template_of};
 
-fn sorted(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            Value::Object(
-                keys.into_iter()
-                    .map(|k| (k.clone(), sorted(&m[k])))
-                    .collect::<Map<String, Value>>(),
-            )
-        }
-        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
-}
-
-/// The revision data of the set's current template.
+/// The revision data of the set's current template ([`shared::template_patch`]).
 pub fn data_of(set: &StatefulSet) -> Value {
-    let template = set
-        .spec
+    set.spec
         .as_ref()
-        .map(|s| serde_json::to_value(&s.template).unwrap_or(json!({})))
-        .unwrap_or(json!({}));
-    let mut t = match template {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    t.insert("$patch".into(), json!("replace"));
-    sorted(&json!({"spec": {"template": Value::Object(t)}}))
+        .map(|s| shared::template_patch(&s.template))
+        .unwrap_or_else(|| shared::sorted(&json!({"spec": {"template": {"$patch": "replace"}}})))
 }
 
-/// The template stored in a revision.
-pub fn template_of(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
-    let mut t = rev.data.as_ref()?.0.pointer("/spec/template")?.clone();
-    if let Some(m) = t.as_object_mut() {
-        m.remove("$patch");
-    }
-    serde_json::from_value(t).ok()
-}
-
-/// Upstream `rand.SafeEncodeString`.
-fn safe_encode(s: &str) -> String {
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    s.bytes()
-        .map(|b| ALPHANUMS[(b as usize) % ALPHANUMS.len()] as char)
-        .collect()
-}
-
-/// The hash of revision data and collision count.
-pub fn hash(data: &Value, collision_count: i32) -> String {
-    let bytes = data.to_string();
-    let mut h: u32 = 0x811c_9dc5;
-    let mut feed = |b: u8| {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    };
-    bytes.bytes().for_each(&mut feed);
-    if collision_count > 0 {
-        collision_count.to_le_bytes().into_iter().for_each(&mut feed);
-    }
-    safe_encode(&h.to_string())
-}
-
-/// A new revision object for the set at `revision` number.
+/// A new revision object for the set at `revision` number ([`shared::new_revision`]).
 pub fn new_revision(set: &StatefulSet, revision: i64, collision_count: i32) -> ControllerRevision {
-    let data = data_of(set);
-    let h = hash(&data, collision_count);
-    let name = format!("{}-{h}", crate::statefulset::identity::set_name(set));
-    let mut labels = set
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    labels.insert(HASH_LABEL.into(), h);
-    ControllerRevision {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: set.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: set.metadata.annotations.clone(),
-            owner_references: Some(vec![crate::statefulset::identity::controller_ref(set)]),
-            ..ObjectMeta::default()
-        },
-        data: Some(RawExtension(data)),
+    shared::new_revision(
+        &set.metadata,
+        super::identity::controller_ref(set),
+        set.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref()),
+        data_of(set),
         revision,
-    }
-}
-
-/// Whether two revisions hold the same template (upstream `history.EqualRevision`).
-pub fn equal_data(a: &Value, b: &Value) -> bool {
-    sorted(a) == sorted(b)
+        collision_count,
+    )
 }
 
 #[cfg(test)]
