@@ -80,6 +80,19 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The latest scheduled time at or before `t`, evaluated in `tz` (what upstream's
+    /// `mostRecentScheduleTime` finds by stepping forward from the last schedule).
+    #[must_use]
+    pub fn last_at_or_before(&self, t: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        let z = t.to_zoned(tz.clone());
+        self.0
+            .find_previous_occurrence(&z, true)
+            .ok()
+            .map(|n| n.timestamp())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +112,14 @@ mod tests {
         assert_eq!(
             hourly.next_after(ts("2026-01-01T10:00:00Z"), &TimeZone::UTC),
             Some(ts("2026-01-01T11:00:00Z"))
+        );
+        assert_eq!(
+            hourly.last_at_or_before(ts("2026-01-01T10:59:59Z"), &TimeZone::UTC),
+            Some(ts("2026-01-01T10:00:00Z"))
+        );
+        assert_eq!(
+            hourly.last_at_or_before(ts("2026-01-01T10:00:00Z"), &TimeZone::UTC),
+            Some(ts("2026-01-01T10:00:00Z"))
         );
         assert!(parse("@midnight").is_ok());
         assert!(parse("0 0 * * MON-FRI").is_ok());

@@ -5,6 +5,7 @@
 //! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
+pub mod cronjob;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -47,6 +48,8 @@ pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
     tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("job", move || job::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("cronjob", move || cronjob::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
     tasks
