@@ -1,12 +1,12 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`), which kubectl's generator
-//! commands send (`kubectl create namespace|configmap|secret|deployment|service|serviceaccount`,
+//! commands send (`kubectl create namespace|configmap|secret|deployment|service|serviceaccount|job|cronjob`,
 //! kubectl-compat.md §0 finding 7). The body is the `k8s\0` magic followed by a `runtime.Unknown` envelope
 //! whose `raw` bytes are the typed object (k8s.io/api `generated.proto`); the `k8s-pb` crate has the
 //! prost types, and this module turns the fields those commands send into the JSON wire form.
 
 use crate::error::{ApiError, ApiResult};
 use crate::request::Target;
-use k8s_pb::api::{apps::v1 as apps, core::v1 as core};
+use k8s_pb::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use prost::Message;
 use serde_json::{Map, Value, json};
@@ -156,10 +156,33 @@ fn container(c: &core::Container) -> Value {
                 let mut eo = Map::new();
                 put(&mut eo, "name", s(&e.name));
                 put(&mut eo, "value", e.value.as_ref().map(|v| json!(v)));
+                put(&mut eo, "valueFrom", e.value_from.as_ref().map(env_source));
                 Value::Object(eo)
             })
             .collect();
         o.insert("env".into(), Value::Array(env));
+    }
+    if !c.env_from.is_empty() {
+        let from: Vec<Value> = c
+            .env_from
+            .iter()
+            .map(|f| {
+                let mut fo = Map::new();
+                put(&mut fo, "prefix", s(&f.prefix));
+                if let Some(r) = &f.config_map_ref {
+                    let mut ro = local_ref(&r.local_object_reference);
+                    put(&mut ro, "optional", r.optional.map(|b| json!(b)));
+                    fo.insert("configMapRef".into(), Value::Object(ro));
+                }
+                if let Some(r) = &f.secret_ref {
+                    let mut ro = local_ref(&r.local_object_reference);
+                    put(&mut ro, "optional", r.optional.map(|b| json!(b)));
+                    fo.insert("secretRef".into(), Value::Object(ro));
+                }
+                Value::Object(fo)
+            })
+            .collect();
+        o.insert("envFrom".into(), Value::Array(from));
     }
     let mut res = Map::new();
     if let Some(r) = &c.resources {
@@ -186,6 +209,130 @@ fn container(c: &core::Container) -> Value {
     Value::Object(o)
 }
 
+fn local_ref(r: &Option<core::LocalObjectReference>) -> Map<String, Value> {
+    let mut o = Map::new();
+    put(&mut o, "name", r.as_ref().and_then(|r| s(&r.name)));
+    o
+}
+
+fn env_source(v: &core::EnvVarSource) -> Value {
+    let mut o = Map::new();
+    if let Some(f) = &v.field_ref {
+        let mut fo = Map::new();
+        put(&mut fo, "apiVersion", s(&f.api_version));
+        put(&mut fo, "fieldPath", s(&f.field_path));
+        o.insert("fieldRef".into(), Value::Object(fo));
+    }
+    if let Some(k) = &v.config_map_key_ref {
+        let mut ko = local_ref(&k.local_object_reference);
+        put(&mut ko, "key", s(&k.key));
+        put(&mut ko, "optional", k.optional.map(|b| json!(b)));
+        o.insert("configMapKeyRef".into(), Value::Object(ko));
+    }
+    if let Some(k) = &v.secret_key_ref {
+        let mut ko = local_ref(&k.local_object_reference);
+        put(&mut ko, "key", s(&k.key));
+        put(&mut ko, "optional", k.optional.map(|b| json!(b)));
+        o.insert("secretKeyRef".into(), Value::Object(ko));
+    }
+    Value::Object(o)
+}
+
+fn key_paths(items: &[core::KeyToPath]) -> Option<Value> {
+    (!items.is_empty()).then(|| {
+        json!(
+            items
+                .iter()
+                .map(|k| {
+                    let mut o = Map::new();
+                    put(&mut o, "key", s(&k.key));
+                    put(&mut o, "path", s(&k.path));
+                    put(&mut o, "mode", k.mode.map(|m| json!(m)));
+                    Value::Object(o)
+                })
+                .collect::<Vec<_>>()
+        )
+    })
+}
+
+/// A volume of the common sources (persistentVolumeClaim, emptyDir, hostPath, configMap, secret); other
+/// sources are not converted.
+fn volume(v: &core::Volume) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "name", s(&v.name));
+    let Some(src) = &v.volume_source else {
+        return Value::Object(o);
+    };
+    if let Some(c) = &src.persistent_volume_claim {
+        let mut co = Map::new();
+        put(&mut co, "claimName", s(&c.claim_name));
+        put(&mut co, "readOnly", c.read_only.filter(|b| *b).map(|b| json!(b)));
+        o.insert("persistentVolumeClaim".into(), Value::Object(co));
+    }
+    if let Some(e) = &src.empty_dir {
+        let mut eo = Map::new();
+        put(&mut eo, "medium", s(&e.medium));
+        put(
+            &mut eo,
+            "sizeLimit",
+            e.size_limit
+                .as_ref()
+                .and_then(|q| q.string.clone())
+                .map(|q| json!(q)),
+        );
+        o.insert("emptyDir".into(), Value::Object(eo));
+    }
+    if let Some(h) = &src.host_path {
+        let mut ho = Map::new();
+        put(&mut ho, "path", s(&h.path));
+        put(&mut ho, "type", h.r#type.as_ref().map(|t| json!(t)));
+        o.insert("hostPath".into(), Value::Object(ho));
+    }
+    if let Some(c) = &src.config_map {
+        let mut co = local_ref(&c.local_object_reference);
+        put(&mut co, "items", key_paths(&c.items));
+        put(&mut co, "defaultMode", c.default_mode.map(|m| json!(m)));
+        put(&mut co, "optional", c.optional.map(|b| json!(b)));
+        o.insert("configMap".into(), Value::Object(co));
+    }
+    if let Some(c) = &src.secret {
+        let mut co = Map::new();
+        put(&mut co, "secretName", s(&c.secret_name));
+        put(&mut co, "items", key_paths(&c.items));
+        put(&mut co, "defaultMode", c.default_mode.map(|m| json!(m)));
+        put(&mut co, "optional", c.optional.map(|b| json!(b)));
+        o.insert("secret".into(), Value::Object(co));
+    }
+    Value::Object(o)
+}
+
+fn job_spec(sp: &batch::JobSpec) -> Value {
+    let mut spec = Map::new();
+    let int = |v: Option<i32>| v.map(|n| json!(n));
+    put(&mut spec, "parallelism", int(sp.parallelism));
+    put(&mut spec, "completions", int(sp.completions));
+    put(
+        &mut spec,
+        "activeDeadlineSeconds",
+        sp.active_deadline_seconds.map(|n| json!(n)),
+    );
+    put(&mut spec, "backoffLimit", int(sp.backoff_limit));
+    put(&mut spec, "backoffLimitPerIndex", int(sp.backoff_limit_per_index));
+    put(&mut spec, "maxFailedIndexes", int(sp.max_failed_indexes));
+    put(&mut spec, "selector", label_selector(&sp.selector));
+    put(&mut spec, "manualSelector", sp.manual_selector.map(|b| json!(b)));
+    put(
+        &mut spec,
+        "ttlSecondsAfterFinished",
+        int(sp.ttl_seconds_after_finished),
+    );
+    put(&mut spec, "completionMode", s(&sp.completion_mode));
+    put(&mut spec, "suspend", sp.suspend.map(|b| json!(b)));
+    put(&mut spec, "podReplacementPolicy", s(&sp.pod_replacement_policy));
+    spec.insert("template".into(), pod_template(&sp.template));
+    Value::Object(spec)
+}
+
 fn pod_spec(spec: &Option<core::PodSpec>) -> Value {
     let mut o = Map::new();
     if let Some(p) = spec {
@@ -197,6 +344,12 @@ fn pod_spec(spec: &Option<core::PodSpec>) -> Value {
             o.insert(
                 "initContainers".into(),
                 Value::Array(p.init_containers.iter().map(container).collect()),
+            );
+        }
+        if !p.volumes.is_empty() {
+            o.insert(
+                "volumes".into(),
+                Value::Array(p.volumes.iter().map(volume).collect()),
             );
         }
         put(&mut o, "restartPolicy", s(&p.restart_policy));
@@ -340,6 +493,44 @@ pub fn decode(bytes: &[u8], target: &Target) -> ApiResult<Value> {
                 spec.insert("template".into(), pod_template(&sp.template));
             }
             json!({"metadata": object_meta(&d.metadata), "spec": spec})
+        }
+        "Job" => {
+            let j = batch::Job::decode(raw.as_slice()).map_err(dec)?;
+            let spec = j.spec.as_ref().map_or_else(|| json!({}), job_spec);
+            json!({"metadata": object_meta(&j.metadata), "spec": spec})
+        }
+        "CronJob" => {
+            let c = batch::CronJob::decode(raw.as_slice()).map_err(dec)?;
+            let mut spec = Map::new();
+            if let Some(sp) = &c.spec {
+                put(&mut spec, "schedule", s(&sp.schedule));
+                put(&mut spec, "timeZone", sp.time_zone.as_ref().map(|t| json!(t)));
+                put(
+                    &mut spec,
+                    "startingDeadlineSeconds",
+                    sp.starting_deadline_seconds.map(|n| json!(n)),
+                );
+                put(&mut spec, "concurrencyPolicy", s(&sp.concurrency_policy));
+                put(&mut spec, "suspend", sp.suspend.map(|b| json!(b)));
+                put(
+                    &mut spec,
+                    "successfulJobsHistoryLimit",
+                    sp.successful_jobs_history_limit.map(|n| json!(n)),
+                );
+                put(
+                    &mut spec,
+                    "failedJobsHistoryLimit",
+                    sp.failed_jobs_history_limit.map(|n| json!(n)),
+                );
+                if let Some(t) = &sp.job_template {
+                    let tspec = t.spec.as_ref().map_or_else(|| json!({}), job_spec);
+                    spec.insert(
+                        "jobTemplate".into(),
+                        json!({"metadata": object_meta(&t.metadata), "spec": tspec}),
+                    );
+                }
+            }
+            json!({"metadata": object_meta(&c.metadata), "spec": spec})
         }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
