@@ -19,7 +19,7 @@ use crate::events;
 use api::wellknown::CRONJOB_SCHEDULED_TIMESTAMP;
 use controller_runtime::{Informers, Settings};
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job, JobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions, PropagationPolicy};
@@ -112,7 +112,7 @@ pub fn job_for(cj: &CronJob, at: Timestamp, tz: &jiff::tz::TimeZone) -> Job {
             }]),
             ..ObjectMeta::default()
         },
-        spec: Some(tmpl.spec.unwrap_or_else(JobSpec::default)),
+        spec: Some(tmpl.spec.unwrap_or_default()),
         status: None,
     }
 }

@@ -776,22 +776,24 @@ pub fn plan(o: &Observed) -> Plan {
                 message: msg,
             });
         }
-    } else if succeeding && nothing_runs && all_counted {
-        if set_condition(
+    } else if succeeding
+        && nothing_runs
+        && all_counted
+        && set_condition(
             &mut conds,
             "Complete",
             true,
             "CompletionsReached",
             "Reached expected number of succeeded pods",
             now,
-        ) {
-            status.completion_time = Some(Time(now));
-            out.events.push(Event {
-                type_: "Normal",
-                reason: "Completed",
-                message: "Job completed".into(),
-            });
-        }
+        )
+    {
+        status.completion_time = Some(Time(now));
+        out.events.push(Event {
+            type_: "Normal",
+            reason: "Completed",
+            message: "Job completed".into(),
+        });
     }
 
     let active_n = (active.len() + out.create.len()).saturating_sub(out.delete.len());
