@@ -155,7 +155,8 @@ fn container(c: &core::Container) -> Value {
             .map(|e| {
                 let mut eo = Map::new();
                 put(&mut eo, "name", s(&e.name));
-                put(&mut eo, "value", e.value.as_ref().map(|v| json!(v)));
+                // `value` is omitempty in Go's JSON: an empty one is left out.
+                put(&mut eo, "value", s(&e.value));
                 put(&mut eo, "valueFrom", e.value_from.as_ref().map(env_source));
                 Value::Object(eo)
             })
@@ -206,6 +207,92 @@ fn container(c: &core::Container) -> Value {
         o.insert("volumeMounts".into(), Value::Array(vm));
     }
     put(&mut o, "imagePullPolicy", s(&c.image_pull_policy));
+    put(
+        &mut o,
+        "securityContext",
+        c.security_context.as_ref().map(container_security),
+    );
+    for (k, p) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        put(&mut o, k, p.as_ref().map(probe));
+    }
+    Value::Object(o)
+}
+
+fn seccomp(p: &Option<core::SeccompProfile>) -> Option<Value> {
+    let p = p.as_ref()?;
+    let mut o = Map::new();
+    put(&mut o, "type", s(&p.r#type));
+    put(&mut o, "localhostProfile", s(&p.localhost_profile));
+    Some(Value::Object(o))
+}
+
+/// A container's securityContext: users and groups, privilege, capabilities, read-only root, seccomp.
+fn container_security(c: &core::SecurityContext) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "runAsUser", c.run_as_user.map(|n| json!(n)));
+    put(&mut o, "runAsGroup", c.run_as_group.map(|n| json!(n)));
+    put(&mut o, "runAsNonRoot", c.run_as_non_root.map(|b| json!(b)));
+    put(&mut o, "privileged", c.privileged.map(|b| json!(b)));
+    put(
+        &mut o,
+        "readOnlyRootFilesystem",
+        c.read_only_root_filesystem.map(|b| json!(b)),
+    );
+    put(
+        &mut o,
+        "allowPrivilegeEscalation",
+        c.allow_privilege_escalation.map(|b| json!(b)),
+    );
+    put(&mut o, "procMount", s(&c.proc_mount));
+    put(&mut o, "seccompProfile", seccomp(&c.seccomp_profile));
+    if let Some(caps) = &c.capabilities {
+        let mut co = Map::new();
+        if !caps.add.is_empty() {
+            co.insert("add".into(), json!(caps.add));
+        }
+        if !caps.drop.is_empty() {
+            co.insert("drop".into(), json!(caps.drop));
+        }
+        o.insert("capabilities".into(), Value::Object(co));
+    }
+    Value::Object(o)
+}
+
+/// A probe with an exec, httpGet or tcpSocket handler and its timings.
+fn probe(p: &core::Probe) -> Value {
+    let mut o = Map::new();
+    if let Some(h) = &p.handler {
+        if let Some(e) = &h.exec {
+            o.insert("exec".into(), json!({"command": e.command}));
+        }
+        if let Some(g) = &h.http_get {
+            let mut go = Map::new();
+            put(&mut go, "path", s(&g.path));
+            put(&mut go, "port", int_or_string(&g.port));
+            put(&mut go, "host", s(&g.host));
+            put(&mut go, "scheme", s(&g.scheme));
+            o.insert("httpGet".into(), Value::Object(go));
+        }
+        if let Some(t) = &h.tcp_socket {
+            let mut to = Map::new();
+            put(&mut to, "port", int_or_string(&t.port));
+            put(&mut to, "host", s(&t.host));
+            o.insert("tcpSocket".into(), Value::Object(to));
+        }
+    }
+    for (k, v) in [
+        ("initialDelaySeconds", p.initial_delay_seconds),
+        ("timeoutSeconds", p.timeout_seconds),
+        ("periodSeconds", p.period_seconds),
+        ("successThreshold", p.success_threshold),
+        ("failureThreshold", p.failure_threshold),
+    ] {
+        put(&mut o, k, v.map(|n| json!(n)));
+    }
     Value::Object(o)
 }
 
@@ -353,6 +440,26 @@ fn pod_spec(spec: &Option<core::PodSpec>) -> Value {
             );
         }
         put(&mut o, "restartPolicy", s(&p.restart_policy));
+        if let Some(sc) = &p.security_context {
+            let mut so = Map::new();
+            put(&mut so, "runAsUser", sc.run_as_user.map(|n| json!(n)));
+            put(&mut so, "runAsGroup", sc.run_as_group.map(|n| json!(n)));
+            put(&mut so, "runAsNonRoot", sc.run_as_non_root.map(|b| json!(b)));
+            put(&mut so, "fsGroup", sc.fs_group.map(|n| json!(n)));
+            if !sc.supplemental_groups.is_empty() {
+                so.insert("supplementalGroups".into(), json!(sc.supplemental_groups));
+            }
+            put(&mut so, "seccompProfile", seccomp(&sc.seccomp_profile));
+            o.insert("securityContext".into(), Value::Object(so));
+        }
+        if !p.image_pull_secrets.is_empty() {
+            let refs: Vec<Value> = p
+                .image_pull_secrets
+                .iter()
+                .map(|r| json!({"name": r.name.clone().unwrap_or_default()}))
+                .collect();
+            o.insert("imagePullSecrets".into(), Value::Array(refs));
+        }
         put(&mut o, "serviceAccountName", s(&p.service_account_name));
         put(&mut o, "nodeName", s(&p.node_name));
         put(&mut o, "hostname", s(&p.hostname));
@@ -667,5 +774,79 @@ mod tests {
             Err(ApiError::BadRequest(_))
         ));
         assert!(decode(&wrap("v1", "Namespace", vec![0xff, 0x01]), &t).is_err());
+    }
+
+    #[test]
+    fn job_from_a_cronjob_keeps_env_sources_volumes_and_security() {
+        let container = core::Container {
+            name: Some("dump".into()),
+            image: Some("busybox".into()),
+            env: vec![core::EnvVar {
+                name: Some("JOB".into()),
+                value: Some(String::new()),
+                value_from: Some(core::EnvVarSource {
+                    field_ref: Some(core::ObjectFieldSelector {
+                        api_version: Some("v1".into()),
+                        field_path: Some("metadata.name".into()),
+                    }),
+                    ..Default::default()
+                }),
+            }],
+            security_context: Some(core::SecurityContext {
+                run_as_non_root: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let job = batch::Job {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("dump-now".into()),
+                ..Default::default()
+            }),
+            spec: Some(batch::JobSpec {
+                backoff_limit: Some(2),
+                template: Some(core::PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(core::PodSpec {
+                        containers: vec![container],
+                        restart_policy: Some("Never".into()),
+                        security_context: Some(core::PodSecurityContext {
+                            run_as_user: Some(0),
+                            ..Default::default()
+                        }),
+                        volumes: vec![core::Volume {
+                            name: Some("backups".into()),
+                            volume_source: Some(core::VolumeSource {
+                                persistent_volume_claim: Some(core::PersistentVolumeClaimVolumeSource {
+                                    claim_name: Some("b".into()),
+                                    read_only: None,
+                                }),
+                                ..Default::default()
+                            }),
+                        }],
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let v = decode(
+            &wrap("batch/v1", "Job", job.encode_to_vec()),
+            &target("/apis/batch/v1/namespaces/default/jobs"),
+        )
+        .expect("decodes");
+        let spec = &v["spec"]["template"]["spec"];
+        assert_eq!(v["spec"]["backoffLimit"], 2);
+        assert_eq!(
+            spec["containers"][0]["env"][0],
+            json!({"name": "JOB", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}})
+        );
+        assert_eq!(spec["containers"][0]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(spec["securityContext"]["runAsUser"], 0);
+        assert_eq!(
+            spec["volumes"][0],
+            json!({"name": "backups", "persistentVolumeClaim": {"claimName": "b"}})
+        );
     }
 }
