@@ -4,6 +4,7 @@
 //! rate it rests on, watch fan-out, and list latency with 10,000 pods stored.
 
 mod examples;
+mod jobs;
 mod network;
 mod restart;
 mod security;
@@ -30,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
     /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `statefulset`,
-    /// `agent`, `network` (these two need root and
+    /// `agent`, `network`, `jobs` (these three need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
     /// included when they can run), or `examples` (root, kubectl and the Debian mirror: the examples'
     /// apply → Ready times and Berth's memory with all of them running; not part of `all`).
@@ -537,6 +538,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "security" {
         return security::figures(&args).await;
     }
+    if args.suite == "jobs" {
+        return jobs::figures().await;
+    }
     let mut starts = Vec::new();
     for _ in 0..5 {
         let (child, took, _client) = start_server().await?;
@@ -588,6 +592,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {
             agent_figures(&args).await?;
             network::figures().await?;
+            jobs::figures().await?;
         }
     }
     Ok(())

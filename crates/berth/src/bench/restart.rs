@@ -9,13 +9,15 @@ use kube::api::Api;
 use std::time::{Duration, Instant};
 
 /// The controller-runtime loops of the controller set (`controllers::spawn_all`).
-const LOOPS: [&str; 6] = [
+const LOOPS: [&str; 8] = [
     "nodeipam",
     "endpoints",
     "servicelb",
     "garbage-collector",
     "persistentvolume",
     "scheduler",
+    "job",
+    "cronjob",
 ];
 
 /// Stop the server (SIGTERM, as an operator's restart does), start it again on the same data dir, and
