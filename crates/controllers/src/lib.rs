@@ -6,6 +6,7 @@
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -50,6 +51,8 @@ pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
     tasks.push(supervise("job", move || job::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("cronjob", move || cronjob::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("daemonset", move || daemonset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
     tasks
