@@ -184,6 +184,17 @@ pub static RESOURCES: &[Resource] = &[
     res!(
         "",
         "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        true,
+        ["rc"],
+        ["all"],
+        [Status, Scale]
+    ),
+    res!(
+        "",
+        "v1",
         "Service",
         "services",
         "service",

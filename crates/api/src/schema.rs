@@ -38,6 +38,7 @@ fn typed_round_trip(group: &str, kind: &str, obj: &Value) -> Option<Result<Value
         ("", "Event") => round_trip::<core::v1::Event>(obj),
         ("", "Node") => round_trip::<core::v1::Node>(obj),
         ("", "ServiceAccount") => round_trip::<core::v1::ServiceAccount>(obj),
+        ("", "ReplicationController") => round_trip::<core::v1::ReplicationController>(obj),
         ("", "Binding") => round_trip::<core::v1::Binding>(obj),
         ("apps", "StatefulSet") => round_trip::<apps::v1::StatefulSet>(obj),
         ("apps", "ControllerRevision") => round_trip::<apps::v1::ControllerRevision>(obj),

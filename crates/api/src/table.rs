@@ -177,7 +177,7 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Images", "string", 1),
             col("Selector", "string", 1),
         ],
-        ("apps", "ReplicaSet") => vec![
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => vec![
             n,
             col("Desired", "integer", 0),
             col("Current", "integer", 0),
@@ -633,6 +633,20 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: jiff::Timestamp) -> 
                 json!(c),
                 json!(i),
                 json!(selector_string(obj.pointer("/spec/selector"))),
+            ]
+        }
+        ("", "ReplicationController") => {
+            let (c, i) = containers_images(obj.pointer("/spec/template/spec"));
+            let sel = obj.pointer("/spec/selector").map(|m| json!({"matchLabels": m}));
+            vec![
+                name,
+                json!(int(obj, "/spec/replicas")),
+                json!(int(obj, "/status/replicas")),
+                json!(int(obj, "/status/readyReplicas")),
+                a,
+                json!(c),
+                json!(i),
+                json!(selector_string(sel.as_ref())),
             ]
         }
         ("apps", "ReplicaSet") => {

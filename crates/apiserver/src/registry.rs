@@ -1057,6 +1057,30 @@ impl Registry {
             };
             let patched =
                 apply_patch(res, &old, patch_type, patch, opts).map_err(|e| patch_error(res, name, e))?;
+            // A patch that sets `metadata.resourceVersion` or `metadata.uid` makes it a precondition, as
+            // upstream's `GuaranteedUpdate` (a stale resourceVersion) and `checkUID` do: controllers patch
+            // ownerReferences "with the uid as precondition" and scale with the resourceVersion they saw.
+            if let Some(rv) =
+                object::str_at(&patched, &["metadata", "resourceVersion"]).filter(|s| !s.is_empty())
+                && rv != kv.mod_revision.to_string()
+            {
+                return Err(ApiError::Conflict(
+                    subject(res, name),
+                    "the object has been modified; please apply your changes to the latest version and try again"
+                        .into(),
+                ));
+            }
+            if let Some(uid) = object::str_at(&patched, &["metadata", "uid"]).filter(|s| !s.is_empty())
+                && Some(uid) != object::str_at(&old, &["metadata", "uid"])
+            {
+                return Err(ApiError::Conflict(
+                    subject(res, name),
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object::str_at(&old, &["metadata", "uid"]).unwrap_or("")
+                    ),
+                ));
+            }
             let write_opts = if patch_type == PatchType::Apply {
                 WriteOptions {
                     field_manager: None,

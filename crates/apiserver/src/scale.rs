@@ -16,9 +16,17 @@ use serde_json::{Value, json};
 pub fn scale_of(parent: &Value) -> Value {
     let meta = parent.get("metadata").cloned().unwrap_or(json!({}));
     let pick = |k: &str| meta.get(k).cloned().unwrap_or(Value::Null);
+    // A ReplicationController's selector is a plain label map.
     let selector = parent
         .pointer("/spec/selector")
-        .and_then(|s| LabelSelector::from_json(s).ok())
+        .map(|s| {
+            if parent.get("kind").and_then(Value::as_str) == Some("ReplicationController") {
+                json!({"matchLabels": s})
+            } else {
+                s.clone()
+            }
+        })
+        .and_then(|s| LabelSelector::from_json(&s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
     json!({

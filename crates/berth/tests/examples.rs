@@ -2,7 +2,8 @@
 //! image `k8s.gcr.io/nginx-slim:0.8` built from Debian's nginx by `examples/web/build.sh`, imported, and the
 //! seed's manifests applied unchanged. Checked with the real kubectl and real HTTP to the pods' addresses:
 //! order, stable names, per-pod storage surviving pod deletion, scale to zero and back, a container
-//! restart, and kill -9 of the whole server. Needs root (like `pods.rs`) and the Debian mirror (apt).
+//! restart, and kill -9 of the whole server; and `examples/contrast`, the same nginx as a Deployment beside
+//! the StatefulSet. Needs root (like `pods.rs`) and the Debian mirror (apt).
 
 mod common;
 
@@ -322,4 +323,127 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
     s.ok(&["delete", "sts", "greet", "--wait=false"]);
     s.wait_pods_gone(60);
     common::kill_containers(s.data_dir());
+}
+
+fn names(s: &Server, selector: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(&s.ok(&["get", "pods", "-l", selector, "-o", "json"])).expect("json");
+    let mut out: Vec<String> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+fn page(s: &Server, pod: &str) -> String {
+    s.ok(&["exec", pod, "--", "cat", "/usr/share/nginx/html/index.html"])
+}
+
+/// `examples/contrast`, as its README runs it: random names against ordinals, one shared claim against a
+/// claim per pod, a deleted pod replaced under a new name against the same name (with its own page), and
+/// scale-down removing the most recently Ready pod against the highest ordinal.
+#[test]
+fn the_contrast_example_shows_what_seed_000_describes() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = Server::start_with(&["--node-name", "contrast-node"]);
+    common::build_and_import(&s, "web", None);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/contrast/contrast.yaml");
+    s.ok(&[
+        "apply",
+        "-f",
+        &common::seed("seed-storage-local.yaml").to_string_lossy(),
+    ]);
+    s.ok(&["apply", "-f", &root.to_string_lossy()]);
+    s.ok(&["rollout", "status", "deployment/web-deploy", "--timeout=120s"]);
+    s.ok(&["rollout", "status", "statefulset/web-sts", "--timeout=120s"]);
+    let rs = s.ok(&["get", "rs", "-o", "name"]);
+    let rs = rs
+        .trim()
+        .strip_prefix("replicaset.apps/")
+        .expect("one ReplicaSet")
+        .to_string();
+    assert!(rs.starts_with("web-deploy-"), "{rs}");
+    let deploy = names(&s, "app=web-deploy");
+    assert_eq!(deploy.len(), 3);
+    assert!(
+        deploy
+            .iter()
+            .all(|n| n.len() == rs.len() + 6 && n.starts_with(&format!("{rs}-"))),
+        "{deploy:?}"
+    );
+    assert_eq!(names(&s, "app=web-sts"), ["web-sts-0", "web-sts-1", "web-sts-2"]);
+    let claims = s.ok(&["get", "pvc", "-o", "name"]);
+    for c in ["www-shared", "www-web-sts-0", "www-web-sts-1", "www-web-sts-2"] {
+        assert!(
+            claims.contains(&format!("persistentvolumeclaim/{c}\n")),
+            "{claims}"
+        );
+    }
+    // One page for all of the Deployment's pods; one per StatefulSet pod.
+    s.ok(&[
+        "exec",
+        &deploy[0],
+        "--",
+        "sh",
+        "-c",
+        "echo shared > /usr/share/nginx/html/index.html",
+    ]);
+    for p in &deploy {
+        assert_eq!(page(&s, p), "shared\n");
+    }
+    for i in 0..3 {
+        let p = format!("web-sts-{i}");
+        s.ok(&[
+            "exec",
+            &p,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo own {i} > /usr/share/nginx/html/index.html"),
+        ]);
+    }
+    // Deleted pods: a new name against the same name with its own page.
+    s.ok(&["delete", "pod", &deploy[1], "web-sts-1"]);
+    s.ok(&["rollout", "status", "deployment/web-deploy", "--timeout=120s"]);
+    s.ok(&["rollout", "status", "statefulset/web-sts", "--timeout=120s"]);
+    let after = names(&s, "app=web-deploy");
+    assert_eq!(after.len(), 3);
+    assert!(!after.contains(&deploy[1]), "{after:?}");
+    let replacement = after
+        .iter()
+        .find(|n| !deploy.contains(n))
+        .expect("a new name")
+        .clone();
+    eventually(60, "web-sts-1 back with its own page", || {
+        (names(&s, "app=web-sts").len() == 3 && page(&s, "web-sts-1") == "own 1\n").then_some(())
+    });
+    // Scale-down: the replacement (Ready for the shortest time, by upstream's log-scale ranking) against
+    // the highest ordinal.
+    s.ok(&[
+        "scale",
+        "deployment/web-deploy",
+        "statefulset/web-sts",
+        "--replicas=2",
+    ]);
+    eventually(60, "both at two pods", || {
+        let d = names(&s, "app=web-deploy");
+        (d.len() == 2 && names(&s, "app=web-sts") == ["web-sts-0", "web-sts-1"]).then_some(d)
+    });
+    let left = names(&s, "app=web-deploy");
+    assert!(
+        !left.contains(&replacement),
+        "the newest pod goes first: {left:?}"
+    );
+    assert!(
+        s.ok(&["get", "pvc", "-o", "name"]).contains("www-web-sts-2"),
+        "the claim stays"
+    );
+    s.ok(&["delete", "-f", &root.to_string_lossy()]);
+    s.ok(&["delete", "pvc", "-l", "app=web-sts"]);
+    s.wait_pods_gone(90);
 }

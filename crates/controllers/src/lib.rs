@@ -1,12 +1,14 @@
 //! Berth's controllers, each a pure `plan(observed) -> steps` plus a short executor on a kube-rs `Client`
-//! (style.md §3.4): the StatefulSet controller, the garbage collector and the namespace lifecycle, the
-//! volume provisioner and binder, and the scheduler.
+//! (style.md §3.4): the StatefulSet, ReplicaSet (and ReplicationController), Deployment, DaemonSet, Job and
+//! CronJob controllers over the shared [`workload`] pieces, the garbage collector and the namespace
+//! lifecycle, the volume provisioner and binder, and the scheduler.
 //!
 //! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
 pub mod cronjob;
 pub mod daemonset;
+pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -45,6 +47,12 @@ pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
     tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("replicaset", move || replicaset::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("replicationcontroller", move || {
+        replicaset::run_replication_controllers(c.clone())
+    }));
+    let c = client.clone();
+    tasks.push(supervise("deployment", move || deployment::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
     let c = client.clone();

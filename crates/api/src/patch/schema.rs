@@ -34,9 +34,13 @@ pub fn field(ty: &str, field: &str) -> Option<(Strategy, Option<&'static str>)> 
         ("StatefulSet", "status")
         | ("Deployment", "status")
         | ("ReplicaSet", "status")
+        | ("ReplicationController", "status")
         | ("DaemonSet", "status") => (Map, Some("WorkloadStatus")),
         ("Deployment", "spec") => (Map, Some("DeploymentSpec")),
-        ("ReplicaSet", "spec") | ("DaemonSet", "spec") | ("StatefulSetSpec", "template") => {
+        ("ReplicaSet", "spec")
+        | ("ReplicationController", "spec")
+        | ("DaemonSet", "spec")
+        | ("StatefulSetSpec", "template") => {
             if field == "template" {
                 (Map, Some("PodTemplateSpec"))
             } else {
@@ -89,6 +93,7 @@ pub fn root(_group: &str, kind: &str) -> &'static str {
         "StatefulSet" => "StatefulSet",
         "Deployment" => "Deployment",
         "ReplicaSet" => "ReplicaSet",
+        "ReplicationController" => "ReplicationController",
         "DaemonSet" => "DaemonSet",
         "Job" => "Job",
         "CronJob" => "CronJob",

@@ -55,6 +55,7 @@ pub fn default(group: &str, kind: &str, obj_value: &mut Value) {
             set_default(spec, "replicas", json!(1));
             template(spec);
         }
+        ("", "ReplicationController") => replication_controller(o),
         ("apps", "DaemonSet") => {
             let spec = child(o, "spec");
             let us = child(spec, "updateStrategy");
@@ -81,6 +82,37 @@ pub fn default(group: &str, kind: &str, obj_value: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// Upstream `SetDefaults_ReplicationController`: an empty selector and empty labels are the template's
+/// labels; `replicas` 1.
+fn replication_controller(o: &mut Map<String, Value>) {
+    let template_labels = o
+        .get("spec")
+        .and_then(|s| s.pointer("/template/metadata/labels"))
+        .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+        .cloned();
+    if let Some(labels) = template_labels {
+        let spec = child(o, "spec");
+        if spec
+            .get("selector")
+            .and_then(Value::as_object)
+            .is_none_or(Map::is_empty)
+        {
+            spec.insert("selector".into(), labels.clone());
+        }
+        let meta = child(o, "metadata");
+        if meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .is_none_or(Map::is_empty)
+        {
+            meta.insert("labels".into(), labels);
+        }
+    }
+    let spec = child(o, "spec");
+    set_default(spec, "replicas", json!(1));
+    template(spec);
 }
 
 fn template(spec: &mut Map<String, Value>) {

@@ -28,7 +28,13 @@ fn has_generation(group: &str, kind: &str) -> bool {
             | ("batch", "Job" | "CronJob")
             | (
                 "",
-                "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume" | "Namespace" | "Node"
+                "Pod"
+                    | "Service"
+                    | "PersistentVolumeClaim"
+                    | "PersistentVolume"
+                    | "Namespace"
+                    | "Node"
+                    | "ReplicationController"
             )
     )
 }
@@ -41,7 +47,13 @@ fn has_status(group: &str, kind: &str) -> bool {
             | ("batch", "Job" | "CronJob")
             | (
                 "",
-                "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume" | "Namespace" | "Node"
+                "Pod"
+                    | "Service"
+                    | "PersistentVolumeClaim"
+                    | "PersistentVolume"
+                    | "Namespace"
+                    | "Node"
+                    | "ReplicationController"
             )
     )
 }

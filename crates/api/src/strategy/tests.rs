@@ -430,3 +430,26 @@ fn cronjob_defaults_schedule_and_time_zone_validation() {
         ["spec.schedule", "spec.timeZone", "spec.jobTemplate.spec.selector"]
     );
 }
+
+#[test]
+fn replication_controllers_default_selector_and_labels_from_the_template_and_validate_as_apps_kinds() {
+    let mut rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
+        "spec": {"template": {"metadata": {"labels": {"app": "legacy"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    default("", "ReplicationController", &mut rc);
+    assert_eq!(rc["spec"]["selector"], json!({"app": "legacy"}));
+    assert_eq!(rc["metadata"]["labels"], json!({"app": "legacy"}));
+    assert_eq!(rc["spec"]["replicas"], json!(1));
+    assert!(validate("", "ReplicationController", &rc).is_empty());
+    let mut bad = rc.clone();
+    bad["spec"]["selector"] = json!({"app": "other"});
+    let errs = validate("", "ReplicationController", &bad);
+    assert!(
+        errs.iter().any(|e| e.field == "spec.template.metadata.labels"),
+        "{errs:?}"
+    );
+    let mut rc =
+        json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "r"}, "spec": {}});
+    prepare_for_create("", "ReplicationController", &mut rc);
+    assert_eq!(rc["status"]["replicas"], json!(0));
+}

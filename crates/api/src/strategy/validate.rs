@@ -5,7 +5,7 @@ use super::meta::{
     is_dns1123_label, is_dns1123_subdomain, label_value_ok, qualified_name_errors, validate_labels,
 };
 use crate::field::FieldError;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
@@ -69,6 +69,7 @@ pub fn validate_kind(group: &str, kind: &str, obj: &Value, errs: &mut Vec<FieldE
     match (group, kind) {
         ("apps", "StatefulSet") => stateful_set(obj, errs),
         ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "DaemonSet") => workload(kind, obj, errs),
+        ("", "ReplicationController") => replication_controller(obj, errs),
         ("", "Pod") => match obj.get("spec") {
             Some(spec) => pod_spec(spec, "spec", errs),
             None => errs.push(FieldError::required("spec", "")),
@@ -359,6 +360,28 @@ fn workload(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
             &["Recreate", "RollingUpdate"],
         ));
     }
+}
+
+/// Upstream `ValidateReplicationControllerSpec`: a non-empty selector map that the template's labels
+/// satisfy, a valid template, non-negative counts.
+fn replication_controller(obj: &Value, errs: &mut Vec<FieldError>) {
+    non_negative(obj, "/spec/replicas", "spec.replicas", errs);
+    non_negative(obj, "/spec/minReadySeconds", "spec.minReadySeconds", errs);
+    // The same checks as the apps kinds, over the selector map written as `matchLabels`.
+    let mut as_apps = obj.clone();
+    let selector = obj.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+    if selector.as_object().is_some_and(|m| !m.is_empty()) {
+        if let Some(spec) = as_apps.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("selector".into(), json!({"matchLabels": selector}));
+        }
+    } else {
+        errs.push(FieldError::required("spec.selector", ""));
+        if obj.pointer("/spec/template").is_none_or(Value::is_null) {
+            errs.push(FieldError::required("spec.template", ""));
+        }
+        return;
+    }
+    selector_and_template("ReplicationController", &as_apps, errs);
 }
 
 fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {

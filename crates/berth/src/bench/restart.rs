@@ -9,7 +9,7 @@ use kube::api::Api;
 use std::time::{Duration, Instant};
 
 /// The controller-runtime loops of the controller set (`controllers::spawn_all`).
-const LOOPS: [&str; 8] = [
+const LOOPS: [&str; 9] = [
     "nodeipam",
     "endpoints",
     "servicelb",
@@ -18,6 +18,7 @@ const LOOPS: [&str; 8] = [
     "scheduler",
     "job",
     "cronjob",
+    "daemonset",
 ];
 
 /// Stop the server (SIGTERM, as an operator's restart does), start it again on the same data dir, and

@@ -1,7 +1,7 @@
 //! Table tests of the Job plan, and a property test over a fake cluster and kubelet: after every step a
 //! Job never has more than `parallelism` active pods nor more successes than `completions`, and, with
-//! executions cut short at random (a `kill -9` between any two writes), every finished pod is counted
-//! exactly once.
+//! executions cut short at random (a `kill -9` between any two writes) and plans made from a lagging
+//! (but never backwards-moving) Job cache, every finished pod is counted exactly once.
 
 use super::plan::{Observed, Plan, format_indexes, new_pod, parse_indexes, plan};
 use api::wellknown::{JOB_COMPLETION_INDEX, JOB_TRACKING_FINALIZER};
@@ -394,16 +394,19 @@ proptest! {
             next: 0,
             finished: BTreeMap::new(),
         };
-        // A stale snapshot the controller may plan from (a lagging cache).
+        // A stale snapshot the controller may plan from (a lagging cache). A reflector's cache never goes
+        // back in time, so a snapshot older than one the controller already planned from is not used.
         let mut stale: Option<(Job, u64)> = None;
+        let mut seen_rv = 0u64;
         for (op, i, flag, cut) in ops {
             match op {
                 0 | 1 => kubelet(&mut c, i, flag || op == 1),
                 2 => {
                     let (j, rv) = match (&stale, flag) {
-                        (Some((j, rv)), true) => (j.clone(), *rv),
+                        (Some((j, rv)), true) if *rv >= seen_rv => (j.clone(), *rv),
                         _ => (c.job.clone(), c.rv),
                     };
+                    seen_rv = seen_rv.max(rv);
                     let pods: Vec<Pod> = c.pods.values().cloned().collect();
                     let p = plan(&Observed { job: &j, pods: pods.iter().collect(), settled: true, now: t(10_000) });
                     apply(&mut c, p, rv, cut);
