@@ -104,3 +104,102 @@ fn a_daemonset_runs_one_pod_per_node_rolls_out_and_back() {
     s.ok(&["delete", "ds", "tailer"]);
     s.wait_pods_gone(60);
 }
+
+/// A `berth agent` joining the server as another node (both on 127.0.0.1, each with its own data dir, as
+/// `agents.rs` does); killed with its containers on drop.
+struct Agent {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        common::kill_containers(self.dir.path());
+    }
+}
+
+#[test]
+fn the_daemonset_example_follows_a_second_node_when_it_joins() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = Server::start_with(&["--node-name", "node-a", "--token", "s3cret"]);
+    common::build_and_import(&s, "daemonset", None);
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/daemonset/daemonset.yaml");
+    s.ok(&["apply", "-f", &manifest.to_string_lossy()]);
+    s.ok(&["rollout", "status", "ds/log-tailer", "--timeout=60s"]);
+    let first = s.get_json(&["pods", "-l", "app=log-tailer"]);
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(1));
+    let name = first["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    eventually(20, "the tailer says where it runs", || {
+        s.ok(&["logs", &name])
+            .contains("tailing /var/log on node-a")
+            .then_some(())
+    });
+
+    // node-b joins: it gets its own tailer.
+    let token = std::fs::read_to_string(s.data_dir().join("token")).expect("token");
+    let dir = tempfile::tempdir().expect("dir");
+    common::import_image(dir.path(), &s.data_dir().join("daemonset.tar"));
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "agent",
+            "--server",
+            &s.url(),
+            "--token",
+            token.trim(),
+            "--node-name",
+            "node-b",
+            "--node-ip",
+            "127.0.0.1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("berth agent");
+    let agent = Agent { child, dir };
+    let joined = std::time::Instant::now();
+    let on_b = eventually(90, "a Running tailer on node-b", || {
+        let pods = s.get_json(&["pods", "-l", "app=log-tailer"]);
+        pods["items"].as_array()?.iter().find_map(|p| {
+            (p["spec"]["nodeName"] == "node-b" && p["status"]["phase"] == "Running")
+                .then(|| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+        })
+    });
+    eprintln!(
+        "node-b joined → its tailer Running in {:.1} s",
+        joined.elapsed().as_secs_f64()
+    );
+    eventually(20, "node-b's tailer logs through node-b", || {
+        s.ok(&["logs", &on_b])
+            .contains("tailing /var/log on node-b")
+            .then_some(())
+    });
+    s.ok(&["rollout", "status", "ds/log-tailer", "--timeout=60s"]);
+    let ds = s.get_json(&["ds", "log-tailer"]);
+    assert_eq!(ds["status"]["desiredNumberScheduled"], 2, "{ds}");
+    assert_eq!(ds["status"]["numberReady"], 2, "{ds}");
+
+    // node-b leaves (its Node deleted): its pod goes with it.
+    s.ok(&["delete", "pod", &on_b, "--wait=false"]);
+    drop(agent);
+    s.ok(&["delete", "node", "node-b"]);
+    eventually(60, "one tailer left", || {
+        let ds = s.get_json(&["ds", "log-tailer"]);
+        (ds["status"]["desiredNumberScheduled"] == 1 && ds["status"]["currentNumberScheduled"] == 1)
+            .then_some(())
+    });
+    // No kubelet is left to finish node-b's pod: removed as upstream's pod GC does for a gone node.
+    s.ok(&["delete", "pod", &on_b, "--grace-period=0", "--force"]);
+    s.ok(&["delete", "ds", "log-tailer"]);
+    s.wait_pods_gone(60);
+}
