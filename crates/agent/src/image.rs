@@ -175,7 +175,12 @@ impl ImageStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(Error::Io(path.display().to_string(), e)),
         };
+        let before = refs.clone();
         let out = f(&mut refs);
+        // A lookup changes nothing: only a change is written (a start reads the refs several times).
+        if refs == before {
+            return Ok(out);
+        }
         let tmp = self.root.join("refs.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&refs).unwrap_or_default()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;

@@ -5,7 +5,7 @@
 //! - [`node`]: registers its Node (capacity read off the machine, addresses, node info), keeps the `Ready`
 //!   condition's heartbeat and its Lease in `kube-node-lease` fresh;
 //! - [`volumes`] and [`capacity`]: the node side of the local-path provisioner;
-//! - [`pods`] with [`image`], [`pull`], [`runtime`], [`stdio`], [`cgroup`], [`probe`]: runs the pods bound to
+//! - [`pods`] with [`image`], [`pull`], [`runtime`], [`stdio`], [`cgroup`], [`probe`], [`pleg`]: runs the pods bound to
 //!   this node as Linux processes, with probes, restarts and graceful termination;
 //! - [`network`]: the pod network on this node (bridge, per-pod network namespace, veth, IPAM);
 //!   [`routes`]: routes to the other nodes' pod slices;
@@ -20,6 +20,7 @@ pub mod image;
 pub mod kubelet;
 pub mod network;
 pub mod node;
+pub mod pleg;
 pub mod pods;
 pub mod portforward;
 pub mod probe;
@@ -29,6 +30,7 @@ pub mod routes;
 pub mod runtime;
 pub mod security;
 pub mod stdio;
+pub mod userns;
 pub mod volumes;
 
 use std::net::IpAddr;

@@ -141,6 +141,8 @@ struct Agent {
     bridge: Option<crate::network::Bridge>,
     /// (pod uid, container, probe) → (the container run it belongs to, its tracker).
     probes: HashMap<(String, String, probe::Kind), (String, probe::Tracker)>,
+    /// Container lifecycle events that wake the loop between resyncs.
+    pleg: crate::pleg::Pleg,
 }
 
 /// Run until the process ends.
@@ -160,6 +162,8 @@ pub async fn run(client: kube::Client, cfg: Config) {
         .fields(&format!("spec.nodeName={}", cfg.node_name));
     let mut informers = Informers::new();
     let store = informers.watch(api, wc);
+    let (pleg, container_events) = crate::pleg::Pleg::new();
+    informers.wake_on("container events", container_events);
     let mut agent = Agent {
         client,
         cfg,
@@ -170,9 +174,11 @@ pub async fn run(client: kube::Client, cfg: Config) {
         pulls: HashMap::new(),
         bridge: None,
         probes: HashMap::new(),
+        pleg,
     };
-    // A sync pass at least every 500 ms (probes, back-offs, grace periods) and at once on a change; none
-    // before the pod cache has its full list (nothing is started or collected on a partial one).
+    // A sync pass at least every 500 ms (probes, back-offs, grace periods) and at once on a change of a
+    // pod or of a container (a start or exit the shim recorded, see `pleg`); none before the pod cache
+    // has its full list (nothing is started or collected on a partial one).
     let settings = Settings {
         debounce: Duration::ZERO,
         resync: Duration::from_millis(500),
@@ -333,6 +339,7 @@ impl Agent {
             keep
         });
         self.probes.retain(|(uid, _, _), _| live.contains(uid));
+        self.pleg.forget_removed();
         // Containers of pods that are gone: stop, then remove.
         let root = self.cfg.data_dir.join("agent/pods");
         if let Ok(rd) = std::fs::read_dir(&root) {
@@ -490,6 +497,7 @@ impl Agent {
         let mut initialized = true;
         for c in spec.init_containers.iter().flatten() {
             let cdir = dir.join("init").join(&c.name);
+            self.pleg.watch(&cdir);
             match runtime::state(&cdir) {
                 State::Exited { code: 0, .. } => continue,
                 State::Running { .. } | State::Starting | State::Stopping => {
@@ -511,6 +519,7 @@ impl Agent {
         if initialized {
             for c in &spec.containers {
                 let cdir = dir.join("containers").join(&c.name);
+                self.pleg.watch(&cdir);
                 match runtime::state(&cdir) {
                     State::Running { .. } | State::Starting | State::Stopping => {}
                     State::Absent => self.start(p, c, &cdir, &binds_by_volume, &mut waiting).await,
@@ -720,7 +729,12 @@ impl Agent {
                     let secrets = self.pull_secrets(p).await;
                     let store = self.images.clone();
                     let img = image.clone();
-                    let handle = tokio::spawn(async move { crate::pull::pull(&store, &img, &secrets).await });
+                    let waker = self.pleg.waker();
+                    let handle = tokio::spawn(async move {
+                        let pulled = crate::pull::pull(&store, &img, &secrets).await;
+                        waker.wake();
+                        pulled
+                    });
                     let delay = match previous {
                         Some(Pull::Failed(_, d, _)) => (d * 2).min(BACKOFF_MAX),
                         _ => IMAGE_BACKOFF_INITIAL,
@@ -752,8 +766,10 @@ impl Agent {
                 .map_or(BACKOFF_INITIAL, |(_, d)| (*d * 2).min(BACKOFF_MAX));
             self.backoff.insert(key, (Instant::now() + next, next));
         }
-        if let Err(e) = std::fs::create_dir_all(cdir).and_then(|()| runtime::start(&self.berth, cdir, &spec))
-        {
+        // Watched before the shim exists, so its record of the start cannot be missed.
+        let created = std::fs::create_dir_all(cdir);
+        self.pleg.watch(cdir);
+        if let Err(e) = created.and_then(|()| runtime::start(&self.berth, cdir, &spec)) {
             waiting.insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
         }
     }
@@ -893,7 +909,19 @@ impl Agent {
         let netns = (!host_network(p)).then(|| {
             crate::network::netns_path(&pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or("")))
         });
+        // `hostUsers: false`: the pod's own 64 Ki host ids (`crate::userns`).
+        let id_map = if spec.host_users == Some(false) {
+            crate::userns::supported()?;
+            let pdir = pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or(""));
+            Some(
+                crate::userns::allocate(&self.cfg.data_dir.join("agent/pods"), &pdir)
+                    .map_err(|e| format!("hostUsers: false: {e}"))?,
+            )
+        } else {
+            None
+        };
         Ok(ContainerSpec {
+            id_map,
             netns,
             rootfs,
             argv,

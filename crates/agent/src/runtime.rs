@@ -14,8 +14,12 @@
 //!   domain name; `pivot_root`; the container's walls (`crate::security::apply`: sysctls, masked and
 //!   read-only paths, capabilities, seccomp, groups, user); the working directory and environment; then
 //!   it `exec`s the workload, which becomes PID 1;
-//! - unprivileged, everything the container can write is mounted `nodev`, and on cgroup v1 the shim puts
-//!   itself into the container's device cgroup before starting the init.
+//! - unprivileged, everything the container can write is mounted `nodev`, and on cgroup v1 a container
+//!   that holds `CAP_SYS_ADMIN` (so could mount a filesystem without `nodev`) also gets a device cgroup:
+//!   the shim puts itself into it before starting the init.
+//!
+//! A pod with `hostUsers: false` runs in a user namespace of its own: the shim and a two-stage init
+//! arrange it (see `crate::userns` and ARCHITECTURE.md).
 //!
 //! Every mount lives in the container's own mount namespace and disappears with its last process: a crash
 //! anywhere leaves no mount behind on the host.
@@ -86,6 +90,10 @@ pub struct ContainerSpec {
     /// existed gets containerd's defaults for an unprivileged container.
     #[serde(default)]
     pub security: crate::security::Security,
+    /// `hostUsers: false`: the pod's user namespace mapping (`crate::userns`); `None` runs in the
+    /// host's.
+    #[serde(default)]
+    pub id_map: Option<crate::userns::IdMap>,
 }
 
 /// Where a container stands, read from its directory.
@@ -129,6 +137,10 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 pub fn start(berth: &Path, dir: &Path, spec: &ContainerSpec) -> std::io::Result<()> {
     for d in ["upper", "work", "merged"] {
         std::fs::create_dir_all(dir.join(d))?;
+    }
+    if let Some(map) = &spec.id_map {
+        std::fs::create_dir_all(dir.join("lower"))?;
+        crate::userns::own_layer(dir, map)?;
     }
     write_atomic(
         &dir.join("spec.json"),
@@ -258,10 +270,24 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         nix::sched::setns(&f, CloneFlags::CLONE_NEWNET)
             .map_err(err("joining the pod's network namespace"))?;
     }
-    // The mount namespace is the init's own (its pivot_root must not move the shim's root).
-    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
-        .map_err(std::io::Error::from)?;
     let me = std::env::current_exe()?;
+    // In a user namespace (`hostUsers: false`) the init makes the other namespaces itself, inside it;
+    // the shim makes the namespace and the id-mapped trees as host root and hands them over.
+    let mut handoff = None;
+    if let Some(spec) = &spec
+        && let Some(map) = &spec.id_map
+    {
+        let binds: Vec<(&Path, bool)> = spec
+            .binds
+            .iter()
+            .map(|b| (b.source.as_path(), b.read_only))
+            .collect();
+        handoff = Some(crate::userns::prepare(&me, map, &spec.rootfs, &binds)?);
+    } else {
+        // The mount namespace is the init's own (its pivot_root must not move the shim's root).
+        unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
+            .map_err(std::io::Error::from)?;
+    }
     // One pipe (or terminal) for stdout and stderr: the log keeps the order in which the container wrote.
     let (stdin, stdin_once, tty) = spec
         .as_ref()
@@ -269,23 +295,39 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     let ends = crate::stdio::make(stdin, stdin_once, tty)?;
     // The device rules (cgroup v1) before the init exists, so it and everything it starts inherit
     // them: the shim joins the container's devices cgroup itself and leaves it when the container ends.
+    // Only where `nodev` alone is not enough (see `Security::needs_device_cgroup`).
     let mut devices = None;
     if let Some(spec) = spec
         .as_ref()
-        .filter(|s| !s.security.privileged && !s.cgroup.is_empty())
+        .filter(|s| s.security.needs_device_cgroup() && !s.cgroup.is_empty())
     {
         devices = crate::cgroup::restrict_devices(&spec.cgroup, std::process::id())
             .map_err(|e| std::io::Error::other(format!("device cgroup: {e}")))?;
     }
     let [child_in, child_out, child_err] = ends.child;
-    // (The builder, holding our copies of the child's ends, is dropped at the end of this statement.)
-    let mut child = Command::new(me)
-        .arg("container-init")
+    let mut init = Command::new(me);
+    init.arg("container-init")
         .arg(dir)
         .stdin(std::process::Stdio::from(child_in))
         .stdout(std::process::Stdio::from(child_out))
-        .stderr(std::process::Stdio::from(child_err))
-        .spawn()?;
+        .stderr(std::process::Stdio::from(child_err));
+    let mut pid_pipe = None;
+    if let Some((h, r)) = handoff {
+        init.env(crate::userns::HANDOFF_ENV, h.env_value());
+        pid_pipe = Some((h, r));
+    }
+    let mut child = init.spawn()?;
+    // The builder holds our copies of the child's stdio ends: the log ends only once they are closed.
+    drop(init);
+    // The workload's pid: the init's own, or (user namespace) the one the init reports; the
+    // descriptors handed over are closed here once the init has them.
+    let workload = match pid_pipe {
+        None => Some(child.id()),
+        Some((h, r)) => {
+            drop(h);
+            crate::userns::read_pid(r)
+        }
+    };
     // Limits before anything else happens in the container (a failure fails the start, as upstream).
     let mut cgroups = Vec::new();
     if let Some(spec) = spec
@@ -293,17 +335,24 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         .filter(|s| !s.resources.is_empty() && !s.cgroup.is_empty())
         && let Some(layout) = crate::cgroup::detect()
     {
-        match crate::cgroup::apply(&layout, &spec.cgroup, &spec.resources, child.id()) {
-            Ok(dirs) => cgroups = dirs,
-            Err(e) => {
-                eprintln!("berth: container shim: cgroup limits: {e}");
-                let _ = child.kill();
+        let mut pids = vec![child.id()];
+        pids.extend(workload.filter(|w| *w != child.id()));
+        for pid in pids {
+            match crate::cgroup::apply(&layout, &spec.cgroup, &spec.resources, pid) {
+                Ok(dirs) => cgroups = dirs,
+                Err(e) => {
+                    eprintln!("berth: container shim: cgroup limits: {e}");
+                    let _ = child.kill();
+                }
             }
         }
     }
     let now = jiff::Timestamp::now().to_string();
     write_atomic(&dir.join("started"), now.as_bytes())?;
-    write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())?;
+    write_atomic(
+        &dir.join("pid"),
+        workload.unwrap_or(child.id()).to_string().as_bytes(),
+    )?;
     let _ = std::fs::remove_file(dir.join("starting"));
     // The container's output, as CRI log lines (`<RFC 3339 time> <stream> <F|P> <text>`), as containerd
     // writes them for the kubelet; it ends when every process of the container is gone.
@@ -393,6 +442,24 @@ fn bind_with(source: &Path, target: &Path, read_only: bool, nodev: bool) -> std:
     Ok(())
 }
 
+/// Attach the detached mount tree `tree` (from `open_tree`) at `target`.
+fn attach(tree: &std::os::fd::OwnedFd, target: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(target).or_else(|e| if target.exists() { Ok(()) } else { Err(e) })?;
+    rustix::mount::move_mount(
+        tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        std::io::Error::other(format!(
+            "attaching an id-mapped mount at {}: {e}",
+            target.display()
+        ))
+    })
+}
+
 /// Resolve a path inside the new root without following symlinks out of it (a volume's mountPath of an
 /// image with a hostile symlink must not bind over a host path).
 fn inside_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
@@ -421,12 +488,173 @@ fn inside_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
 /// # Errors
 /// Any failure before the exec (it then exits non-zero and the shim records it).
 pub fn init_main(dir: &Path) -> std::io::Result<()> {
+    // A pod in a user namespace: this is either the first stage (host root, with the shim's handoff) or
+    // the second (inside the namespaces, see `stage2_main`).
+    if std::env::var_os(STAGE2_ENV).is_some() {
+        return stage2_main();
+    }
+    let handoff = crate::userns::Handoff::inherited();
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
+    if let Some(h) = handoff {
+        return stage1_main(dir, &spec, h);
+    }
     if spec.tty {
         // The terminal the shim made (on fds 0-2) becomes the workload's controlling terminal.
         take_controlling_terminal()?;
     }
+    let root = build_root(dir, &spec, None)?;
+    // pivot_root into the new root and drop the old one.
+    nix::unistd::sethostname(&spec.hostname).map_err(err("hostname"))?;
+    if !spec.domainname.is_empty() {
+        std::fs::write("/proc/sys/kernel/domainname", &spec.domainname)?;
+    }
+    let old = root.join(".oldroot");
+    std::fs::create_dir_all(&old)?;
+    nix::unistd::pivot_root(&root, &old).map_err(err("pivot_root"))?;
+    nix::unistd::chdir("/").map_err(err("chdir /"))?;
+    umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(err("detaching the old root"))?;
+    let _ = std::fs::remove_dir("/.oldroot");
+    exec_workload(&spec)
+}
+
+/// The environment variable that marks the second stage of a user-namespaced init (whose working
+/// directory is the container's root); its value is the descriptor of the container's spec.
+const STAGE2_ENV: &str = "BERTH_USERNS_STAGE2";
+
+/// The first stage of a user-namespaced container's init, as host root: the container's mounts (with
+/// the id-mapped root layer and volumes from the shim), then into the pod's user namespace as its root,
+/// new UTS, IPC, PID and mount namespaces owned by it, and the second stage as their first process,
+/// whose host pid goes to the shim. It stays as the second stage's parent and exits as it does.
+fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> std::io::Result<()> {
+    let crate::userns::Handoff {
+        userns,
+        rootfs,
+        binds,
+        pid_pipe,
+    } = h;
+    let root = build_root(dir, spec, Some((rootfs, binds)))?;
+    // What the second stage needs, as descriptors and as the working directory: inside the user
+    // namespace it may not traverse the agent's private directories. (The working directory, unlike a
+    // descriptor, moves into the copy of the mount namespace made below.)
+    nix::unistd::chdir(&root).map_err(err("entering the root"))?;
+    let spec_fd: std::os::fd::OwnedFd = std::fs::File::open(dir.join("spec.json"))?.into();
+    let exe: std::os::fd::OwnedFd = std::fs::File::open("/proc/self/exe")?.into();
+    for fd in [&spec_fd, &exe] {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+    }
+    crate::userns::close_on_exec(&pid_pipe)?;
+    nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(err("joining the user namespace"))?;
+    drop(userns);
+    let zero = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(zero, zero, zero).map_err(err("setresgid 0"))?;
+    nix::unistd::setgroups(&[]).map_err(err("setgroups"))?;
+    let zero = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(zero, zero, zero).map_err(err("setresuid 0"))?;
+    unshare(
+        CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS,
+    )
+    .map_err(err("namespaces inside the user namespace"))?;
+    use std::os::fd::AsRawFd;
+    let mut child = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()))
+        .arg("container-init")
+        .arg("-")
+        .env_remove(crate::userns::HANDOFF_ENV)
+        .env(STAGE2_ENV, spec_fd.as_raw_fd().to_string())
+        .spawn()?;
+    drop((spec_fd, exe));
+    crate::userns::report_pid(pid_pipe, child.id())?;
+    let status = child.wait()?;
+    use std::os::unix::process::ExitStatusExt;
+    std::process::exit(
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(9)),
+    );
+}
+
+/// The second stage: PID 1 of the container's PID namespace, root of its user namespace. `/proc`, the
+/// hostname, `pivot_root` into the root the first stage built (its working directory), the
+/// walls, and the workload.
+fn stage2_main() -> std::io::Result<()> {
+    let spec_fd = std::env::var(STAGE2_ENV)
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .and_then(crate::security::sys::inherited)
+        .ok_or_else(|| std::io::Error::other("second stage without its spec"))?;
+    let spec: ContainerSpec = serde_json::from_reader(std::fs::File::from(spec_fd))
+        .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
+    if spec.tty {
+        take_controlling_terminal()?;
+    }
+    // The root the first stage built came into this namespace locked to its parent (it was made by a
+    // more privileged one), and a locked mount cannot be pivoted to: bind it onto itself, as runc does,
+    // and step into the new mount (through the parent directory: `.` stays on the one below).
+    mount(
+        Some("."),
+        ".",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err("binding the root onto itself"))?;
+    nix::unistd::chdir("../merged").map_err(err("entering the bound root"))?;
+    // This PID namespace's /proc, mounted while the host's is still visible (the kernel lets a user
+    // namespace mount proc only then).
+    mount(
+        Some("proc"),
+        "proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(err("/proc"))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(err("hostname"))?;
+    nix::unistd::pivot_root(".", ".").map_err(err("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err("detaching the old root"))?;
+    nix::unistd::chdir("/").map_err(err("chdir /"))?;
+    if !spec.domainname.is_empty() {
+        std::fs::write("/proc/sys/kernel/domainname", &spec.domainname)?;
+    }
+    exec_workload(&spec)
+}
+
+/// Sysctls, masked and read-only paths, read-only root; then identity and privileges, then the
+/// workload (in the new root).
+fn exec_workload(spec: &ContainerSpec) -> std::io::Result<()> {
+    crate::security::apply::filesystem(&spec.security)?;
+    let programs = crate::security::apply::seccomp_programs(&spec.security)?;
+    let (program, args) = spec.argv.split_first().ok_or_else(|| {
+        std::io::Error::other("no command: the image has no Entrypoint/Cmd and the container no command")
+    })?;
+    let mut cmd = Command::new(resolve(program, &spec.env));
+    cmd.args(args).env_clear().current_dir(&spec.cwd);
+    // A terminal gets TERM=xterm unless the container sets TERM (containerd's default for tty processes).
+    if spec.tty && !spec.env.iter().any(|kv| kv.starts_with("TERM=")) {
+        cmd.env("TERM", "xterm");
+    }
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    crate::security::apply::privileges(&spec.security, spec.uid, spec.gid, &programs)?;
+    let e = cmd.exec();
+    Err(std::io::Error::other(format!("exec {program}: {e}")))
+}
+
+/// The container's mount namespace and its mounts below `<dir>/merged`, returned: every mount
+/// private, the overlay root, `/proc` (not for a user namespace: its second stage mounts it), `/dev`,
+/// `/sys`, the `/etc` files and the binds. `idmapped` carries a user-namespaced pod's id-mapped root
+/// layer and bind sources (in the order of `spec.binds`), which replace the paths.
+fn build_root(
+    dir: &Path,
+    spec: &ContainerSpec,
+    idmapped: Option<(std::os::fd::OwnedFd, Vec<std::os::fd::OwnedFd>)>,
+) -> std::io::Result<PathBuf> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(err("mount namespace"))?;
     mount(
         None::<&str>,
@@ -445,9 +673,16 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
         MsFlags::MS_NODEV
     };
     let root = dir.join("merged");
+    let (mut lower, mut trees) = (spec.rootfs.clone(), Vec::new());
+    if let Some((rootfs, binds)) = idmapped {
+        // The image's layer, id-mapped to the pod's root, as the overlay's lower layer.
+        lower = dir.join("lower");
+        attach(&rootfs, &lower)?;
+        trees = binds;
+    }
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        spec.rootfs.display(),
+        lower.display(),
         dir.join("upper").display(),
         dir.join("work").display()
     );
@@ -462,22 +697,29 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     // Kernel filesystems.
     let proc_dir = root.join("proc");
     std::fs::create_dir_all(&proc_dir)?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(err("/proc"))?;
+    if spec.id_map.is_none() {
+        mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(err("/proc"))?;
+    }
     let dev = root.join("dev");
     std::fs::create_dir_all(&dev)?;
+    // In a user namespace /dev belongs to the pod's root.
+    let dev_opts = match &spec.id_map {
+        Some(m) => format!("mode=755,size=65536k,uid={0},gid={0}", m.host),
+        None => "mode=755,size=65536k".to_string(),
+    };
     mount(
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | nodev,
-        Some("mode=755,size=65536k"),
+        Some(dev_opts.as_str()),
     )
     .map_err(err("/dev"))?;
     if privileged {
@@ -544,42 +786,18 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
         let target = inside_root(&root, &format!("/etc/{name}"))?;
         bind(&src, &target, false)?;
     }
-    for b in &spec.binds {
+    for (i, b) in spec.binds.iter().enumerate() {
         let target = inside_root(&root, &b.target)?;
-        bind_with(&b.source, &target, b.read_only, !privileged)?;
-    }
-    nix::unistd::sethostname(&spec.hostname).map_err(err("hostname"))?;
-    if !spec.domainname.is_empty() {
-        std::fs::write("/proc/sys/kernel/domainname", &spec.domainname)?;
-    }
-    // pivot_root into the new root and drop the old one.
-    let old = root.join(".oldroot");
-    std::fs::create_dir_all(&old)?;
-    nix::unistd::pivot_root(&root, &old).map_err(err("pivot_root"))?;
-    nix::unistd::chdir("/").map_err(err("chdir /"))?;
-    umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(err("detaching the old root"))?;
-    let _ = std::fs::remove_dir("/.oldroot");
-    // Sysctls, masked and read-only paths, read-only root; then identity and privileges, then the
-    // workload.
-    crate::security::apply::filesystem(&spec.security)?;
-    let programs = crate::security::apply::seccomp_programs(&spec.security)?;
-    let (program, args) = spec.argv.split_first().ok_or_else(|| {
-        std::io::Error::other("no command: the image has no Entrypoint/Cmd and the container no command")
-    })?;
-    let mut cmd = Command::new(resolve(program, &spec.env));
-    cmd.args(args).env_clear().current_dir(&spec.cwd);
-    // A terminal gets TERM=xterm unless the container sets TERM (containerd's default for tty processes).
-    if spec.tty && !spec.env.iter().any(|kv| kv.starts_with("TERM=")) {
-        cmd.env("TERM", "xterm");
-    }
-    for kv in &spec.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+        match trees.get(i) {
+            // Id-mapped (user namespace): read-only and nodev were set on the tree by the shim.
+            Some(tree) => {
+                mount_point(&target, &b.source)?;
+                attach(tree, &target)?;
+            }
+            None => bind_with(&b.source, &target, b.read_only, !privileged)?,
         }
     }
-    crate::security::apply::privileges(&spec.security, spec.uid, spec.gid, &programs)?;
-    let e = cmd.exec();
-    Err(std::io::Error::other(format!("exec {program}: {e}")))
+    Ok(root)
 }
 
 /// `program` looked up in the container's `PATH` (as execvp would) when it has no slash.
@@ -623,6 +841,16 @@ pub fn exec_main(dir: &Path, argv: &[String], tty: bool) -> std::io::Result<i32>
     let (ipc, uts, pidns, mnt) = (open("ipc")?, open("uts")?, open("pid")?, open("mnt")?);
     let net = open("net")?;
     nix::sched::setns(&net, CloneFlags::CLONE_NEWNET).map_err(err("joining net"))?;
+    // A pod in a user namespace: into it first (the others belong to it), as its root until the
+    // container's user is applied below.
+    if spec.id_map.is_some() {
+        let user = open("user")?;
+        nix::sched::setns(&user, CloneFlags::CLONE_NEWUSER).map_err(err("joining user"))?;
+        let zero = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(zero, zero, zero).map_err(err("setresgid 0"))?;
+        let zero = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresuid(zero, zero, zero).map_err(err("setresuid 0"))?;
+    }
     nix::sched::setns(&ipc, CloneFlags::CLONE_NEWIPC).map_err(err("joining ipc"))?;
     nix::sched::setns(&uts, CloneFlags::CLONE_NEWUTS).map_err(err("joining uts"))?;
     nix::sched::setns(&pidns, CloneFlags::CLONE_NEWPID).map_err(err("joining pid"))?;

@@ -728,6 +728,11 @@ async fn agent_figures(args: &BenchArgs) -> Result<()> {
             serde_json::json!({"spec": {"containers": [{"name": "c", "image": "busybox:test",
                 "command": ["/bin/sleep", "3600"], "securityContext": {"privileged": true}}]}}),
         ),
+        (
+            "userns",
+            "`hostUsers: false` (a user namespace, id-mapped root layer)",
+            serde_json::json!({"spec": {"hostUsers": false}}),
+        ),
     ];
     let mut lats: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     for i in 0..20 {

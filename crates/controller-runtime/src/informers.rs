@@ -74,6 +74,22 @@ impl Informers {
         reader
     }
 
+    /// Wake the loop on each item of `events`, a source of changes that is not an API watch (the agent's
+    /// container lifecycle events, a finished image pull). It holds no cache, so it never keeps the
+    /// loop from planning; `name` is used in logs.
+    pub fn wake_on<S>(&mut self, name: &str, events: S)
+    where
+        S: Stream<Item = ()> + Send + 'static,
+    {
+        let i = self.streams.len();
+        self.kinds.push(name.to_string());
+        self.streams.push(
+            futures::stream::once(std::future::ready((i, Signal::Synced)))
+                .chain(events.map(move |()| (i, Signal::Changed)))
+                .boxed(),
+        );
+    }
+
     fn add<S, K>(&mut self, kind: String, stream: S)
     where
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,

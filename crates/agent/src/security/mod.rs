@@ -20,7 +20,7 @@
 
 pub mod apply;
 mod default_syscalls;
-mod sys;
+pub(crate) mod sys;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
@@ -157,6 +157,19 @@ pub struct Security {
     pub groups: Vec<u32>,
     /// Namespaced sysctls, `(name, value)`.
     pub sysctls: Vec<(String, String)>,
+}
+
+impl Security {
+    /// Whether the container needs the v1 device cgroup on top of `nodev`: only an unprivileged
+    /// container that holds `CAP_SYS_ADMIN` could mount a filesystem without `nodev` (and open a device
+    /// node made on it); without that capability it can neither mount nor remount, and every filesystem
+    /// it can write is already `nodev`, so a device node it makes can never be opened. Moving a process
+    /// into a v1 cgroup costs an RCU grace period (about 10 ms, measured on every start), so the cgroup is
+    /// kept for the one case that needs it. Upstream's runc applies its device rules to every container.
+    #[must_use]
+    pub fn needs_device_cgroup(&self) -> bool {
+        !self.privileged && self.capabilities.iter().any(|c| c == "CAP_SYS_ADMIN")
+    }
 }
 
 impl Default for Security {
@@ -698,7 +711,7 @@ fn format_pod(p: &Pod) -> String {
 /// # Errors
 /// The message for the container's `CreateContainerConfigError`: `runAsNonRoot` with a root user
 /// (upstream's `verifyRunAsNonRoot` wording), an image user missing from its `/etc/passwd`, an unknown
-/// capability, `hostUsers: false` (no user namespaces yet), a sysctl outside the safe set (`forbidden sysctl: "…" not allowlisted`, the kubelet's
+/// capability, `hostUsers: false` with a host namespace or `privileged`, a sysctl outside the safe set (`forbidden sysctl: "…" not allowlisted`, the kubelet's
 /// admission message), a `Localhost` profile that cannot be read or parsed.
 pub fn decide(
     pod: &Pod,
@@ -771,12 +784,23 @@ pub fn decide(
     let mut seen = std::collections::HashSet::new();
     groups.retain(|g| seen.insert(*g));
 
-    // User namespaces (`hostUsers: false`) are not implemented yet: refuse rather than run the pod
-    // with host ids it asked not to have (upstream also fails the pod on a node that cannot do it).
-    if spec.host_users == Some(false) {
-        return Err("hostUsers: false: this node cannot run pods in user namespaces yet".into());
-    }
     let privileged = sc.privileged == Some(true);
+    // A pod in a user namespace (`hostUsers: false`, `crate::userns`) shares none of the host's
+    // namespaces (upstream's validation refuses hostNetwork, hostPID and hostIPC with it) and is never
+    // privileged on the host.
+    if spec.host_users == Some(false) {
+        let shared = [
+            ("hostNetwork", spec.host_network),
+            ("hostPID", spec.host_pid),
+            ("hostIPC", spec.host_ipc),
+        ];
+        if let Some((field, _)) = shared.iter().find(|(_, v)| *v == Some(true)) {
+            return Err(format!("hostUsers: false cannot be combined with {field}: true"));
+        }
+        if privileged {
+            return Err("hostUsers: false cannot be combined with a privileged container".into());
+        }
+    }
     let capabilities = capabilities(privileged, sc.capabilities.as_ref())?;
     let unmasked = privileged || sc.proc_mount.as_deref() == Some("Unmasked");
     let seccomp = if privileged {

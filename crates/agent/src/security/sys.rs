@@ -1,8 +1,83 @@
-//! The one system call without a safe wrapper in nix or rustix: installing a seccomp filter.
-//! seccompiler's own `apply_filter` always sets no_new_privs first, which upstream sets only for
-//! `allowPrivilegeEscalation: false`; runc installs the filter without it while the process still has
-//! `CAP_SYS_ADMIN`, and so does this.
+//! The system calls without a safe wrapper in nix or rustix, and the one adoption of an inherited file
+//! descriptor:
+//! - installing a seccomp filter: seccompiler's own `apply_filter` always sets no_new_privs first, which
+//!   upstream sets only for `allowPrivilegeEscalation: false`; runc installs the filter without it while
+//!   the process still has `CAP_SYS_ADMIN`, and so does this;
+//! - `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`, for the id-mapped mounts of a pod in a user namespace;
+//! - taking ownership of a descriptor number a parent passed through `exec` (the shim to the
+//!   container's init).
 #![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// `struct mount_attr` (`linux/mount.h`).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `MOUNT_ATTR_NODEV`.
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// `MOUNT_ATTR_IDMAP`.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, {attr_set: IDMAP | extra, userns_fd})`: make the
+/// detached mount tree `tree` (from `open_tree(OPEN_TREE_CLONE)`) id-mapped through the user namespace
+/// `userns` (files owned by id `k` on disk show as the namespace's mapping of `k`), plus the `extra`
+/// `MOUNT_ATTR_*` flags.
+///
+/// # Errors
+/// The kernel's error: `EINVAL` where the filesystem cannot be id-mapped (or on kernels before 5.12),
+/// `EPERM` without `CAP_SYS_ADMIN`.
+pub(crate) fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>, extra: u64) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | extra,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: u64::try_from(userns.as_raw_fd()).map_err(|_| std::io::Error::other("bad fd"))?,
+    };
+    let empty = c"";
+    // SAFETY: `tree` and `userns` are open descriptors borrowed for the call; `empty` is a valid C
+    // string and `attr` a valid `struct mount_attr` of the size passed, both outliving the call, which
+    // only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Own the descriptor `n` that this process inherited through `exec`, as its parent said in the
+/// environment; `None` if `n` is not an open descriptor.
+pub(crate) fn inherited(n: i32) -> Option<OwnedFd> {
+    if n < 3
+        || nix::fcntl::fcntl(
+            // SAFETY: only used for this F_GETFD probe, which reads no memory.
+            unsafe { BorrowedFd::borrow_raw(n) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+    {
+        return None;
+    }
+    // SAFETY: `n` is open (checked above) and was passed to this process by its parent for it alone:
+    // nothing else in this single-threaded process owns or closes it.
+    Some(unsafe { OwnedFd::from_raw_fd(n) })
+}
 
 /// `struct sock_fprog` (`linux/filter.h`).
 #[repr(C)]

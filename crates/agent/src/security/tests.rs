@@ -236,8 +236,12 @@ fn the_other_fields_map_one_to_one() {
             "forbidden sysctl: \"kernel.msgmax\" not allowlisted",
         ),
         (
-            json!({"hostUsers": false, "containers": [{"name": "c"}]}),
-            "cannot run pods in user namespaces yet",
+            json!({"hostUsers": false, "hostNetwork": true, "containers": [{"name": "c"}]}),
+            "hostUsers: false cannot be combined with hostNetwork: true",
+        ),
+        (
+            json!({"hostUsers": false, "containers": [{"name": "c", "securityContext": {"privileged": true}}]}),
+            "hostUsers: false cannot be combined with a privileged container",
         ),
         (
             json!({"containers": [{"name": "c", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "nope.json"}}}]}),
