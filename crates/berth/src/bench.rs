@@ -8,6 +8,7 @@ mod jobs;
 mod network;
 mod restart;
 mod security;
+mod workloads;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -31,13 +32,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
     /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `statefulset`,
+    /// `workloads` (a Deployment's creation and rollout beside a Parallel StatefulSet),
     /// `agent`, `network`, `jobs` (these three need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
     /// included when they can run), or `examples` (root, kubectl and the Debian mirror: the examples'
     /// apply → Ready times and Berth's memory with all of them running; not part of `all`).
     #[arg(long, default_value = "all")]
     pub suite: String,
-    /// Replicas of the Parallel set in the StatefulSet run.
+    /// Replicas of the Parallel set in the StatefulSet run (and of the Deployment in the workloads run).
     #[arg(long, default_value_t = 1000)]
     pub parallel_replicas: usize,
     /// Sets (of 10 pods each) in the controller-memory run.
@@ -541,6 +543,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "jobs" {
         return jobs::figures().await;
     }
+    if args.suite == "workloads" {
+        return workloads::figures(&args).await;
+    }
     let mut starts = Vec::new();
     for _ in 0..5 {
         let (child, took, _client) = start_server().await?;
@@ -589,6 +594,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "all" {
         security::figures(&args).await?;
         statefulset_figures(&args).await?;
+        workloads::figures(&args).await?;
         if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {
             agent_figures(&args).await?;
             network::figures().await?;

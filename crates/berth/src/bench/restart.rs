@@ -9,13 +9,16 @@ use kube::api::Api;
 use std::time::{Duration, Instant};
 
 /// The controller-runtime loops of the controller set (`controllers::spawn_all`).
-const LOOPS: [&str; 9] = [
+const LOOPS: [&str; 12] = [
     "nodeipam",
     "endpoints",
     "servicelb",
     "garbage-collector",
     "persistentvolume",
     "scheduler",
+    "replicaset",
+    "replicationcontroller",
+    "deployment",
     "job",
     "cronjob",
     "daemonset",

@@ -5,7 +5,6 @@
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -180,113 +179,74 @@ fn max_restarts(p: &Pod) -> (i32, i32) {
     (regular, sidecar)
 }
 
-/// Upstream `logarithmicRankDiff`: the difference of ⌊log2(age in ns)⌋ of two times (`-1` for an age ≤ 0).
-fn log_rank_diff(t1: jiff::Timestamp, t2: jiff::Timestamp, now: jiff::Timestamp) -> i64 {
-    let rank = |t: jiff::Timestamp| {
-        let d = now.as_nanosecond() - t.as_nanosecond();
-        if d > 0 {
-            i64::from(127 - d.leading_zeros() as i32)
+/// Upstream `logarithmicRankDiff`'s rank of a time: ⌊log2(age in ns)⌋, `-1` for an age ≤ 0.
+fn log_rank(t: jiff::Timestamp, now: jiff::Timestamp) -> i64 {
+    let d = now.as_nanosecond() - t.as_nanosecond();
+    if d > 0 {
+        i64::from(127 - d.leading_zeros() as i32)
+    } else {
+        -1
+    }
+}
+
+/// A time as a sort key with `LogarithmicScaleDown` on (upstream's default since 1.22): a missing time
+/// first, then the more recent (lower ⌊log2(age)⌋) first.
+fn time_key(t: Option<jiff::Timestamp>, now: jiff::Timestamp) -> (u8, i64) {
+    match t {
+        None => (0, 0),
+        Some(t) => (1, log_rank(t, now)),
+    }
+}
+
+/// The deletion key of a pod, ascending = deleted first (upstream `ActivePodsWithRanks.Less`), `rank` being
+/// the number of related active pods on its node. In order: unassigned before assigned; Pending before
+/// Unknown before Running; not Ready before Ready; lower `pod-deletion-cost` first; more related pods on its
+/// node (doubled up) first; Ready for a shorter time first (log scale); more container restarts, then more
+/// sidecar restarts first; created more recently first (log scale); then by uid.
+///
+/// Upstream compares pairs and breaks a tie of equal log-scale ready times by uid at once; that pairwise
+/// rule is not a total order (Go's sort tolerates it, Rust's refuses it), so here the uid breaks ties only
+/// after every other criterion: the same pods go first except among pods Ready within the same power of
+/// two of nanoseconds.
+pub fn deletion_key(p: &Pod, rank: usize, now: jiff::Timestamp) -> impl Ord + use<> {
+    let ready = is_ready(p);
+    let restarts = max_restarts(p);
+    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        !node_name(p).is_empty(),
+        phase_ordinal(p),
+        ready,
+        deletion_cost(p),
+        std::cmp::Reverse(rank),
+        if ready {
+            time_key(ready_since(p), now)
         } else {
-            -1
-        }
-    };
-    rank(t1) - rank(t2)
+            (0, 0)
+        },
+        std::cmp::Reverse(restarts.0),
+        std::cmp::Reverse(restarts.1),
+        time_key(created, now),
+        p.metadata.uid.clone().unwrap_or_default(),
+    )
 }
 
-/// Upstream `afterOrZero`: a zero (missing) time first, else the later one first.
-fn after_or_zero(a: Option<jiff::Timestamp>, b: Option<jiff::Timestamp>) -> bool {
-    match (a, b) {
-        (None, _) | (_, None) => a.is_none(),
-        (Some(a), Some(b)) => a > b,
-    }
-}
-
-/// Compare two times as upstream's `ActivePodsWithRanks.Less` does with `LogarithmicScaleDown` on (its
-/// default since 1.22): by the logarithm of their age, newer first, uid breaking ties; a missing time
-/// or clock compares as [`after_or_zero`].
-fn newer_first(
-    a: Option<jiff::Timestamp>,
-    b: Option<jiff::Timestamp>,
-    now: jiff::Timestamp,
-    ua: &str,
-    ub: &str,
-) -> Option<bool> {
-    if a == b {
-        return None;
-    }
-    let (Some(ta), Some(tb)) = (a, b) else {
-        return Some(after_or_zero(a, b));
-    };
-    let diff = log_rank_diff(ta, tb, now);
-    Some(if diff == 0 { ua < ub } else { diff < 0 })
-}
-
-/// Whether `a` is deleted before `b` (upstream `ActivePodsWithRanks.Less`), `rank_*` being the number of
-/// related active pods on each one's node. In order: unassigned before assigned; Pending before Unknown
-/// before Running; not Ready before Ready; lower `pod-deletion-cost` first; more related pods on its node
-/// (doubled up) first; Ready for a shorter time first (log scale); more container restarts first;
-/// created more recently first (log scale).
+/// Whether `a` is deleted before `b` ([`deletion_key`]).
 pub fn delete_before(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: jiff::Timestamp) -> bool {
-    let (na, nb) = (node_name(a), node_name(b));
-    if na != nb && (na.is_empty() || nb.is_empty()) {
-        return na.is_empty();
-    }
-    if phase_ordinal(a) != phase_ordinal(b) {
-        return phase_ordinal(a) < phase_ordinal(b);
-    }
-    if is_ready(a) != is_ready(b) {
-        return !is_ready(a);
-    }
-    if deletion_cost(a) != deletion_cost(b) {
-        return deletion_cost(a) < deletion_cost(b);
-    }
-    if rank_a != rank_b {
-        return rank_a > rank_b;
-    }
-    let (ua, ub) = (
-        a.metadata.uid.as_deref().unwrap_or(""),
-        b.metadata.uid.as_deref().unwrap_or(""),
-    );
-    if is_ready(a)
-        && is_ready(b)
-        && let Some(r) = newer_first(ready_since(a), ready_since(b), now, ua, ub)
-    {
-        return r;
-    }
-    let (ra, rb) = (max_restarts(a), max_restarts(b));
-    if ra.0 != rb.0 {
-        return ra.0 > rb.0;
-    }
-    if ra.1 != rb.1 {
-        return ra.1 > rb.1;
-    }
-    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    newer_first(created(a), created(b), now, ua, ub).unwrap_or(false)
+    deletion_key(a, rank_a, now) < deletion_key(b, rank_b, now)
 }
 
 /// `pods` in the order they should be deleted (upstream `getPodsToDelete` with
 /// `getPodsRankedByRelatedPodsOnSameNode`): each ranked by how many active pods of `related` (the
 /// controller's own pods, or every pod of a Deployment's ReplicaSets) share its node, then sorted by
-/// [`delete_before`]. The sort is stable.
+/// [`deletion_key`].
 pub fn ordered_for_deletion<'a>(pods: &[&'a Pod], related: &[&Pod], now: jiff::Timestamp) -> Vec<&'a Pod> {
     let mut on_node: HashMap<&str, usize> = HashMap::new();
     for p in related.iter().filter(|p| is_active(p)) {
         *on_node.entry(node_name(p)).or_insert(0) += 1;
     }
-    let mut ranked: Vec<(&'a Pod, usize)> = pods
-        .iter()
-        .map(|p| (*p, on_node.get(node_name(p)).copied().unwrap_or(0)))
-        .collect();
-    ranked.sort_by(|(a, ra), (b, rb)| {
-        if delete_before(a, *ra, b, *rb, now) {
-            Ordering::Less
-        } else if delete_before(b, *rb, a, *ra, now) {
-            Ordering::Greater
-        } else {
-            Ordering::Equal
-        }
-    });
-    ranked.into_iter().map(|(p, _)| p).collect()
+    let mut ranked: Vec<&'a Pod> = pods.to_vec();
+    ranked.sort_by_cached_key(|p| deletion_key(p, on_node.get(node_name(p)).copied().unwrap_or(0), now));
+    ranked
 }
 
 #[cfg(test)]
@@ -364,6 +324,31 @@ mod tests {
             .map(|p| p.metadata.name.as_deref().unwrap_or(""))
             .collect();
         assert_eq!(order, ["cheap", "ready-new"]);
+    }
+
+    proptest::proptest! {
+        /// The deletion order is a total order: sorting any mix of pods never panics (Rust's sort checks
+        /// the comparison) and gives the same order whatever the input order.
+        #[test]
+        fn deletion_order_is_total(specs in proptest::collection::vec(
+            (0u8..3, 0u8..3, proptest::option::of(0i64..100_000), 0i64..100_000, 0u8..3), 0..300
+        )) {
+            let pods: Vec<Pod> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (node, phase, ready, created, _))| {
+                    let node = ["", "n1", "n2"][*node as usize];
+                    let phase = ["Pending", "Running", "Unknown"][*phase as usize];
+                    pod(&format!("p{i}"), node, phase, *ready, *created)
+                })
+                .collect();
+            let refs: Vec<&Pod> = pods.iter().collect();
+            let now = ts(100_000);
+            let a: Vec<String> = ordered_for_deletion(&refs, &refs, now).iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
+            let reversed: Vec<&Pod> = refs.iter().rev().copied().collect();
+            let b: Vec<String> = ordered_for_deletion(&reversed, &refs, now).iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
+            proptest::prop_assert_eq!(a, b);
+        }
     }
 
     #[test]
