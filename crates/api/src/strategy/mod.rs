@@ -120,6 +120,20 @@ pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
     }
 }
 
+/// `metadata.finalizers` and `metadata.ownerReferences` emptied by a patch are dropped, as upstream's
+/// `omitempty` fields never show an empty list (the Job controller's removal of the last finalizer).
+fn drop_empty_meta_lists(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["finalizers", "ownerReferences"] {
+            if m.get(k)
+                .is_some_and(|v| v.as_array().is_some_and(Vec::is_empty) || v.is_null())
+            {
+                m.remove(k);
+            }
+        }
+    }
+}
+
 /// Before a main-resource update: keep the stored status (it is written only through `/status`) and bump
 /// `metadata.generation` when `spec` changed (upstream: any spec change for apps kinds; for Pods only
 /// changes that matter, approximated here by spec equality).
@@ -127,6 +141,7 @@ pub fn prepare_for_update(group: &str, kind: &str, new: &mut Value, old: &Value)
     if !new.is_object() {
         return;
     }
+    drop_empty_meta_lists(new);
     if has_status(group, kind) {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),

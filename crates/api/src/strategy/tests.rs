@@ -453,3 +453,13 @@ fn replication_controllers_default_selector_and_labels_from_the_template_and_val
     prepare_for_create("", "ReplicationController", &mut rc);
     assert_eq!(rc["status"]["replicas"], json!(0));
 }
+
+#[test]
+fn an_emptied_finalizer_list_is_dropped_on_update_as_upstreams_omitempty() {
+    let old = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+        "finalizers": ["batch.kubernetes.io/job-tracking"]}, "spec": {"containers": []}});
+    let mut new = old.clone();
+    new["metadata"]["finalizers"] = json!([]);
+    prepare_for_update("", "Pod", &mut new, &old);
+    assert!(new["metadata"].get("finalizers").is_none(), "{new}");
+}
