@@ -276,6 +276,10 @@ pub struct ServerArgs {
     /// instead of `Unconfined` (the kubelet's `--seccomp-default`, off by default as upstream).
     #[arg(long)]
     pub seccomp_default: bool,
+    /// How long a node may go without a heartbeat before it is marked `Unknown`, tainted unreachable and
+    /// its pods not ready (kube-controller-manager's `--node-monitor-grace-period`: `40s`, `2m`, `1m30s`).
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
     /// This node's InternalIP (default: `--bind-address`; with 0.0.0.0, the address of the interface of
     /// the default route, as k3s picks it). Other nodes route this node's pod slice and the cluster DNS
     /// through it.
@@ -630,6 +634,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         client.clone(),
         args.cluster_cidr.clone(),
         node.clone(),
+        args.node_monitor_grace_period,
     ));
     // Cluster DNS on `--cluster-dns`, an address of this host (needs root, as the pod network does).
     match args.cluster_dns {

@@ -417,3 +417,116 @@ fn an_orphaned_set_recreated_adopts_its_running_pods_and_revision_without_replac
             .is_some_and(|r| r.iter().any(|o| o["uid"] == set_uid))
     );
 }
+
+/// Node loss (issue 15 item 11, issue 16 item 4), upstream's node lifecycle controller, taint eviction
+/// and non-graceful node shutdown: a node that stops posting status turns `Unknown` after the grace
+/// period and is tainted unreachable; its StatefulSet pod is marked not ready and evicted once its
+/// toleration runs out, but is *not* replaced while it is merely Terminating on the lost node (at most
+/// one pod per ordinal); the administrator's `out-of-service` taint lets it go, and the ordinal is
+/// created again. The lost node is a Node object with no kubelet behind it, so its heartbeat stops as
+/// soon as the test stops writing it; the server runs its own agent (on another node) because only then
+/// are pods deleted gracefully, as on a real cluster (with `--disable-agent` they go at once).
+#[test]
+fn a_lost_node_is_tainted_and_its_statefulset_pod_moves_only_after_out_of_service() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = Server::start_with(&["--node-name", "node-loss", "--node-monitor-grace-period", "3s"]);
+    s.apply("apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {kubernetes.io/hostname: n1}}\n");
+    let now = jiff::Timestamp::now().to_string();
+    let status = format!(
+        r#"{{"status":{{"capacity":{{"cpu":"4","memory":"8Gi","pods":"110"}},"allocatable":{{"cpu":"4","memory":"8Gi","pods":"110"}},"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":"{now}","lastTransitionTime":"{now}"}}]}}}}"#
+    );
+    s.ok(&[
+        "patch",
+        "node",
+        "n1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ]);
+    s.apply(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: n1}
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      containers: [{name: db, image: busybox:test}]
+"#,
+    );
+    let first = eventually(30, "db-0 on n1", || {
+        let p = pod(&s, "db-0")?;
+        (p["spec"]["nodeName"] == "n1").then_some(p)
+    });
+    // DefaultTolerationSeconds: the not-ready toleration was added, the set's own unreachable one kept.
+    let tolerations = first["spec"]["tolerations"].to_string();
+    assert!(
+        tolerations.contains("node.kubernetes.io/not-ready")
+            && tolerations.contains("\"tolerationSeconds\":2"),
+        "{tolerations}"
+    );
+    let uid = first["metadata"]["uid"].as_str().expect("uid").to_string();
+    mark_ready(&s, "db-0");
+    // The heartbeat stops: Unknown after the grace period, tainted, the pod not ready.
+    let node = eventually(30, "n1 Unknown and tainted", || {
+        let n = s.get_json(&["node", "n1"]);
+        let ready = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        let tainted = n["spec"]["taints"]
+            .to_string()
+            .contains("node.kubernetes.io/unreachable");
+        (ready["status"] == "Unknown" && tainted).then_some(n)
+    });
+    assert!(
+        node.to_string().contains("Kubelet stopped posting node status."),
+        "{node}"
+    );
+    let table = s.ok(&["get", "nodes"]);
+    assert!(table.contains("NotReady"), "{table}");
+    // Evicted after its 2 s toleration: Terminating, and not replaced while the node is merely lost.
+    eventually(30, "db-0 evicted", || {
+        let p = pod(&s, "db-0")?;
+        (!p["metadata"]["deletionTimestamp"].is_null()).then_some(())
+    });
+    let p = s.get_json(&["pod", "db-0"]);
+    let ready = p["status"]["conditions"].to_string();
+    assert!(ready.contains("\"status\":\"False\""), "not ready: {ready}");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let p = s.get_json(&["pod", "db-0"]);
+    assert_eq!(
+        p["metadata"]["uid"],
+        uid.as_str(),
+        "db-0 replaced while its node was merely lost"
+    );
+    assert_eq!(
+        s.get_json(&["pods", "-l", "app=db"])["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    // The machine is known to be off: out-of-service lets the ordinal go and come back.
+    s.ok(&[
+        "taint",
+        "node",
+        "n1",
+        "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+    ]);
+    eventually(30, "db-0 recreated", || {
+        let p = s.get_json(&["pods", "-l", "app=db"]);
+        let items = p["items"].as_array()?.clone();
+        (items.len() == 1 && items[0]["metadata"]["uid"] != uid.as_str()).then_some(())
+    });
+}

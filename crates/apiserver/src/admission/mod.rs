@@ -4,12 +4,13 @@
 //! change the object (mutating), refuse the request with an [`ApiError`], or add warnings that reach the
 //! client as `Warning: 299 - "…"` headers ([`warn`], upstream `warning.AddWarning` on the request context).
 //!
-//! Plugins: [`lifecycle`] (NamespaceLifecycle), [`storageclass`] (DefaultStorageClass) and
-//! [`podsecurity`] (PodSecurity).
+//! Plugins: [`lifecycle`] (NamespaceLifecycle), [`storageclass`] (DefaultStorageClass),
+//! [`tolerations`] (DefaultTolerationSeconds) and [`podsecurity`] (PodSecurity).
 
 pub mod lifecycle;
 pub mod podsecurity;
 pub mod storageclass;
+pub mod tolerations;
 
 use crate::error::ApiResult;
 use crate::registry::Registry;
@@ -62,6 +63,8 @@ pub enum Plugin {
     NamespaceLifecycle,
     /// `DefaultStorageClass`: claims without a class get the default one.
     DefaultStorageClass,
+    /// `DefaultTolerationSeconds`: pods tolerate a not-ready or unreachable node for 300 s.
+    DefaultTolerationSeconds,
     /// `PodSecurity`: the Pod Security Standards of the namespace's labels.
     PodSecurity(podsecurity::PodSecurity),
 }
@@ -72,6 +75,7 @@ impl Plugin {
         match self {
             Plugin::NamespaceLifecycle => "NamespaceLifecycle",
             Plugin::DefaultStorageClass => "DefaultStorageClass",
+            Plugin::DefaultTolerationSeconds => "DefaultTolerationSeconds",
             Plugin::PodSecurity(_) => "PodSecurity",
         }
     }
@@ -93,11 +97,16 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// The default chain: NamespaceLifecycle and DefaultStorageClass mutate; NamespaceLifecycle and
+    /// The default chain: NamespaceLifecycle, DefaultStorageClass and DefaultTolerationSeconds mutate;
+    /// NamespaceLifecycle and
     /// PodSecurity validate.
     pub fn new(config: &AdmissionConfig) -> Chain {
         Chain {
-            mutating: vec![Plugin::NamespaceLifecycle, Plugin::DefaultStorageClass],
+            mutating: vec![
+                Plugin::NamespaceLifecycle,
+                Plugin::DefaultStorageClass,
+                Plugin::DefaultTolerationSeconds,
+            ],
             validating: vec![
                 Plugin::NamespaceLifecycle,
                 Plugin::PodSecurity(podsecurity::PodSecurity::new(config.pod_security.clone())),
@@ -114,6 +123,7 @@ impl Chain {
             match p {
                 Plugin::NamespaceLifecycle => lifecycle::admit(reg, attrs, obj).await?,
                 Plugin::DefaultStorageClass => storageclass::admit(reg, attrs, obj).await?,
+                Plugin::DefaultTolerationSeconds => tolerations::admit(attrs, obj),
                 Plugin::PodSecurity(_) => {}
             }
         }
@@ -129,7 +139,7 @@ impl Chain {
             match p {
                 Plugin::NamespaceLifecycle => lifecycle::validate(attrs)?,
                 Plugin::PodSecurity(ps) => ps.validate(reg, attrs, obj).await?,
-                Plugin::DefaultStorageClass => {}
+                Plugin::DefaultStorageClass | Plugin::DefaultTolerationSeconds => {}
             }
         }
         Ok(())

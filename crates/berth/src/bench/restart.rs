@@ -9,7 +9,8 @@ use kube::api::Api;
 use std::time::{Duration, Instant};
 
 /// The controller-runtime loops of the controller set (`controllers::spawn_all`).
-const LOOPS: [&str; 12] = [
+const LOOPS: [&str; 13] = [
+    "nodelifecycle",
     "nodeipam",
     "endpoints",
     "servicelb",
