@@ -10,6 +10,7 @@
 //! Objects travel as `serde_json::Value` (the wire form) so that one generic registry in
 //! `apiserver` can serve every kind; typed `k8s-openapi` structs are used where a rule needs them.
 
+pub mod cron;
 pub mod field;
 pub mod hostports;
 pub mod patch;

@@ -316,6 +316,18 @@ pub static RESOURCES: &[Resource] = &[
         ["all"],
         [Status]
     ),
+    res!("batch", "v1", "Job", "jobs", "job", true, [], ["all"], [Status]),
+    res!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        true,
+        ["cj"],
+        ["all"],
+        [Status]
+    ),
     res!(
         "storage.k8s.io",
         "v1",

@@ -4,7 +4,7 @@
 //! The schema is k8s-openapi's generated types: an object is decoded into the typed struct and encoded
 //! again; a key present in the input but absent after the round trip is a field the type does not have.
 
-use k8s_openapi::api::{apps, coordination, core, discovery, events, storage};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, storage};
 use serde_json::Value;
 
 /// Why an object does not decode as its kind.
@@ -45,6 +45,8 @@ fn typed_round_trip(group: &str, kind: &str, obj: &Value) -> Option<Result<Value
         ("apps", "Deployment") => round_trip::<apps::v1::Deployment>(obj),
         ("apps", "ReplicaSet") => round_trip::<apps::v1::ReplicaSet>(obj),
         ("apps", "DaemonSet") => round_trip::<apps::v1::DaemonSet>(obj),
+        ("batch", "Job") => round_trip::<batch::v1::Job>(obj),
+        ("batch", "CronJob") => round_trip::<batch::v1::CronJob>(obj),
         ("storage.k8s.io", "StorageClass") => round_trip::<storage::v1::StorageClass>(obj),
         ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::v1::EndpointSlice>(obj),
         ("coordination.k8s.io", "Lease") => round_trip::<coordination::v1::Lease>(obj),

@@ -200,6 +200,28 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Images", "string", 1),
             col("Selector", "string", 1),
         ],
+        ("batch", "Job") => vec![
+            n,
+            col("Status", "string", 0),
+            col("Completions", "string", 0),
+            col("Duration", "string", 0),
+            age,
+            col("Containers", "string", 1),
+            col("Images", "string", 1),
+            col("Selector", "string", 1),
+        ],
+        ("batch", "CronJob") => vec![
+            n,
+            col("Schedule", "string", 0),
+            col("Timezone", "string", 0),
+            col("Suspend", "boolean", 0),
+            col("Active", "integer", 0),
+            col("Last Schedule", "string", 0),
+            age,
+            col("Containers", "string", 1),
+            col("Images", "string", 1),
+            col("Selector", "string", 1),
+        ],
         ("apps", "ControllerRevision") => vec![
             n,
             col("Controller", "string", 0),
@@ -487,6 +509,63 @@ fn service_external_ip(svc: &Value) -> String {
     }
 }
 
+/// A Job's STATUS cell (upstream `printJob`): the first of Complete, Failed, Terminating, Suspended,
+/// FailureTarget that holds, else Running.
+fn job_status(obj: &Value) -> &'static str {
+    let has = |t: &str| {
+        obj.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
+    };
+    if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else {
+        "Running"
+    }
+}
+
+/// A Job's COMPLETIONS cell: `succeeded/completions`, or `succeeded/1 [of parallelism]` without
+/// completions (upstream `printJob`).
+fn job_completions(obj: &Value) -> String {
+    let succeeded = int(obj, "/status/succeeded");
+    match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => {
+            let p = int(obj, "/spec/parallelism");
+            if p > 1 {
+                format!("{succeeded}/1 of {p}")
+            } else {
+                format!("{succeeded}/1")
+            }
+        }
+    }
+}
+
+/// A Job's DURATION cell: empty before it starts, then the time since start, then start to completion.
+fn job_duration(obj: &Value, now: jiff::Timestamp) -> String {
+    let t = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    match (t("/status/startTime"), t("/status/completionTime")) {
+        (None, _) => String::new(),
+        (Some(s), None) => human_duration(now.as_second() - s.as_second()),
+        (Some(s), Some(c)) => human_duration(c.as_second() - s.as_second()),
+    }
+}
+
 /// The cells of one row of `(group, kind)`; `now` is passed in.
 pub fn row_cells(group: &str, kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let name = json!(st(obj, "/metadata/name"));
@@ -606,6 +685,48 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: jiff::Timestamp) -> 
                 json!(c),
                 json!(i),
                 json!(selector_string(obj.pointer("/spec/selector"))),
+            ]
+        }
+        ("batch", "Job") => {
+            let (c, i) = containers_images(obj.pointer("/spec/template/spec"));
+            vec![
+                name,
+                json!(job_status(obj)),
+                json!(job_completions(obj)),
+                json!(job_duration(obj, now)),
+                a,
+                json!(c),
+                json!(i),
+                json!(selector_string(obj.pointer("/spec/selector"))),
+            ]
+        }
+        ("batch", "CronJob") => {
+            let (c, i) = containers_images(obj.pointer("/spec/jobTemplate/spec/template/spec"));
+            let active = obj
+                .pointer("/status/active")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            vec![
+                name,
+                json!(st(obj, "/spec/schedule")),
+                json!(none_if_empty(st(obj, "/spec/timeZone").into())),
+                json!(
+                    obj.pointer("/spec/suspend")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                json!(active),
+                json!(
+                    since(
+                        obj.pointer("/status/lastScheduleTime").and_then(Value::as_str),
+                        now
+                    )
+                    .unwrap_or_else(|| "<none>".into())
+                ),
+                a,
+                json!(c),
+                json!(i),
+                json!(selector_string(obj.pointer("/spec/jobTemplate/spec/selector"))),
             ]
         }
         ("apps", "ControllerRevision") => {

@@ -1,12 +1,12 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`), which kubectl's generator
-//! commands send (`kubectl create namespace|configmap|secret|deployment|service|serviceaccount`,
+//! commands send (`kubectl create namespace|configmap|secret|deployment|service|serviceaccount|job|cronjob`,
 //! kubectl-compat.md §0 finding 7). The body is the `k8s\0` magic followed by a `runtime.Unknown` envelope
 //! whose `raw` bytes are the typed object (k8s.io/api `generated.proto`); the `k8s-pb` crate has the
 //! prost types, and this module turns the fields those commands send into the JSON wire form.
 
 use crate::error::{ApiError, ApiResult};
 use crate::request::Target;
-use k8s_pb::api::{apps::v1 as apps, core::v1 as core};
+use k8s_pb::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use prost::Message;
 use serde_json::{Map, Value, json};
@@ -155,11 +155,35 @@ fn container(c: &core::Container) -> Value {
             .map(|e| {
                 let mut eo = Map::new();
                 put(&mut eo, "name", s(&e.name));
-                put(&mut eo, "value", e.value.as_ref().map(|v| json!(v)));
+                // `value` is omitempty in Go's JSON: an empty one is left out.
+                put(&mut eo, "value", s(&e.value));
+                put(&mut eo, "valueFrom", e.value_from.as_ref().map(env_source));
                 Value::Object(eo)
             })
             .collect();
         o.insert("env".into(), Value::Array(env));
+    }
+    if !c.env_from.is_empty() {
+        let from: Vec<Value> = c
+            .env_from
+            .iter()
+            .map(|f| {
+                let mut fo = Map::new();
+                put(&mut fo, "prefix", s(&f.prefix));
+                if let Some(r) = &f.config_map_ref {
+                    let mut ro = local_ref(&r.local_object_reference);
+                    put(&mut ro, "optional", r.optional.map(|b| json!(b)));
+                    fo.insert("configMapRef".into(), Value::Object(ro));
+                }
+                if let Some(r) = &f.secret_ref {
+                    let mut ro = local_ref(&r.local_object_reference);
+                    put(&mut ro, "optional", r.optional.map(|b| json!(b)));
+                    fo.insert("secretRef".into(), Value::Object(ro));
+                }
+                Value::Object(fo)
+            })
+            .collect();
+        o.insert("envFrom".into(), Value::Array(from));
     }
     let mut res = Map::new();
     if let Some(r) = &c.resources {
@@ -183,7 +207,217 @@ fn container(c: &core::Container) -> Value {
         o.insert("volumeMounts".into(), Value::Array(vm));
     }
     put(&mut o, "imagePullPolicy", s(&c.image_pull_policy));
+    put(
+        &mut o,
+        "securityContext",
+        c.security_context.as_ref().map(container_security),
+    );
+    for (k, p) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        put(&mut o, k, p.as_ref().map(probe));
+    }
     Value::Object(o)
+}
+
+fn seccomp(p: &Option<core::SeccompProfile>) -> Option<Value> {
+    let p = p.as_ref()?;
+    let mut o = Map::new();
+    put(&mut o, "type", s(&p.r#type));
+    put(&mut o, "localhostProfile", s(&p.localhost_profile));
+    Some(Value::Object(o))
+}
+
+/// A container's securityContext: users and groups, privilege, capabilities, read-only root, seccomp.
+fn container_security(c: &core::SecurityContext) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "runAsUser", c.run_as_user.map(|n| json!(n)));
+    put(&mut o, "runAsGroup", c.run_as_group.map(|n| json!(n)));
+    put(&mut o, "runAsNonRoot", c.run_as_non_root.map(|b| json!(b)));
+    put(&mut o, "privileged", c.privileged.map(|b| json!(b)));
+    put(
+        &mut o,
+        "readOnlyRootFilesystem",
+        c.read_only_root_filesystem.map(|b| json!(b)),
+    );
+    put(
+        &mut o,
+        "allowPrivilegeEscalation",
+        c.allow_privilege_escalation.map(|b| json!(b)),
+    );
+    put(&mut o, "procMount", s(&c.proc_mount));
+    put(&mut o, "seccompProfile", seccomp(&c.seccomp_profile));
+    if let Some(caps) = &c.capabilities {
+        let mut co = Map::new();
+        if !caps.add.is_empty() {
+            co.insert("add".into(), json!(caps.add));
+        }
+        if !caps.drop.is_empty() {
+            co.insert("drop".into(), json!(caps.drop));
+        }
+        o.insert("capabilities".into(), Value::Object(co));
+    }
+    Value::Object(o)
+}
+
+/// A probe with an exec, httpGet or tcpSocket handler and its timings.
+fn probe(p: &core::Probe) -> Value {
+    let mut o = Map::new();
+    if let Some(h) = &p.handler {
+        if let Some(e) = &h.exec {
+            o.insert("exec".into(), json!({"command": e.command}));
+        }
+        if let Some(g) = &h.http_get {
+            let mut go = Map::new();
+            put(&mut go, "path", s(&g.path));
+            put(&mut go, "port", int_or_string(&g.port));
+            put(&mut go, "host", s(&g.host));
+            put(&mut go, "scheme", s(&g.scheme));
+            o.insert("httpGet".into(), Value::Object(go));
+        }
+        if let Some(t) = &h.tcp_socket {
+            let mut to = Map::new();
+            put(&mut to, "port", int_or_string(&t.port));
+            put(&mut to, "host", s(&t.host));
+            o.insert("tcpSocket".into(), Value::Object(to));
+        }
+    }
+    for (k, v) in [
+        ("initialDelaySeconds", p.initial_delay_seconds),
+        ("timeoutSeconds", p.timeout_seconds),
+        ("periodSeconds", p.period_seconds),
+        ("successThreshold", p.success_threshold),
+        ("failureThreshold", p.failure_threshold),
+    ] {
+        put(&mut o, k, v.map(|n| json!(n)));
+    }
+    Value::Object(o)
+}
+
+fn local_ref(r: &Option<core::LocalObjectReference>) -> Map<String, Value> {
+    let mut o = Map::new();
+    put(&mut o, "name", r.as_ref().and_then(|r| s(&r.name)));
+    o
+}
+
+fn env_source(v: &core::EnvVarSource) -> Value {
+    let mut o = Map::new();
+    if let Some(f) = &v.field_ref {
+        let mut fo = Map::new();
+        put(&mut fo, "apiVersion", s(&f.api_version));
+        put(&mut fo, "fieldPath", s(&f.field_path));
+        o.insert("fieldRef".into(), Value::Object(fo));
+    }
+    if let Some(k) = &v.config_map_key_ref {
+        let mut ko = local_ref(&k.local_object_reference);
+        put(&mut ko, "key", s(&k.key));
+        put(&mut ko, "optional", k.optional.map(|b| json!(b)));
+        o.insert("configMapKeyRef".into(), Value::Object(ko));
+    }
+    if let Some(k) = &v.secret_key_ref {
+        let mut ko = local_ref(&k.local_object_reference);
+        put(&mut ko, "key", s(&k.key));
+        put(&mut ko, "optional", k.optional.map(|b| json!(b)));
+        o.insert("secretKeyRef".into(), Value::Object(ko));
+    }
+    Value::Object(o)
+}
+
+fn key_paths(items: &[core::KeyToPath]) -> Option<Value> {
+    (!items.is_empty()).then(|| {
+        json!(
+            items
+                .iter()
+                .map(|k| {
+                    let mut o = Map::new();
+                    put(&mut o, "key", s(&k.key));
+                    put(&mut o, "path", s(&k.path));
+                    put(&mut o, "mode", k.mode.map(|m| json!(m)));
+                    Value::Object(o)
+                })
+                .collect::<Vec<_>>()
+        )
+    })
+}
+
+/// A volume of the common sources (persistentVolumeClaim, emptyDir, hostPath, configMap, secret); other
+/// sources are not converted.
+fn volume(v: &core::Volume) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "name", s(&v.name));
+    let Some(src) = &v.volume_source else {
+        return Value::Object(o);
+    };
+    if let Some(c) = &src.persistent_volume_claim {
+        let mut co = Map::new();
+        put(&mut co, "claimName", s(&c.claim_name));
+        put(&mut co, "readOnly", c.read_only.filter(|b| *b).map(|b| json!(b)));
+        o.insert("persistentVolumeClaim".into(), Value::Object(co));
+    }
+    if let Some(e) = &src.empty_dir {
+        let mut eo = Map::new();
+        put(&mut eo, "medium", s(&e.medium));
+        put(
+            &mut eo,
+            "sizeLimit",
+            e.size_limit
+                .as_ref()
+                .and_then(|q| q.string.clone())
+                .map(|q| json!(q)),
+        );
+        o.insert("emptyDir".into(), Value::Object(eo));
+    }
+    if let Some(h) = &src.host_path {
+        let mut ho = Map::new();
+        put(&mut ho, "path", s(&h.path));
+        put(&mut ho, "type", h.r#type.as_ref().map(|t| json!(t)));
+        o.insert("hostPath".into(), Value::Object(ho));
+    }
+    if let Some(c) = &src.config_map {
+        let mut co = local_ref(&c.local_object_reference);
+        put(&mut co, "items", key_paths(&c.items));
+        put(&mut co, "defaultMode", c.default_mode.map(|m| json!(m)));
+        put(&mut co, "optional", c.optional.map(|b| json!(b)));
+        o.insert("configMap".into(), Value::Object(co));
+    }
+    if let Some(c) = &src.secret {
+        let mut co = Map::new();
+        put(&mut co, "secretName", s(&c.secret_name));
+        put(&mut co, "items", key_paths(&c.items));
+        put(&mut co, "defaultMode", c.default_mode.map(|m| json!(m)));
+        put(&mut co, "optional", c.optional.map(|b| json!(b)));
+        o.insert("secret".into(), Value::Object(co));
+    }
+    Value::Object(o)
+}
+
+fn job_spec(sp: &batch::JobSpec) -> Value {
+    let mut spec = Map::new();
+    let int = |v: Option<i32>| v.map(|n| json!(n));
+    put(&mut spec, "parallelism", int(sp.parallelism));
+    put(&mut spec, "completions", int(sp.completions));
+    put(
+        &mut spec,
+        "activeDeadlineSeconds",
+        sp.active_deadline_seconds.map(|n| json!(n)),
+    );
+    put(&mut spec, "backoffLimit", int(sp.backoff_limit));
+    put(&mut spec, "backoffLimitPerIndex", int(sp.backoff_limit_per_index));
+    put(&mut spec, "maxFailedIndexes", int(sp.max_failed_indexes));
+    put(&mut spec, "selector", label_selector(&sp.selector));
+    put(&mut spec, "manualSelector", sp.manual_selector.map(|b| json!(b)));
+    put(
+        &mut spec,
+        "ttlSecondsAfterFinished",
+        int(sp.ttl_seconds_after_finished),
+    );
+    put(&mut spec, "completionMode", s(&sp.completion_mode));
+    put(&mut spec, "suspend", sp.suspend.map(|b| json!(b)));
+    put(&mut spec, "podReplacementPolicy", s(&sp.pod_replacement_policy));
+    spec.insert("template".into(), pod_template(&sp.template));
+    Value::Object(spec)
 }
 
 fn pod_spec(spec: &Option<core::PodSpec>) -> Value {
@@ -199,7 +433,33 @@ fn pod_spec(spec: &Option<core::PodSpec>) -> Value {
                 Value::Array(p.init_containers.iter().map(container).collect()),
             );
         }
+        if !p.volumes.is_empty() {
+            o.insert(
+                "volumes".into(),
+                Value::Array(p.volumes.iter().map(volume).collect()),
+            );
+        }
         put(&mut o, "restartPolicy", s(&p.restart_policy));
+        if let Some(sc) = &p.security_context {
+            let mut so = Map::new();
+            put(&mut so, "runAsUser", sc.run_as_user.map(|n| json!(n)));
+            put(&mut so, "runAsGroup", sc.run_as_group.map(|n| json!(n)));
+            put(&mut so, "runAsNonRoot", sc.run_as_non_root.map(|b| json!(b)));
+            put(&mut so, "fsGroup", sc.fs_group.map(|n| json!(n)));
+            if !sc.supplemental_groups.is_empty() {
+                so.insert("supplementalGroups".into(), json!(sc.supplemental_groups));
+            }
+            put(&mut so, "seccompProfile", seccomp(&sc.seccomp_profile));
+            o.insert("securityContext".into(), Value::Object(so));
+        }
+        if !p.image_pull_secrets.is_empty() {
+            let refs: Vec<Value> = p
+                .image_pull_secrets
+                .iter()
+                .map(|r| json!({"name": r.name.clone().unwrap_or_default()}))
+                .collect();
+            o.insert("imagePullSecrets".into(), Value::Array(refs));
+        }
         put(&mut o, "serviceAccountName", s(&p.service_account_name));
         put(&mut o, "nodeName", s(&p.node_name));
         put(&mut o, "hostname", s(&p.hostname));
@@ -341,6 +601,44 @@ pub fn decode(bytes: &[u8], target: &Target) -> ApiResult<Value> {
             }
             json!({"metadata": object_meta(&d.metadata), "spec": spec})
         }
+        "Job" => {
+            let j = batch::Job::decode(raw.as_slice()).map_err(dec)?;
+            let spec = j.spec.as_ref().map_or_else(|| json!({}), job_spec);
+            json!({"metadata": object_meta(&j.metadata), "spec": spec})
+        }
+        "CronJob" => {
+            let c = batch::CronJob::decode(raw.as_slice()).map_err(dec)?;
+            let mut spec = Map::new();
+            if let Some(sp) = &c.spec {
+                put(&mut spec, "schedule", s(&sp.schedule));
+                put(&mut spec, "timeZone", sp.time_zone.as_ref().map(|t| json!(t)));
+                put(
+                    &mut spec,
+                    "startingDeadlineSeconds",
+                    sp.starting_deadline_seconds.map(|n| json!(n)),
+                );
+                put(&mut spec, "concurrencyPolicy", s(&sp.concurrency_policy));
+                put(&mut spec, "suspend", sp.suspend.map(|b| json!(b)));
+                put(
+                    &mut spec,
+                    "successfulJobsHistoryLimit",
+                    sp.successful_jobs_history_limit.map(|n| json!(n)),
+                );
+                put(
+                    &mut spec,
+                    "failedJobsHistoryLimit",
+                    sp.failed_jobs_history_limit.map(|n| json!(n)),
+                );
+                if let Some(t) = &sp.job_template {
+                    let tspec = t.spec.as_ref().map_or_else(|| json!({}), job_spec);
+                    spec.insert(
+                        "jobTemplate".into(),
+                        json!({"metadata": object_meta(&t.metadata), "spec": tspec}),
+                    );
+                }
+            }
+            json!({"metadata": object_meta(&c.metadata), "spec": spec})
+        }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "protobuf bodies for kind {other} are not supported; send application/json"
@@ -476,5 +774,79 @@ mod tests {
             Err(ApiError::BadRequest(_))
         ));
         assert!(decode(&wrap("v1", "Namespace", vec![0xff, 0x01]), &t).is_err());
+    }
+
+    #[test]
+    fn job_from_a_cronjob_keeps_env_sources_volumes_and_security() {
+        let container = core::Container {
+            name: Some("dump".into()),
+            image: Some("busybox".into()),
+            env: vec![core::EnvVar {
+                name: Some("JOB".into()),
+                value: Some(String::new()),
+                value_from: Some(core::EnvVarSource {
+                    field_ref: Some(core::ObjectFieldSelector {
+                        api_version: Some("v1".into()),
+                        field_path: Some("metadata.name".into()),
+                    }),
+                    ..Default::default()
+                }),
+            }],
+            security_context: Some(core::SecurityContext {
+                run_as_non_root: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let job = batch::Job {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("dump-now".into()),
+                ..Default::default()
+            }),
+            spec: Some(batch::JobSpec {
+                backoff_limit: Some(2),
+                template: Some(core::PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(core::PodSpec {
+                        containers: vec![container],
+                        restart_policy: Some("Never".into()),
+                        security_context: Some(core::PodSecurityContext {
+                            run_as_user: Some(0),
+                            ..Default::default()
+                        }),
+                        volumes: vec![core::Volume {
+                            name: Some("backups".into()),
+                            volume_source: Some(core::VolumeSource {
+                                persistent_volume_claim: Some(core::PersistentVolumeClaimVolumeSource {
+                                    claim_name: Some("b".into()),
+                                    read_only: None,
+                                }),
+                                ..Default::default()
+                            }),
+                        }],
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let v = decode(
+            &wrap("batch/v1", "Job", job.encode_to_vec()),
+            &target("/apis/batch/v1/namespaces/default/jobs"),
+        )
+        .expect("decodes");
+        let spec = &v["spec"]["template"]["spec"];
+        assert_eq!(v["spec"]["backoffLimit"], 2);
+        assert_eq!(
+            spec["containers"][0]["env"][0],
+            json!({"name": "JOB", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}})
+        );
+        assert_eq!(spec["containers"][0]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(spec["securityContext"]["runAsUser"], 0);
+        assert_eq!(
+            spec["volumes"][0],
+            json!({"name": "backups", "persistentVolumeClaim": {"claimName": "b"}})
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! rate it rests on, watch fan-out, and list latency with 10,000 pods stored.
 
 mod examples;
+mod jobs;
 mod network;
 mod restart;
 mod security;
@@ -32,7 +33,7 @@ pub struct BenchArgs {
     pub pods: usize,
     /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `statefulset`,
     /// `workloads` (a Deployment's creation and rollout beside a Parallel StatefulSet),
-    /// `agent`, `network` (these two need root and
+    /// `agent`, `network`, `jobs` (these three need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
     /// included when they can run), or `examples` (root, kubectl and the Debian mirror: the examples'
     /// apply → Ready times and Berth's memory with all of them running; not part of `all`).
@@ -539,6 +540,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "security" {
         return security::figures(&args).await;
     }
+    if args.suite == "jobs" {
+        return jobs::figures().await;
+    }
     if args.suite == "workloads" {
         return workloads::figures(&args).await;
     }
@@ -594,6 +598,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {
             agent_figures(&args).await?;
             network::figures().await?;
+            jobs::figures().await?;
         }
     }
     Ok(())

@@ -487,3 +487,84 @@ fn postgres_primary_and_two_streaming_replicas_cloned_by_pg_basebackup() {
     );
     eprintln!("postgres: test took {:.1} s", t.elapsed().as_secs_f64());
 }
+
+// ---- backup (examples/backup) ----
+
+/// The example's other manifests (`examples/backup/backup.yaml`, `restore.yaml`).
+fn example_file(example: &str, file: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(example)
+        .join(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn postgres_backups_by_a_cronjob_every_minute_and_a_restore_job() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let t = Instant::now();
+    let s = Server::start_with(&["--node-name", "backup-node"]);
+    common::build_and_import(&s, "postgres", None);
+    s.ok(&["apply", "-f", &manifest("postgres")]);
+    // The primary is all a backup needs: the replicas are left out to keep the test short.
+    s.ok(&["scale", "sts", "postgres", "--replicas=1"]);
+    all_ready(&s, &["postgres-0"], 120);
+    psql(&s, "postgres-0", "create table t (id int primary key, v text)").expect("create");
+    psql(&s, "postgres-0", "insert into t values (1, 'one'), (2, 'two')").expect("insert");
+
+    s.ok(&["apply", "-f", &example_file("backup", "backup.yaml")]);
+    let scheduled_from = Instant::now();
+    // A dump now, from the CronJob's template, then a table dropped by mistake and the restore Job.
+    s.ok(&["create", "job", "dump-now", "--from=cronjob/postgres-backup"]);
+    s.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/dump-now",
+        "--timeout=120s",
+    ]);
+    let log = s.ok(&["logs", "job/dump-now"]);
+    assert!(log.contains("dumped") && log.contains("dump-now.dump"), "{log}");
+    psql(&s, "postgres-0", "drop table t").expect("drop");
+    s.ok(&["apply", "-f", &example_file("backup", "restore.yaml")]);
+    s.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/postgres-restore",
+        "--timeout=120s",
+    ]);
+    let log = s.ok(&["logs", "job/postgres-restore"]);
+    assert!(log.contains("restored"), "{log}");
+    assert_eq!(
+        psql(&s, "postgres-0", "select string_agg(v, ',' order by id) from t").as_deref(),
+        Some("one,two")
+    );
+
+    // The schedule: a Job of the CronJob at the next full minute, its dump in the claim.
+    let left = 75u64.saturating_sub(scheduled_from.elapsed().as_secs()).max(5);
+    let job = eventually(left, "a scheduled backup Job complete", || {
+        let jobs = s.get_json(&["jobs", "-l", "app=postgres-backup"]);
+        jobs["items"].as_array()?.iter().find_map(|j| {
+            let name = j["metadata"]["name"].as_str()?;
+            let done = j["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Complete" && c["status"] == "True");
+            (name.starts_with("postgres-backup-") && done).then(|| name.to_string())
+        })
+    });
+    let log = s.ok(&["logs", &format!("job/{job}")]);
+    assert!(log.contains(&format!("{job}.dump")), "{log}");
+    let cj = s.get_json(&["cronjob", "postgres-backup"]);
+    assert!(cj["status"]["lastSuccessfulTime"].is_string(), "{cj}");
+    s.ok(&[
+        "patch",
+        "cronjob",
+        "postgres-backup",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    eprintln!("backup: test took {:.1} s", t.elapsed().as_secs_f64());
+}

@@ -1,15 +1,19 @@
 //! Berth's controllers, each a pure `plan(observed) -> steps` plus a short executor on a kube-rs `Client`
-//! (style.md §3.4): the StatefulSet, ReplicaSet (and ReplicationController) and Deployment controllers
-//! over the shared [`workload`] pieces, the garbage collector and the namespace lifecycle, the volume
-//! provisioner and binder, the scheduler, and the node lifecycle (stale nodes, taints, eviction).
+//! (style.md §3.4): the StatefulSet, ReplicaSet (and ReplicationController), Deployment, DaemonSet, Job and
+//! CronJob controllers over the shared [`workload`] pieces, the garbage collector and the namespace
+//! lifecycle, the volume provisioner and binder, the scheduler, and the node lifecycle (stale nodes,
+//! taints, eviction).
 //!
 //! Invariants: `plan` functions do no I/O and read no clock; controllers reach the API only through the
 //! kube-rs client they are given, so they run unchanged against any conformant API server.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -63,6 +67,12 @@ pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std
     tasks.push(supervise("deployment", move || deployment::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("job", move || job::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("cronjob", move || cronjob::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("daemonset", move || daemonset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
     tasks

@@ -157,7 +157,9 @@ pub fn terms_match(terms: &[NodeSelectorTerm], node: &Node) -> bool {
     })
 }
 
-fn tolerated(p: &Pod, n: &Node) -> bool {
+/// Whether the pod tolerates every `NoSchedule` and `NoExecute` taint of the node (upstream
+/// `TaintToleration` filter).
+pub fn tolerated(p: &Pod, n: &Node) -> bool {
     let tolerations = p
         .spec
         .as_ref()

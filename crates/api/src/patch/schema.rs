@@ -50,6 +50,12 @@ pub fn field(ty: &str, field: &str) -> Option<(Strategy, Option<&'static str>)> 
         ("DeploymentSpec", "template") | ("WorkloadSpec", "template") => (Map, Some("PodTemplateSpec")),
         ("DeploymentSpec", "strategy") => (RetainKeys, None),
         ("WorkloadStatus", "conditions") => (MergeByKey("type"), None),
+        ("Job", "spec") | ("JobTemplateSpec", "spec") => (Map, Some("JobSpec")),
+        ("JobSpec", "template") => (Map, Some("PodTemplateSpec")),
+        ("Job", "status") => (Map, Some("JobStatus")),
+        ("JobStatus", "conditions") => (MergeByKey("type"), None),
+        ("CronJob", "spec") => (Map, Some("CronJobSpec")),
+        ("CronJobSpec", "jobTemplate") => (Map, Some("JobTemplateSpec")),
         ("PodSpec", "containers") | ("PodSpec", "initContainers") | ("PodSpec", "ephemeralContainers") => {
             (MergeByKey("name"), Some("Container"))
         }
@@ -89,6 +95,8 @@ pub fn root(_group: &str, kind: &str) -> &'static str {
         "ReplicaSet" => "ReplicaSet",
         "ReplicationController" => "ReplicationController",
         "DaemonSet" => "DaemonSet",
+        "Job" => "Job",
+        "CronJob" => "CronJob",
         "Service" => "Service",
         "Namespace" => "Namespace",
         "PersistentVolumeClaim" => "PersistentVolumeClaim",

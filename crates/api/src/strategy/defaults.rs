@@ -68,6 +68,18 @@ pub fn default(group: &str, kind: &str, obj_value: &mut Value) {
             set_default(spec, "revisionHistoryLimit", json!(10));
             template(spec);
         }
+        ("batch", "Job") => job_spec(child(o, "spec")),
+        ("batch", "CronJob") => {
+            let spec = child(o, "spec");
+            set_default(spec, "concurrencyPolicy", json!("Allow"));
+            set_default(spec, "suspend", json!(false));
+            set_default(spec, "successfulJobsHistoryLimit", json!(3));
+            set_default(spec, "failedJobsHistoryLimit", json!(1));
+            // The template's pod spec is defaulted; its JobSpec fields are defaulted when a Job is made
+            // from it (upstream SetObjectDefaults_CronJob).
+            let jt = child(spec, "jobTemplate");
+            template(child(jt, "spec"));
+        }
         _ => {}
     }
 }
@@ -134,6 +146,43 @@ fn stateful_set(spec: &mut Map<String, Value>) {
     // volumeClaimTemplates are kept as written. Upstream defaults each template as a PVC (status phase,
     // volumeMode), which makes every re-apply of a manifest with templates print "configured" because the
     // list is atomic for kubectl's three-way patch; the controller applies PVC defaults when it creates claims.
+    template(spec);
+}
+
+/// Job defaults (upstream `pkg/apis/batch/v1/defaults.go` `SetDefaults_Job`).
+fn job_spec(spec: &mut Map<String, Value>) {
+    let unset = |spec: &Map<String, Value>, k: &str| spec.get(k).is_none_or(Value::is_null);
+    if unset(spec, "completions") && unset(spec, "parallelism") {
+        spec.insert("completions".into(), json!(1));
+    }
+    set_default(spec, "parallelism", json!(1));
+    let per_index = !unset(spec, "backoffLimitPerIndex");
+    set_default(
+        spec,
+        "backoffLimit",
+        json!(if per_index { i64::from(i32::MAX) } else { 6 }),
+    );
+    set_default(spec, "completionMode", json!("NonIndexed"));
+    set_default(spec, "suspend", json!(false));
+    let has_policy = !unset(spec, "podFailurePolicy");
+    if let Some(Value::Array(rules)) = spec.get_mut("podFailurePolicy").and_then(|p| p.get_mut("rules")) {
+        for r in rules.iter_mut() {
+            if let Some(Value::Array(conds)) = r.get_mut("onPodConditions") {
+                for c in conds.iter_mut().filter_map(Value::as_object_mut) {
+                    set_default(c, "status", json!("True"));
+                }
+            }
+        }
+    }
+    set_default(
+        spec,
+        "podReplacementPolicy",
+        json!(if has_policy {
+            "Failed"
+        } else {
+            "TerminatingOrFailed"
+        }),
+    );
     template(spec);
 }
 

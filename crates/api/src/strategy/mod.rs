@@ -4,6 +4,7 @@
 //!
 //! Every validation returns **all** field errors at once; the API server answers them as one 422.
 
+mod batch;
 mod defaults;
 mod meta;
 mod validate;
@@ -24,6 +25,7 @@ fn has_generation(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
+            | ("batch", "Job" | "CronJob")
             | (
                 "",
                 "Pod"
@@ -42,6 +44,7 @@ fn has_status(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
+            | ("batch", "Job" | "CronJob")
             | (
                 "",
                 "Pod"
@@ -109,8 +112,25 @@ pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
         obj["status"] = status;
     }
     fill_status_integers(group, kind, obj);
+    if (group, kind) == ("batch", "Job") {
+        batch::generate_selector(obj);
+    }
     if (group, kind) == ("", "Namespace") {
         crate::value::set_in(obj, &["spec", "finalizers"], json!(["kubernetes"]));
+    }
+}
+
+/// `metadata.finalizers` and `metadata.ownerReferences` emptied by a patch are dropped, as upstream's
+/// `omitempty` fields never show an empty list (the Job controller's removal of the last finalizer).
+fn drop_empty_meta_lists(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["finalizers", "ownerReferences"] {
+            if m.get(k)
+                .is_some_and(|v| v.as_array().is_some_and(Vec::is_empty) || v.is_null())
+            {
+                m.remove(k);
+            }
+        }
     }
 }
 
@@ -121,6 +141,7 @@ pub fn prepare_for_update(group: &str, kind: &str, new: &mut Value, old: &Value)
     if !new.is_object() {
         return;
     }
+    drop_empty_meta_lists(new);
     if has_status(group, kind) {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
@@ -190,6 +211,7 @@ pub fn prepare_for_status_update(group: &str, kind: &str, new: &mut Value, old: 
 pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errs = meta::validate_object_meta(group, kind, obj);
     validate::validate_kind(group, kind, obj, &mut errs);
+    batch::validate(group, kind, obj, &mut errs);
     errs
 }
 
@@ -197,6 +219,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
 pub fn validate_update(group: &str, kind: &str, new: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = validate(group, kind, new);
     validate::validate_update_kind(group, kind, new, old, &mut errs);
+    batch::validate_update(group, kind, new, old, &mut errs);
     errs
 }
 

@@ -329,6 +329,108 @@ fn status_integers_upstream_always_serializes_are_zero_not_absent() {
     assert_eq!(rs["status"]["replicas"], json!(0));
 }
 
+fn job(spec: Value) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "pi", "namespace": "default", "uid": "u-1"}, "spec": spec})
+}
+
+#[test]
+fn job_defaults_and_generated_selector_as_upstream() {
+    let mut j = job(json!({"template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "busybox"}]}}}));
+    prepare_for_create("batch", "Job", &mut j);
+    default("batch", "Job", &mut j);
+    assert_eq!(j["spec"]["completions"], 1);
+    assert_eq!(j["spec"]["parallelism"], 1);
+    assert_eq!(j["spec"]["backoffLimit"], 6);
+    assert_eq!(j["spec"]["completionMode"], "NonIndexed");
+    assert_eq!(j["spec"]["suspend"], false);
+    assert_eq!(j["spec"]["podReplacementPolicy"], "TerminatingOrFailed");
+    assert_eq!(
+        j["spec"]["selector"],
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+    );
+    let labels = &j["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");
+    assert_eq!(labels["controller-uid"], "u-1");
+    assert_eq!(labels["job-name"], "pi");
+    assert_eq!(j["metadata"]["generation"], 1);
+    assert!(
+        validate("batch", "Job", &j).is_empty(),
+        "{:?}",
+        validate("batch", "Job", &j)
+    );
+    // parallelism alone leaves completions unset (a work queue).
+    let mut q = job(json!({"parallelism": 3, "template": {}}));
+    default("batch", "Job", &mut q);
+    assert!(q["spec"].get("completions").is_none());
+}
+
+#[test]
+fn job_validation_reports_restart_policy_indexed_and_immutable_fields() {
+    let mut j = job(json!({"completionMode": "Indexed", "parallelism": -1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}));
+    j["spec"]["completions"] = Value::Null;
+    prepare_for_create("batch", "Job", &mut j);
+    default("batch", "Job", &mut j);
+    let fields: Vec<String> = validate("batch", "Job", &j)
+        .iter()
+        .map(|e| format!("{} {}", e.field, e.detail))
+        .collect();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("spec.template.spec.restartPolicy")),
+        "{fields:?}"
+    );
+    assert!(
+        fields.iter().any(|f| f.starts_with("spec.parallelism")),
+        "{fields:?}"
+    );
+    let mut ok = job(
+        json!({"completions": 3, "template": {"spec": {"restartPolicy": "OnFailure",
+        "containers": [{"name": "c", "image": "busybox"}]}}}),
+    );
+    prepare_for_create("batch", "Job", &mut ok);
+    default("batch", "Job", &mut ok);
+    let mut changed = ok.clone();
+    changed["spec"]["completions"] = json!(4);
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
+    changed["spec"]["parallelism"] = json!(2);
+    let errs: Vec<String> = validate_update("batch", "Job", &changed, &ok)
+        .iter()
+        .map(|e| e.field.clone())
+        .collect();
+    assert_eq!(errs, ["spec.template", "spec.completions"]);
+}
+
+#[test]
+fn cronjob_defaults_schedule_and_time_zone_validation() {
+    let mut cj = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "backup", "namespace": "default"},
+        "spec": {"schedule": "*/1 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}}});
+    prepare_for_create("batch", "CronJob", &mut cj);
+    default("batch", "CronJob", &mut cj);
+    assert_eq!(cj["spec"]["concurrencyPolicy"], "Allow");
+    assert_eq!(cj["spec"]["suspend"], false);
+    assert_eq!(cj["spec"]["successfulJobsHistoryLimit"], 3);
+    assert_eq!(cj["spec"]["failedJobsHistoryLimit"], 1);
+    assert!(cj["spec"]["jobTemplate"]["spec"].get("backoffLimit").is_none());
+    assert!(validate("batch", "CronJob", &cj).is_empty());
+    cj["spec"]["schedule"] = json!("every minute");
+    cj["spec"]["timeZone"] = json!("Nowhere/Special");
+    cj["spec"]["jobTemplate"]["spec"]["selector"] = json!({"matchLabels": {"a": "b"}});
+    let fields: Vec<String> = validate("batch", "CronJob", &cj)
+        .iter()
+        .map(|e| e.field.clone())
+        .collect();
+    assert_eq!(
+        fields,
+        ["spec.schedule", "spec.timeZone", "spec.jobTemplate.spec.selector"]
+    );
+}
+
 #[test]
 fn replication_controllers_default_selector_and_labels_from_the_template_and_validate_as_apps_kinds() {
     let mut rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
@@ -350,4 +452,14 @@ fn replication_controllers_default_selector_and_labels_from_the_template_and_val
         json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "r"}, "spec": {}});
     prepare_for_create("", "ReplicationController", &mut rc);
     assert_eq!(rc["status"]["replicas"], json!(0));
+}
+
+#[test]
+fn an_emptied_finalizer_list_is_dropped_on_update_as_upstreams_omitempty() {
+    let old = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+        "finalizers": ["batch.kubernetes.io/job-tracking"]}, "spec": {"containers": []}});
+    let mut new = old.clone();
+    new["metadata"]["finalizers"] = json!([]);
+    prepare_for_update("", "Pod", &mut new, &old);
+    assert!(new["metadata"].get("finalizers").is_none(), "{new}");
 }

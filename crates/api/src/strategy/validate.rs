@@ -52,7 +52,7 @@ fn positive_int_or_percent(v: Option<&Value>, field: &str, errs: &mut Vec<FieldE
     }
 }
 
-fn non_negative(v: &Value, ptr: &str, field: &str, errs: &mut Vec<FieldError>) {
+pub(super) fn non_negative(v: &Value, ptr: &str, field: &str, errs: &mut Vec<FieldError>) {
     if let Some(n) = v.pointer(ptr).and_then(Value::as_i64)
         && n < 0
     {
@@ -126,7 +126,7 @@ fn data_keys(obj: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
 }
 
 /// A metav1.LabelSelector; returns whether it is usable for matching.
-fn label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>) {
+pub(super) fn label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>) {
     validate_labels(sel.get("matchLabels"), &format!("{path}.matchLabels"), errs);
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
         for (i, e) in exprs.iter().enumerate() {
@@ -161,7 +161,7 @@ fn label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>) {
 }
 
 /// Whether `selector` (matchLabels and matchExpressions) matches `labels`.
-fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
+pub(super) fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
     let ml_ok = sel
         .get("matchLabels")
         .and_then(Value::as_object)
@@ -190,7 +190,7 @@ fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
     ml_ok && me_ok
 }
 
-fn selector_is_empty(sel: &Value) -> bool {
+pub(super) fn selector_is_empty(sel: &Value) -> bool {
     sel.get("matchLabels")
         .and_then(Value::as_object)
         .is_none_or(Map::is_empty)
@@ -435,7 +435,7 @@ pub(crate) fn quantity_ok(q: &str) -> bool {
     crate::quantity::is_valid_non_negative(q)
 }
 
-fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+pub(super) fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let containers = spec.get("containers").and_then(Value::as_array);
     if containers.is_none_or(Vec::is_empty) {
         errs.push(FieldError::required(format!("{path}.containers"), ""));
@@ -921,7 +921,7 @@ pub fn validate_update_kind(group: &str, kind: &str, new: &Value, old: &Value, e
 
 /// Equality where a missing field, null, an empty map and an empty list are the same (Go's semantic
 /// DeepEqual over defaulted structs treats nil and empty alike).
-fn semantically_equal(a: &Value, b: &Value) -> bool {
+pub(super) fn semantically_equal(a: &Value, b: &Value) -> bool {
     fn empty(v: &Value) -> bool {
         match v {
             Value::Null => true,

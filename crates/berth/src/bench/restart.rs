@@ -9,7 +9,7 @@ use kube::api::Api;
 use std::time::{Duration, Instant};
 
 /// The controller-runtime loops of the controller set (`controllers::spawn_all`).
-const LOOPS: [&str; 10] = [
+const LOOPS: [&str; 13] = [
     "nodelifecycle",
     "nodeipam",
     "endpoints",
@@ -20,6 +20,9 @@ const LOOPS: [&str; 10] = [
     "replicaset",
     "replicationcontroller",
     "deployment",
+    "job",
+    "cronjob",
+    "daemonset",
 ];
 
 /// Stop the server (SIGTERM, as an operator's restart does), start it again on the same data dir, and
