@@ -168,9 +168,19 @@ pub fn retention(set: &StatefulSet) -> (bool, bool) {
     )
 }
 
-/// The ownerReferences a claim should carry (upstream `updateClaimOwnerRefForSetAndPod`): the set when
-/// `whenDeleted: Delete`; the pod when `whenScaled: Delete` and the ordinal is condemned. Other owners
-/// are kept as they are.
+/// The ownerReferences a claim should carry (upstream `updateClaimOwnerRefForSetAndPod`,
+/// `isClaimOwnerUpToDate`, `hasUnexpectedController`). References to this set and to this pod are
+/// scrubbed and re-added from the policy on every sync, so flipping it converges on existing claims:
+///
+/// | whenScaled | whenDeleted | ordinal in range | ordinal scaled down |
+/// | --- | --- | --- | --- |
+/// | Retain | Retain | — | — |
+/// | Retain | Delete | controller ref to the set | controller ref to the set |
+/// | Delete | Retain | — | controller ref to the pod |
+/// | Delete | Delete | controller ref to the set | controller ref to the pod |
+///
+/// (a controller ref: `controller: true`, `blockOwnerDeletion: true`). A claim controlled by something
+/// else is left to it: only our references are removed. Other owners are kept as they are.
 pub fn desired_claim_owners(
     set: &StatefulSet,
     claim: &PersistentVolumeClaim,
@@ -189,25 +199,26 @@ pub fn desired_claim_owners(
         .filter(|r| !(r.kind == "Pod" && pod_uid.as_ref() == Some(&r.uid)))
         .cloned()
         .collect();
-    if when_deleted {
-        out.push(OwnerReference {
-            controller: None,
-            block_owner_deletion: None,
-            ..controller_ref(set)
-        });
+    if out.iter().any(|r| r.controller == Some(true)) {
+        return out;
     }
-    if when_scaled
-        && condemned
-        && let Some(p) = pod
-    {
-        out.push(OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: p.metadata.name.clone().unwrap_or_default(),
-            uid: p.metadata.uid.clone().unwrap_or_default(),
-            controller: None,
-            block_owner_deletion: None,
-        });
+    let set_ref = OwnerReference {
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+        ..controller_ref(set)
+    };
+    let pod_ref = pod.map(|p| OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        uid: p.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    });
+    match (when_scaled, when_deleted, condemned) {
+        (true, _, true) => out.extend(pod_ref),
+        (_, true, _) => out.push(set_ref),
+        _ => {}
     }
     out
 }

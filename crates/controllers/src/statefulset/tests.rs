@@ -1326,3 +1326,68 @@ fn a_controlled_pod_not_named_for_an_ordinal_is_released_and_never_adopted() {
         "not adopted again: {steps:?}"
     );
 }
+
+/// Issue 15 item 1 (upstream `updateClaimOwnerRefForSetAndPod`): one *controller* reference per claim,
+/// to the set under `whenDeleted: Delete`, to the pod of a scaled-down ordinal under `whenScaled: Delete`;
+/// flipping the policy converges; another controller's claim only loses our references.
+#[test]
+fn claim_owner_references_follow_the_retention_policy_as_upstream() {
+    let with_policy = |when_deleted: &str, when_scaled: &str| {
+        let mut s = set(2, "OrderedReady", "nginx:1");
+        s.spec.as_mut().unwrap().persistent_volume_claim_retention_policy = Some(
+            serde_json::from_value(json!({"whenDeleted": when_deleted, "whenScaled": when_scaled})).unwrap(),
+        );
+        s
+    };
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-3", "uid": "pod-uid"}})).unwrap();
+    let claim = |refs: serde_json::Value| -> PersistentVolumeClaim {
+        serde_json::from_value(json!({"metadata": {"name": "www-web-3", "ownerReferences": refs}})).unwrap()
+    };
+    let owners = |refs: &[OwnerReference]| -> Vec<(String, Option<bool>, Option<bool>)> {
+        refs.iter()
+            .map(|r| (r.uid.clone(), r.controller, r.block_owner_deletion))
+            .collect()
+    };
+    let ctl = |uid: &str| (uid.to_string(), Some(true), Some(true));
+    let empty = claim(json!([]));
+    let cases = [
+        ("Retain", "Retain", false, vec![]),
+        ("Retain", "Retain", true, vec![]),
+        ("Delete", "Retain", false, vec![ctl("set-uid")]),
+        ("Delete", "Retain", true, vec![ctl("set-uid")]),
+        ("Retain", "Delete", false, vec![]),
+        ("Retain", "Delete", true, vec![ctl("pod-uid")]),
+        ("Delete", "Delete", false, vec![ctl("set-uid")]),
+        ("Delete", "Delete", true, vec![ctl("pod-uid")]),
+    ];
+    for (when_deleted, when_scaled, condemned, want) in cases {
+        let got = identity::desired_claim_owners(
+            &with_policy(when_deleted, when_scaled),
+            &empty,
+            Some(&pod),
+            condemned,
+        );
+        assert_eq!(
+            owners(&got),
+            want,
+            "{when_deleted}/{when_scaled} condemned={condemned}"
+        );
+    }
+    // Flipping Delete → Retain scrubs our (non-controller, as an older Berth wrote it) reference.
+    let old = claim(
+        json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "uid": "set-uid"},
+                           {"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "cm-uid"}]),
+    );
+    let got = identity::desired_claim_owners(&with_policy("Retain", "Retain"), &old, Some(&pod), false);
+    assert_eq!(owners(&got), [("cm-uid".to_string(), None, None)]);
+    // ... and Retain → Delete makes it the controller reference.
+    let got = identity::desired_claim_owners(&with_policy("Delete", "Retain"), &old, Some(&pod), false);
+    assert_eq!(owners(&got), [("cm-uid".to_string(), None, None), ctl("set-uid")]);
+    // Another controller: left to it, our references removed.
+    let foreign = claim(
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": "web-3", "uid": "pod-uid", "controller": true},
+                               {"apiVersion": "apps/v1", "kind": "Other", "name": "o", "uid": "other", "controller": true}]),
+    );
+    let got = identity::desired_claim_owners(&with_policy("Delete", "Delete"), &foreign, Some(&pod), true);
+    assert_eq!(owners(&got), [("other".to_string(), Some(true), None)]);
+}
