@@ -463,3 +463,35 @@ fn an_emptied_finalizer_list_is_dropped_on_update_as_upstreams_omitempty() {
     prepare_for_update("", "Pod", &mut new, &old);
     assert!(new["metadata"].get("finalizers").is_none(), "{new}");
 }
+
+#[test]
+fn deployment_strategies_are_validated_as_upstream() {
+    let d = |strategy: Value| {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "strategy": strategy,
+                "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        default("apps", "Deployment", &mut d);
+        validate("apps", "Deployment", &d)
+            .into_iter()
+            .map(|e| e.field)
+            .collect::<Vec<_>>()
+    };
+    assert!(d(json!({})).is_empty(), "defaults 25%/25% are valid");
+    assert_eq!(
+        d(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}})),
+        ["spec.strategy.rollingUpdate.maxUnavailable"]
+    );
+    assert_eq!(
+        d(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "101%"}})),
+        ["spec.strategy.rollingUpdate.maxUnavailable"]
+    );
+    assert_eq!(
+        d(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "x", "maxUnavailable": 1}})),
+        ["spec.strategy.rollingUpdate.maxSurge"]
+    );
+    assert_eq!(
+        d(json!({"type": "Recreate", "rollingUpdate": {"maxSurge": 1}})),
+        ["spec.strategy.rollingUpdate"]
+    );
+    assert!(d(json!({"type": "Recreate"})).is_empty());
+}

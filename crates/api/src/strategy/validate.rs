@@ -360,6 +360,99 @@ fn workload(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
             &["Recreate", "RollingUpdate"],
         ));
     }
+    if kind == "Deployment" {
+        deployment_spec(obj, errs);
+    }
+}
+
+/// An int-or-percent that must be ≥ 0 (upstream `ValidatePositiveIntOrPercent`); its value, a percentage
+/// as its number.
+fn non_negative_int_or_percent(v: &Value, field: &str, errs: &mut Vec<FieldError>) -> Option<i64> {
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(st) => match st
+            .strip_suffix('%')
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        {
+            Some(d) => d.parse::<i64>().ok(),
+            None => {
+                errs.push(FieldError::invalid(field, v.clone(), "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"));
+                return None;
+            }
+        },
+        _ => None,
+    }?;
+    if n < 0 {
+        errs.push(FieldError::invalid(
+            field,
+            v.clone(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    Some(n)
+}
+
+/// Upstream `ValidateDeploymentSpec`'s strategy and count rules.
+fn deployment_spec(obj: &Value, errs: &mut Vec<FieldError>) {
+    non_negative(
+        obj,
+        "/spec/revisionHistoryLimit",
+        "spec.revisionHistoryLimit",
+        errs,
+    );
+    non_negative(
+        obj,
+        "/spec/progressDeadlineSeconds",
+        "spec.progressDeadlineSeconds",
+        errs,
+    );
+    if let (Some(p), Some(m)) = (
+        obj.pointer("/spec/progressDeadlineSeconds")
+            .and_then(Value::as_i64),
+        obj.pointer("/spec/minReadySeconds").and_then(Value::as_i64),
+    ) && p <= m
+    {
+        errs.push(FieldError::invalid(
+            "spec.progressDeadlineSeconds",
+            json!(p),
+            "must be greater than minReadySeconds",
+        ));
+    }
+    let ru = obj
+        .pointer("/spec/strategy/rollingUpdate")
+        .filter(|v| !v.is_null());
+    match (s(obj, "/spec/strategy/type"), ru) {
+        (Some("Recreate"), Some(_)) => errs.push(FieldError::forbidden(
+            "spec.strategy.rollingUpdate",
+            "may not be specified when strategy `type` is 'Recreate'",
+        )),
+        (Some("RollingUpdate"), Some(ru)) => {
+            let field = "spec.strategy.rollingUpdate.maxUnavailable";
+            let unavailable = ru.get("maxUnavailable").filter(|v| !v.is_null());
+            let surge = ru.get("maxSurge").filter(|v| !v.is_null());
+            let u = unavailable.and_then(|v| non_negative_int_or_percent(v, field, errs));
+            let sg = surge
+                .and_then(|v| non_negative_int_or_percent(v, "spec.strategy.rollingUpdate.maxSurge", errs));
+            if u.unwrap_or(0) == 0 && sg.unwrap_or(0) == 0 {
+                errs.push(FieldError::invalid(
+                    field,
+                    unavailable.cloned().unwrap_or(json!(0)),
+                    "may not be 0 when `maxSurge` is 0",
+                ));
+            }
+            if let Some(Value::String(st)) = unavailable
+                && st.ends_with('%')
+                && u.is_some_and(|n| n > 100)
+            {
+                errs.push(FieldError::invalid(
+                    field,
+                    json!(st),
+                    "must not be greater than 100%",
+                ));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Upstream `ValidateReplicationControllerSpec`: a non-empty selector map that the template's labels
