@@ -264,6 +264,30 @@ pub fn plan(o: &Observed) -> Plan {
         }
     }
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        .is_none_or(|t| t == "RollingUpdate");
+    let rolling_update = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref());
+    let max_surge = rolling_update
+        .and_then(|r| r.max_surge.clone())
+        .unwrap_or(IntOrString::Int(0));
+    let max_unavailable = rolling_update
+        .and_then(|r| r.max_unavailable.clone())
+        .unwrap_or(IntOrString::Int(1));
+    let eligible = o.nodes.iter().filter(|n| should_run(ds, n)).count();
+    let eligible = i32::try_from(eligible).unwrap_or(i32::MAX);
+    // Upstream `updatedDesiredNodeCounts`: surge rounds up, unavailability rounds up; with neither, one
+    // pod at a time.
+    let surge_budget = if rolling {
+        scaled_value(&max_surge, eligible, true).unwrap_or(0).max(0)
+    } else {
+        0
+    };
     let mut desired = 0;
     let mut current = 0;
     let mut misscheduled = 0;
@@ -271,9 +295,13 @@ pub fn plan(o: &Observed) -> Plan {
     let mut available = 0;
     let mut updated = 0;
     let mut need: Vec<String> = Vec::new();
-    // (node, old pod) pairs a rolling update may replace, and the count already unavailable.
+    // Old pods a rolling update may replace, and the count already unavailable.
     let mut candidates: Vec<&Pod> = Vec::new();
     let mut unavailable = 0;
+    // Surge (upstream `rollingUpdate` with maxSurge > 0): nodes whose available old pod may get its new
+    // pod beside it, and the surge pods still starting.
+    let mut surge_candidates: Vec<String> = Vec::new();
+    let mut surging = 0;
     let node_names: Vec<String> = o.nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
     for node in &o.nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
@@ -308,11 +336,23 @@ pub fn plan(o: &Observed) -> Plan {
         }
         current += 1;
         running.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        // Duplicates: keep the oldest (upstream keeps the oldest, preferring updated and available).
-        out.delete.extend(running.iter().skip(1).map(|p| pod_ref(p)));
-        let p = running[0];
-        let avail = is_available(p, min_ready, o.now);
-        if is_ready(p) {
+        // At most one new and one old pod per node (upstream `findUpdatedPodsOnNode`: the oldest of
+        // each kind is kept, duplicates go).
+        let (new, old): (Vec<&Pod>, Vec<&Pod>) = running
+            .iter()
+            .partition(|p| revision_hash(p) == Some(hash.as_str()));
+        out.delete.extend(new.iter().skip(1).map(|p| pod_ref(p)));
+        out.delete.extend(old.iter().skip(1).map(|p| pod_ref(p)));
+        let (new, old) = (new.first().copied(), old.first().copied());
+        // The pod the node's status counts: the new one once it is available, else the old one.
+        let counted = match (new, old) {
+            (Some(n), Some(o_)) if !is_available(n, min_ready, o.now) => o_,
+            (Some(n), _) => n,
+            (None, Some(o_)) => o_,
+            (None, None) => continue,
+        };
+        let avail = is_available(counted, min_ready, o.now);
+        if is_ready(counted) {
             ready += 1;
         }
         if avail {
@@ -320,13 +360,34 @@ pub fn plan(o: &Observed) -> Plan {
         } else {
             unavailable += 1;
         }
-        if revision_hash(p) == Some(hash.as_str()) {
-            updated += 1;
-        } else if avail {
-            candidates.push(p);
-        } else {
-            // An old pod that is not available anyway goes at once (upstream `rollingUpdate`).
-            out.delete.push(pod_ref(p));
+        match (new, old) {
+            (Some(n), Some(old_pod)) => {
+                // A surge in progress: the old pod goes once the new one is available.
+                if is_available(n, min_ready, o.now) {
+                    out.delete.push(pod_ref(old_pod));
+                    updated += 1;
+                } else {
+                    surging += 1;
+                }
+            }
+            (Some(_), None) => updated += 1,
+            (None, Some(old_pod)) if surge_budget > 0 => {
+                if is_available(old_pod, min_ready, o.now) {
+                    surge_candidates.push(name);
+                } else {
+                    // An old pod that is not available anyway gets its replacement at once.
+                    need.push(name);
+                }
+            }
+            (None, Some(old_pod)) => {
+                if is_available(old_pod, min_ready, o.now) {
+                    candidates.push(old_pod);
+                } else {
+                    // An old pod that is not available anyway goes at once (upstream `rollingUpdate`).
+                    out.delete.push(pod_ref(old_pod));
+                }
+            }
+            (None, None) => {}
         }
     }
     // Pods pinned to nodes that no longer exist.
@@ -339,18 +400,12 @@ pub fn plan(o: &Observed) -> Plan {
             );
         }
     }
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.type_.as_deref())
-        .is_none_or(|t| t == "RollingUpdate");
-    if rolling {
-        let max_unavailable = spec
-            .update_strategy
-            .as_ref()
-            .and_then(|u| u.rolling_update.as_ref())
-            .and_then(|r| r.max_unavailable.clone())
-            .unwrap_or(IntOrString::Int(1));
+    if rolling && surge_budget > 0 {
+        // New pods beside available old ones, at most maxSurge starting at once.
+        let room = usize::try_from((surge_budget - surging).max(0)).unwrap_or(0);
+        surge_candidates.sort();
+        need.extend(surge_candidates.into_iter().take(room));
+    } else if rolling {
         let budget = scaled_value(&max_unavailable, desired, true).unwrap_or(1).max(0);
         let room = usize::try_from((budget - unavailable).max(0)).unwrap_or(0);
         candidates.sort_by_key(|p| p.metadata.name.clone());

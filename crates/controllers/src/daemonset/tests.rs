@@ -155,6 +155,42 @@ fn misscheduled_pods_go_and_a_rolling_update_respects_max_unavailable() {
     assert_eq!(p.status.expect("status").updated_number_scheduled, None);
 }
 
+/// `maxSurge` (upstream `rollingUpdate` when surging): a new pod starts beside an available old one,
+/// at most maxSurge at a time, and the old one goes only once the new one is available; never a node
+/// without an available pod.
+#[test]
+fn a_surging_rolling_update_starts_the_new_pod_before_deleting_the_old() {
+    let d = ds(
+        "agent:2",
+        json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}}),
+    );
+    let nodes = [
+        node("a", json!({}), json!([])),
+        node("b", json!({}), json!([])),
+        node("c", json!({}), json!([])),
+    ];
+    let old = [
+        pod_on("agent-a", "a", "old", true),
+        pod_on("agent-b", "b", "old", true),
+        pod_on("agent-c", "c", "old", true),
+    ];
+    let p = run(&d, &nodes, &old, &[]);
+    assert!(p.delete.is_empty(), "{:?}", p.delete);
+    assert_eq!(p.create.iter().map(target).collect::<Vec<_>>(), ["a"]);
+    let hash = p.create[0].metadata.labels.as_ref().expect("labels")[REVISION_LABEL].clone();
+    // The new pod on a is starting: nothing else moves (the surge is used up).
+    let mut pods = old.to_vec();
+    pods.push(pod_on("agent-a2", "a", &hash, false));
+    let p = run(&d, &nodes, &pods, &[]);
+    assert!(p.delete.is_empty() && p.create.is_empty(), "{p:?}");
+    // It is available: a's old pod goes and b gets its new pod.
+    pods[3] = pod_on("agent-a2", "a", &hash, true);
+    let p = run(&d, &nodes, &pods, &[]);
+    let deleted: Vec<&str> = p.delete.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(deleted, ["agent-a"]);
+    assert_eq!(p.create.iter().map(target).collect::<Vec<_>>(), ["b"]);
+}
+
 #[test]
 fn taints_with_no_execute_evict_and_the_template_can_tolerate_them() {
     let tainted = node(
