@@ -443,8 +443,26 @@ impl Registry {
         loop {
             // Fetch a chunk; filters may drop items so keep reading until the page is full.
             let chunk = if page == 0 { 0 } else { page.max(64) };
-            let res_list = self.inner.store.list(&prefix, last_key.as_deref(), chunk).await?;
+            // Every chunk (and every later page, through the continue token) at the first chunk's
+            // revision, as upstream's etcd3 `GetList` reads continuations `WithRev`: one snapshot. A
+            // revision compacted since is 410, upstream's expired continue token.
+            let res_list = self
+                .inner
+                .store
+                .list_at(&prefix, last_key.as_deref(), chunk, revision_floor)
+                .await
+                .map_err(|e| match e {
+                    store::Error::Compacted { .. } if opts.continue_token.is_some() => ApiError::Gone(
+                        "The provided continue parameter is too old to display a consistent list result. \
+                         You can start a new list without the continue parameter."
+                            .into(),
+                    ),
+                    e => e.into(),
+                })?;
             revision = res_list.revision;
+            if revision_floor == 0 {
+                revision_floor = revision;
+            }
             more = res_list.more;
             let n = res_list.kvs.len();
             for kv in &res_list.kvs {

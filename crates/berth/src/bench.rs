@@ -3,6 +3,7 @@
 //! `berth server` process, create throughput with 1 and 16 concurrent clients beside the raw store commit
 //! rate it rests on, watch fan-out, and list latency with 10,000 pods stored.
 
+mod etcd;
 mod examples;
 mod network;
 mod restart;
@@ -29,7 +30,8 @@ pub struct BenchArgs {
     /// Pods stored for the list-latency run.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `statefulset`,
+    /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `etcd` (the etcd
+    /// backend beside raw etcd puts; needs /usr/bin/etcd), `statefulset`,
     /// `agent`, `network` (these two need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
     /// included when they can run), or `examples` (root, kubectl and the Debian mirror: the examples'
@@ -537,6 +539,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "security" {
         return security::figures(&args).await;
     }
+    if args.suite == "etcd" {
+        return etcd::figures(&args).await;
+    }
     let mut starts = Vec::new();
     for _ in 0..5 {
         let (child, took, _client) = start_server().await?;
@@ -584,6 +589,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     drop(child);
     if args.suite == "all" {
         security::figures(&args).await?;
+        if store::local_etcd::available() {
+            etcd::figures(&args).await?;
+        }
         statefulset_figures(&args).await?;
         if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {
             agent_figures(&args).await?;
