@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the all-in-one server: API server, store, controllers.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Join a server as a node agent (another machine's kubelet), k3s-style.
     Agent(AgentArgs),
     /// Measure Berth's figures on this machine and print them as Markdown (docs/benchmarks.md).
@@ -364,7 +364,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Server(args) => run_async(server(args)),
+        Command::Server(args) => run_async(server(*args)),
         Command::Agent(args) => run_async(agent_main(args)),
         Command::Bench(args) => run_async(bench::run(args)),
         Command::Image { data_dir, command } => image(&data_dir, command),
@@ -545,7 +545,8 @@ pub async fn open_store(args: &ServerArgs) -> Result<store::Store> {
         ca_file: args.datastore_cafile.clone(),
         cert_file: args.datastore_certfile.clone(),
         key_file: args.datastore_keyfile.clone(),
-        ..store::EtcdConfig::from_endpoint(endpoint).map_err(|e| anyhow::anyhow!("--datastore-endpoint: {e}"))?
+        ..store::EtcdConfig::from_endpoint(endpoint)
+            .map_err(|e| anyhow::anyhow!("--datastore-endpoint: {e}"))?
     };
     let store = store::Store::open_etcd(config)
         .await

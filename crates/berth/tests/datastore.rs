@@ -77,13 +77,23 @@ fn two_servers_on_one_etcd_serve_the_seed_web_set_and_each_others_writes() {
         &endpoint,
     ]);
     let names = second.ok(&["get", "pods", "-o", "name"]);
-    assert!(names.contains("pod/web-0") && names.contains("pod/web-1"), "{names}");
+    assert!(
+        names.contains("pod/web-0") && names.contains("pod/web-1"),
+        "{names}"
+    );
     let rv = |s: &Server| s.get_json(&["sts", "web"])["metadata"]["resourceVersion"].clone();
     eventually(10, "the same StatefulSet from both servers", || {
         (rv(&first) == rv(&second)).then_some(())
     });
-    assert_eq!(second.get_json(&["pod", "web-1"])["status"]["podIP"], ip1.as_str());
-    assert!(second.ok(&["get", "nodes", "-o", "name"]).contains("node/etcd-node-1"));
+    assert_eq!(
+        second.get_json(&["pod", "web-1"])["status"]["podIP"],
+        ip1.as_str()
+    );
+    assert!(
+        second
+            .ok(&["get", "nodes", "-o", "name"])
+            .contains("node/etcd-node-1")
+    );
     // Only the first server's controllers run: it holds the Lease, the second waits for it.
     let lease = second.get_json(&["lease", "-n", "kube-system", "berth-controllers"]);
     assert_eq!(lease["spec"]["holderIdentity"], "etcd-node-1");
@@ -92,10 +102,20 @@ fn two_servers_on_one_etcd_serve_the_seed_web_set_and_each_others_writes() {
     second.ok(&["scale", "sts", "web", "--replicas=3"]);
     let ip2 = ready_ip(&first, "web-2");
     assert!(http_status(&ip2).starts_with("HTTP/1."));
-    assert_eq!(second.get_json(&["pod", "web-2"])["status"]["podIP"], ip2.as_str());
+    assert_eq!(
+        second.get_json(&["pod", "web-2"])["status"]["podIP"],
+        ip2.as_str()
+    );
     // A watch through the second server sees the first server's writes.
     let mut watch = second
-        .kubectl_cmd(&["get", "configmaps", "--watch", "-o", "name", "--request-timeout=60s"])
+        .kubectl_cmd(&[
+            "get",
+            "configmaps",
+            "--watch",
+            "-o",
+            "name",
+            "--request-timeout=60s",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("kubectl watch");

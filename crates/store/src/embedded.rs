@@ -229,7 +229,11 @@ impl Embedded {
 
     /// Delete `key` (only at `expected_mod_revision` when given). Returns the last version with
     /// `mod_revision` set to the delete's revision.
-    pub(crate) async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<KeyValue> {
+    pub(crate) async fn delete(
+        &self,
+        key: &str,
+        expected_mod_revision: Option<Revision>,
+    ) -> Result<KeyValue> {
         self.submit(Op::Delete {
             key: key.into(),
             expected: expected_mod_revision,
@@ -526,4 +530,3 @@ enum Check {
 fn compact_log(log: &mut redb::Table<i64, &[u8]>, up_to: Revision) -> Result<()> {
     log.retain_in(..=up_to, |_, _| false).map_err(backend)
 }
-

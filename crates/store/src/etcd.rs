@@ -88,7 +88,8 @@ impl EtcdConfig {
 /// The etcd backend: a connected client (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct Etcd {
-    client: Client,
+    /// Shared: the client is large (kilobytes of per-service state), its clones are not needed.
+    client: Arc<Client>,
     /// Stops the compactor when the last clone goes.
     _compactor: Option<Arc<AbortOnDrop>>,
 }
@@ -162,8 +163,8 @@ impl Etcd {
                 .ca_file
                 .as_ref()
                 .ok_or_else(|| Error::Backend("https datastore endpoints need --datastore-cafile".into()))?;
-            let mut tls =
-                etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read_file(ca)?));
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read_file(ca)?));
             match (&config.cert_file, &config.key_file) {
                 (Some(c), Some(k)) => {
                     tls = tls.identity(etcd_client::Identity::from_pem(read_file(c)?, read_file(k)?));
@@ -181,7 +182,7 @@ impl Etcd {
             .await
             .map_err(etcd_err)?;
         let store = Etcd {
-            client,
+            client: Arc::new(client),
             _compactor: None,
         };
         // Fail now, not at the first request, when no endpoint answers.
@@ -324,7 +325,11 @@ impl Etcd {
         }
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::put(key, value.clone(), Some(PutOptions::new().with_prev_key()))])
+            .and_then([TxnOp::put(
+                key,
+                value.clone(),
+                Some(PutOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.kv().txn(txn).await.map_err(etcd_err)?;
         if !resp.succeeded() {
@@ -558,7 +563,10 @@ async fn next_etcd_event(mut st: EtcdWatch) -> Option<(Result<Arc<Event>>, EtcdW
         if resp.canceled() {
             st.done = true;
             return Some((
-                Err(Error::Backend(format!("etcd watch canceled: {}", resp.cancel_reason()))),
+                Err(Error::Backend(format!(
+                    "etcd watch canceled: {}",
+                    resp.cancel_reason()
+                ))),
                 st,
             ));
         }

@@ -193,7 +193,6 @@ pub struct ListResult {
     pub more: bool,
 }
 
-
 /// The store: cheap to clone, shared by every request. The embedded database closes when the last clone
 /// (and the last watch) is gone; an etcd connection likewise.
 #[derive(Clone)]

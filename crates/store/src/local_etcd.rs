@@ -55,7 +55,10 @@ impl LocalEtcd {
 
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
-        self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent"))
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(Path::new("/nonexistent"))
     }
 
     /// The member's process id, while it runs.
@@ -70,8 +73,18 @@ impl LocalEtcd {
             .args(["--name", "berth-test"])
             .arg("--data-dir")
             .arg(self.data_dir().join("member"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("berth-test={peer}")])
             .args(["--initial-cluster-state", "new", "--log-level", "error"])
             .stdin(Stdio::null())
@@ -125,8 +138,7 @@ fn health(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .is_err()
     {
         return false;

@@ -95,7 +95,12 @@ fn create_update_delete_follow_compare_and_swap_rules() {
             let s = fx.open(1000).await;
             let base = s.revision().await.expect("revision");
             let a = s.create("/a/x", b"1".to_vec()).await.expect("create");
-            assert_eq!((a.create_revision, a.mod_revision), (base + 1, base + 1), "{}", fx.name());
+            assert_eq!(
+                (a.create_revision, a.mod_revision),
+                (base + 1, base + 1),
+                "{}",
+                fx.name()
+            );
             assert!(matches!(
                 s.create("/a/x", b"2".to_vec()).await,
                 Err(Error::AlreadyExists { .. })
@@ -165,7 +170,9 @@ fn etcd_pages_of_one_list_are_one_snapshot_and_an_expired_revision_is_compacted(
     rt().block_on(async {
         let s = fx.open(0).await;
         for i in 0..2500 {
-            s.create(&format!("/p/{i:05}"), vec![1; 10]).await.expect("create");
+            s.create(&format!("/p/{i:05}"), vec![1; 10])
+                .await
+                .expect("create");
         }
         // An unlimited list crosses several range chunks at one revision.
         let all = s.list("/p/", None, 0).await.expect("list");
@@ -177,12 +184,15 @@ fn etcd_pages_of_one_list_are_one_snapshot_and_an_expired_revision_is_compacted(
             .list_at("/p/", Some(&first.kvs[9].key), 2, first.revision)
             .await
             .expect("page at the first page's revision");
-        assert_eq!(second.kvs[0].key, "/p/00010", "the snapshot still has the deleted key");
+        assert_eq!(
+            second.kvs[0].key, "/p/00010",
+            "the snapshot still has the deleted key"
+        );
         assert_eq!(second.revision, first.revision);
-        s.compact(s.revision().await.expect("rev")).await.expect("compact");
-        let expired = s
-            .list_at("/p/", Some(&first.kvs[9].key), 2, first.revision)
-            .await;
+        s.compact(s.revision().await.expect("rev"))
+            .await
+            .expect("compact");
+        let expired = s.list_at("/p/", Some(&first.kvs[9].key), 2, first.revision).await;
         assert!(matches!(expired, Err(Error::Compacted { .. })), "{expired:?}");
     });
 }
@@ -203,7 +213,12 @@ fn reopen_keeps_revision_data_and_compaction_point() {
             let s = fx.open(1000).await;
             let rev = s.revision().await.expect("revision");
             assert!(rev >= base + 10, "{}", fx.name());
-            assert_eq!(s.compacted_revision().await.expect("compacted"), base + 4, "{}", fx.name());
+            assert_eq!(
+                s.compacted_revision().await.expect("compacted"),
+                base + 4,
+                "{}",
+                fx.name()
+            );
             assert_eq!(s.list("/k/", None, 0).await.expect("list").kvs.len(), 10);
             assert!(watch_is_compacted(&s, "/k/", base + 3).await, "{}", fx.name());
             let evs: Vec<_> = s
@@ -338,7 +353,11 @@ fn deletes_reach_watchers_with_the_last_state_and_progress_follows_the_store() {
             let other = s.create("/other/z", vec![]).await.expect("create");
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while w.progress() < other.mod_revision {
-                assert!(std::time::Instant::now() < deadline, "{}: progress stuck", fx.name());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{}: progress stuck",
+                    fx.name()
+                );
                 w.request_progress();
                 // Drive the stream (the embedded watch advances while it is polled).
                 let _ = tokio::time::timeout(Duration::from_millis(100), w.next()).await;
