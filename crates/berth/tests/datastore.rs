@@ -3,7 +3,8 @@
 //! etcd (its own data dir, port and certificates, no agent) serves the same cluster: it reads what the first
 //! wrote, and what it writes (a scale) is carried out by the first server's controllers and agent, which
 //! see it through their etcd watches. etcd is Debian's `etcd-server`, started by the test on loopback
-//! ports and killed (its data dir removed) on drop. Needs root (real pods) like `examples.rs`.
+//! ports with HTTPS and client-certificate authentication (`--datastore-cafile/certfile/keyfile`), and
+//! killed (its data dir removed) on drop. Needs root (real pods) like `examples.rs`.
 
 mod common;
 
@@ -54,9 +55,26 @@ fn two_servers_on_one_etcd_serve_the_seed_web_set_and_each_others_writes() {
         eprintln!("skipped: needs /usr/bin/etcd (etcd-server)");
         return;
     }
-    let etcd = store::local_etcd::LocalEtcd::start().expect("start etcd");
+    // etcd as production runs it: HTTPS with client certificates (k3s's --datastore-* files).
+    let etcd = store::local_etcd::LocalEtcd::start_tls().expect("start etcd");
+    let tls = etcd.tls_files().expect("tls files");
+    let (ca, cert, key) = (
+        tls.ca.to_string_lossy().into_owned(),
+        tls.cert.to_string_lossy().into_owned(),
+        tls.key.to_string_lossy().into_owned(),
+    );
     let endpoint = etcd.endpoint();
-    let first = Server::start_with(&["--node-name", "etcd-node-1", "--datastore-endpoint", &endpoint]);
+    let datastore = [
+        "--datastore-endpoint",
+        endpoint.as_str(),
+        "--datastore-cafile",
+        ca.as_str(),
+        "--datastore-certfile",
+        cert.as_str(),
+        "--datastore-keyfile",
+        key.as_str(),
+    ];
+    let first = Server::start_with(&[&["--node-name", "etcd-node-1"][..], &datastore].concat());
     // Nothing of the cluster is in the server's own data dir: the store is etcd.
     assert!(!first.data_dir().join("store").exists());
     common::build_and_import(&first, "web", None);
@@ -69,13 +87,8 @@ fn two_servers_on_one_etcd_serve_the_seed_web_set_and_each_others_writes() {
     assert!(http_status(&ip1).starts_with("HTTP/1."));
 
     // A second server on the same etcd reads the same objects at the same resourceVersions.
-    let second = Server::start_with(&[
-        "--disable-agent",
-        "--node-name",
-        "etcd-node-2",
-        "--datastore-endpoint",
-        &endpoint,
-    ]);
+    let second =
+        Server::start_with(&[&["--disable-agent", "--node-name", "etcd-node-2"][..], &datastore].concat());
     let names = second.ok(&["get", "pods", "-o", "name"]);
     assert!(
         names.contains("pod/web-0") && names.contains("pod/web-1"),
