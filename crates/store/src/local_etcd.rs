@@ -21,15 +21,20 @@ pub fn available() -> bool {
     binary().is_file()
 }
 
-/// A running single-member etcd.
+/// A running etcd: one member, or a cluster of several ([`LocalEtcd::cluster`]).
 pub struct LocalEtcd {
-    child: Option<Child>,
+    members: Vec<Member>,
     dir: Option<tempfile::TempDir>,
+    tls: bool,
+}
+
+struct Member {
+    name: String,
+    child: Option<Child>,
     client_port: u16,
     peer_port: u16,
     /// Plain-HTTP port serving `/health` (and metrics), whatever the client URLs' scheme.
     metrics_port: u16,
-    tls: bool,
 }
 
 /// The files of a TLS member: what a client passes as `--datastore-cafile/certfile/keyfile`.
@@ -43,8 +48,12 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free loopback ports (all held open until every one is chosen).
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 impl LocalEtcd {
@@ -53,7 +62,7 @@ impl LocalEtcd {
     /// # Errors
     /// When the binary is missing, cannot start, or does not answer within 30 s.
     pub fn start() -> std::io::Result<LocalEtcd> {
-        Self::start_inner(false)
+        Self::start_inner(1, false)
     }
 
     /// Like [`LocalEtcd::start`], with clients served over HTTPS and required to present a certificate
@@ -62,30 +71,62 @@ impl LocalEtcd {
     /// # Errors
     /// As [`LocalEtcd::start`], or when the certificates cannot be made.
     pub fn start_tls() -> std::io::Result<LocalEtcd> {
-        Self::start_inner(true)
+        Self::start_inner(1, true)
     }
 
-    fn start_inner(tls: bool) -> std::io::Result<LocalEtcd> {
+    /// A cluster of `n` members on loopback (one raft group); returns once every member answers.
+    ///
+    /// # Errors
+    /// As [`LocalEtcd::start`].
+    pub fn cluster(n: usize) -> std::io::Result<LocalEtcd> {
+        Self::start_inner(n, false)
+    }
+
+    fn start_inner(n: usize, tls: bool) -> std::io::Result<LocalEtcd> {
         let dir = tempfile::Builder::new().prefix("berth-etcd-").tempdir()?;
+        let ports = free_ports(3 * n)?;
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("berth-test-{i}"),
+                child: None,
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                metrics_port: ports[3 * i + 2],
+            })
+            .collect();
         let mut etcd = LocalEtcd {
-            child: None,
+            members,
             dir: Some(dir),
-            client_port: free_port()?,
-            peer_port: free_port()?,
-            metrics_port: free_port()?,
             tls,
         };
         if tls {
             make_certificates(etcd.data_dir()).map_err(std::io::Error::other)?;
         }
-        etcd.spawn()?;
+        for i in 0..n {
+            etcd.spawn(i)?;
+        }
+        for i in 0..n {
+            etcd.wait_healthy(i)?;
+        }
         Ok(etcd)
     }
 
-    /// The client URL (`http://127.0.0.1:<port>`, `https://` for a TLS member).
+    /// The first member's client URL (`http://127.0.0.1:<port>`, `https://` for a TLS member).
     pub fn endpoint(&self) -> String {
+        self.member_endpoint(0)
+    }
+
+    /// Every member's client URL, comma-separated (a `--datastore-endpoint` value).
+    pub fn endpoints(&self) -> String {
+        (0..self.members.len())
+            .map(|i| self.member_endpoint(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn member_endpoint(&self, i: usize) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
     }
 
     /// The CA and client certificate of a TLS member.
@@ -100,7 +141,7 @@ impl LocalEtcd {
         })
     }
 
-    /// The data dir.
+    /// The data dir (every member's data below it).
     pub fn data_dir(&self) -> &Path {
         self.dir
             .as_ref()
@@ -108,25 +149,32 @@ impl LocalEtcd {
             .unwrap_or(Path::new("/nonexistent"))
     }
 
-    /// The member's process id, while it runs.
+    /// The first member's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.members[0].child.as_ref().map(Child::id)
     }
 
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let metrics = format!("http://127.0.0.1:{}", self.metrics_port);
+    fn spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let initial_cluster = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = self.member_endpoint(i);
+        let m = &self.members[i];
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let metrics = format!("http://127.0.0.1:{}", m.metrics_port);
         let mut cmd = Command::new(binary());
-        cmd.args(["--name", "berth-test"])
+        cmd.args(["--name", &m.name])
             .arg("--data-dir")
-            .arg(self.data_dir().join("member"))
+            .arg(self.data_dir().join(&m.name))
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--listen-metrics-urls", &metrics])
-            .args(["--initial-cluster", &format!("berth-test={peer}")])
+            .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-state", "new", "--log-level", "error"]);
         if self.tls {
             let d = self.data_dir().join("pki");
@@ -143,14 +191,19 @@ impl LocalEtcd {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        self.child = Some(child);
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    fn wait_healthy(&mut self, i: usize) -> std::io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let m = &mut self.members[i];
         loop {
-            // Ready when it answers a plain HTTP health check on the metrics port.
-            if health(self.metrics_port) {
+            // Ready when it answers a plain HTTP health check on the metrics port (with a leader).
+            if health(m.metrics_port) {
                 return Ok(());
             }
-            if let Some(c) = self.child.as_mut()
+            if let Some(c) = m.child.as_mut()
                 && let Some(status) = c.try_wait()?
             {
                 return Err(std::io::Error::other(format!("etcd exited at start: {status}")));
@@ -162,21 +215,27 @@ impl LocalEtcd {
         }
     }
 
-    /// SIGKILL the member (its data dir stays).
+    /// SIGKILL the (first) member; its data dir stays.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        self.kill_member(0);
+    }
+
+    /// SIGKILL member `i` of a cluster.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    /// Start the member again on the same ports and data dir (after [`LocalEtcd::kill`]).
+    /// Start the (first) member again on the same ports and data dir (after [`LocalEtcd::kill`]).
     ///
     /// # Errors
     /// As [`LocalEtcd::start`].
     pub fn restart(&mut self) -> std::io::Result<()> {
-        self.kill();
-        self.spawn()
+        self.kill_member(0);
+        self.spawn(0)?;
+        self.wait_healthy(0)
     }
 }
 
@@ -237,7 +296,9 @@ fn health(port: u16) -> bool {
 
 impl Drop for LocalEtcd {
     fn drop(&mut self) {
-        self.kill();
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
         drop(self.dir.take());
     }
 }

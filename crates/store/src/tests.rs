@@ -755,3 +755,63 @@ fn etcd_over_mutual_tls_with_the_datastore_files() {
         assert_eq!(w.next().await.expect("ev").expect("ok").kv, kv);
     });
 }
+
+/// Several endpoints: a store on a 3-member etcd cluster keeps taking writes when one member is
+/// SIGKILLed mid-burst (the client fails over to the others), and no acknowledged write is lost.
+#[test]
+fn etcd_cluster_keeps_writing_when_a_member_is_killed() {
+    if etcd().is_none() {
+        return;
+    }
+    let mut cluster = local_etcd::LocalEtcd::cluster(3).expect("start a 3-member etcd");
+    let runtime = rt();
+    let s = runtime
+        .block_on(Store::open_etcd(
+            EtcdConfig::from_endpoint(&cluster.endpoints()).expect("endpoints"),
+        ))
+        .expect("connect");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (s, acked, stop) = (s.clone(), acked.clone(), stop.clone());
+        tasks.push(runtime.spawn(async move {
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let key = format!("/ha/{w}/{i}");
+                match tokio::time::timeout(Duration::from_secs(5), s.create(&key, vec![1; 100])).await {
+                    Ok(Ok(_)) => acked.lock().expect("lock").push(key),
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    let count = || acked.lock().expect("lock").len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count() < 200 {
+        assert!(std::time::Instant::now() < deadline, "writes too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.kill_member(0);
+    let at_kill = count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count() < at_kill + 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes did not continue after a member died ({} since)",
+            count() - at_kill
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in tasks {
+        let _ = runtime.block_on(t);
+    }
+    let listed = runtime.block_on(s.list("/ha/", None, 0)).expect("list");
+    let present: std::collections::HashSet<String> = listed.kvs.into_iter().map(|kv| kv.key).collect();
+    for key in acked.lock().expect("lock").iter() {
+        assert!(present.contains(key), "acknowledged {key} lost");
+    }
+}
