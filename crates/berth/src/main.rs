@@ -256,6 +256,10 @@ pub struct ServerArgs {
     /// (`<data-dir>/store`) is used when absent.
     #[arg(long, env = "BERTH_DATASTORE_ENDPOINT")]
     pub datastore_endpoint: Option<String>,
+    /// Serve lists from the API server's watch cache (kube-apiserver's `--watch-cache`; `false` reads every
+    /// list from the store).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_cache: bool,
     /// CA certificate that signed the etcd servers' certificates (k3s's flag).
     #[arg(long, env = "BERTH_DATASTORE_CAFILE")]
     pub datastore_cafile: Option<PathBuf>,
@@ -583,6 +587,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         admission: apiserver::admission::AdmissionConfig { pod_security },
         encryption_path: encryption.as_ref().map(|(_, p)| p.clone()),
         encryption: encryption.map(|(c, _)| c),
+        watch_cache: args.watch_cache,
         ..Default::default()
     };
     let registry = apiserver::registry::Registry::new(store, reg_cfg);

@@ -5,7 +5,9 @@
 //! RSS after it. The member is Debian's etcd on loopback (`store::local_etcd`), one member: the raw
 //! figure is what that member commits, whatever the disk.
 
-use super::{BenchArgs, CONTROL_PLANE_ARGS, create_rate, list_latency, rss_kib, start_server_with};
+use super::{
+    BenchArgs, CONTROL_PLANE_ARGS, create_rate, list_latency, list_only, rss_kib, start_server_with,
+};
 use anyhow::{Context, Result};
 use std::time::Instant;
 
@@ -59,11 +61,22 @@ pub async fn figures(args: &BenchArgs) -> Result<()> {
     }
     let (full, page) = list_latency(&client, args.pods).await?;
     println!(
-        "| etcd backend: list latency with {} pods stored: full list (median of 5) / first page of 500 | {:.0} ms / {:.0} ms |",
+        "| etcd backend: list latency with {} pods stored, from the watch cache: full list (median of 5) / first page of 500 | {:.0} ms / {:.0} ms |",
         args.pods,
         full.as_secs_f64() * 1e3,
         page.as_secs_f64() * 1e3
     );
+    // A second server on the same etcd without the watch cache: the same lists read from etcd.
+    let mut uncached = extra.clone();
+    uncached.extend(["--watch-cache", "false"]);
+    let (second, _, second_client) = start_server_with(&uncached).await?;
+    let (full, page) = list_only(&second_client, args.pods).await?;
+    println!(
+        "| etcd backend: the same lists through a second server without the watch cache (from etcd) | {:.0} ms / {:.0} ms |",
+        full.as_secs_f64() * 1e3,
+        page.as_secs_f64() * 1e3
+    );
+    drop(second);
     let rss = rss_kib(child.proc.id()).unwrap_or(0);
     println!(
         "| etcd backend: server RSS after the runs ({} pods) | {:.1} MB |",
