@@ -201,17 +201,38 @@ impl Etcd {
         self.client.kv_client().max_decoding_message_size(256 << 20)
     }
 
+    /// A range request, retried while the chosen endpoint is unreachable (a dead member, until the
+    /// client's balancer stops picking it), as clientv3's retry interceptor repeats reads on `Unavailable`.
+    async fn range(
+        &self,
+        key: impl Into<Vec<u8>>,
+        opts: Option<GetOptions>,
+    ) -> std::result::Result<etcd_client::GetResponse, etcd_client::Error> {
+        let key = key.into();
+        let mut attempt = 0u64;
+        loop {
+            match self.kv().get(key.clone(), opts.clone()).await {
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.code() == tonic::Code::Unavailable && attempt < 10 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) async fn revision(&self) -> Result<Revision> {
         let resp = self
-            .kv()
-            .get(COMPACT_REV_KEY, Some(GetOptions::new().with_count_only()))
+            .range(COMPACT_REV_KEY, Some(GetOptions::new().with_count_only()))
             .await
             .map_err(etcd_err)?;
         header_revision(resp.header())
     }
 
     pub(crate) async fn compacted_revision(&self) -> Result<Revision> {
-        let resp = self.kv().get(COMPACT_REV_KEY, None).await.map_err(etcd_err)?;
+        let resp = self.range(COMPACT_REV_KEY, None).await.map_err(etcd_err)?;
         let at = resp
             .kvs()
             .first()
@@ -221,7 +242,7 @@ impl Etcd {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self.kv().get(key, None).await.map_err(etcd_err)?;
+        let resp = self.range(key, None).await.map_err(etcd_err)?;
         resp.kvs().first().map(to_kv).transpose()
     }
 
@@ -255,8 +276,7 @@ impl Etcd {
                 opts = opts.with_revision(revision);
             }
             let resp = self
-                .kv()
-                .get(from.clone(), Some(opts))
+                .range(from.clone(), Some(opts))
                 .await
                 .map_err(|e| read_err(e, revision))?;
             if revision == 0 {
