@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod alloc;
+pub mod cacher;
 pub mod discovery;
 pub mod encryption;
 pub mod error;

@@ -34,6 +34,8 @@ pub struct RegistryConfig {
     pub encryption: Option<encryption::Config>,
     /// Where the encryption configuration lives, so key rotation can rewrite it.
     pub encryption_path: Option<PathBuf>,
+    /// Serve lists from the watch cache ([`crate::cacher`], upstream's `--watch-cache`, on by default).
+    pub watch_cache: bool,
 }
 
 impl Default for RegistryConfig {
@@ -45,6 +47,7 @@ impl Default for RegistryConfig {
             admission: Default::default(),
             encryption: None,
             encryption_path: None,
+            watch_cache: true,
         }
     }
 }
@@ -66,6 +69,8 @@ struct Inner {
     encryption: RwLock<Arc<encryption::Config>>,
     /// Serialises key rotations and re-encryptions.
     rotation_lock: tokio::sync::Mutex<()>,
+    /// The watch cache of each resource listed so far, by key prefix.
+    caches: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::cacher::Cacher>>>,
 }
 
 /// Options of a write, from the query string.
@@ -173,6 +178,7 @@ impl Registry {
                 service_lock: tokio::sync::Mutex::new(()),
                 encryption,
                 rotation_lock: tokio::sync::Mutex::new(()),
+                caches: Default::default(),
             }),
         }
     }
@@ -416,7 +422,31 @@ impl Registry {
         Ok((kv, obj))
     }
 
+    /// The watch cache of `res`, started on first use (none with `watch_cache` off).
+    fn cacher(&self, res: &'static Resource) -> Option<Arc<crate::cacher::Cacher>> {
+        if !self.inner.config.watch_cache {
+            return None;
+        }
+        let prefix = object::prefix(res, None);
+        let mut caches = self
+            .inner
+            .caches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cacher = caches.entry(prefix.clone()).or_insert_with(|| {
+            let weak = Arc::downgrade(&self.inner);
+            let decode: crate::cacher::Decoder = Arc::new(move |kv: &KeyValue| {
+                let inner = weak.upgrade()?;
+                Some(Registry { inner }.decode(kv).ok())
+            });
+            crate::cacher::Cacher::start(self.inner.store.clone(), prefix, decode)
+        });
+        Some(cacher.clone())
+    }
+
     /// List objects, filtered and paged. Items are in key order (namespace, then name), as etcd returns them.
+    /// A first page comes from the watch cache once it has caught up with the store's current revision
+    /// (upstream's consistent list from cache); continuations and an unready cache read the store.
     pub async fn list(
         &self,
         res: &'static Resource,
@@ -424,6 +454,21 @@ impl Registry {
         opts: &ListOptions,
     ) -> ApiResult<ListResult> {
         let prefix = object::prefix(res, ns);
+        if opts.continue_token.is_none()
+            && let Some(cacher) = self.cacher(res)
+        {
+            let target = self.inner.store.revision().await?;
+            if cacher.fresh(target, crate::cacher::FRESH_TIMEOUT).await
+                && let Some(page) = cacher.page(&prefix, opts.limit, |o| matches_filters(o, opts))
+            {
+                return Ok(ListResult {
+                    items: page.items,
+                    revision: page.revision,
+                    continue_token: page.continue_after.map(|k| encode_continue(&k, page.revision)),
+                    remaining: None,
+                });
+            }
+        }
         // A field selector pinning metadata.name is a point read (kubectl wait/rollout/delete do this).
         let (start_after, mut revision_floor) = match &opts.continue_token {
             Some(tok) => {
@@ -443,8 +488,26 @@ impl Registry {
         loop {
             // Fetch a chunk; filters may drop items so keep reading until the page is full.
             let chunk = if page == 0 { 0 } else { page.max(64) };
-            let res_list = self.inner.store.list(&prefix, last_key.as_deref(), chunk).await?;
+            // Every chunk (and every later page, through the continue token) at the first chunk's
+            // revision, as upstream's etcd3 `GetList` reads continuations `WithRev`: one snapshot. A
+            // revision compacted since is 410, upstream's expired continue token.
+            let res_list = self
+                .inner
+                .store
+                .list_at(&prefix, last_key.as_deref(), chunk, revision_floor)
+                .await
+                .map_err(|e| match e {
+                    store::Error::Compacted { .. } if opts.continue_token.is_some() => ApiError::Gone(
+                        "The provided continue parameter is too old to display a consistent list result. \
+                         You can start a new list without the continue parameter."
+                            .into(),
+                    ),
+                    e => e.into(),
+                })?;
             revision = res_list.revision;
+            if revision_floor == 0 {
+                revision_floor = revision;
+            }
             more = res_list.more;
             let n = res_list.kvs.len();
             for kv in &res_list.kvs {

@@ -64,7 +64,7 @@ pub async fn serve(
     let prefix = crate::object::prefix(res, ns.as_deref());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let mut printer = crate::table::WatchPrinter::new(target.clone(), render, &query);
-    let watch = reg.store().watch(&prefix, after);
+    let watch = reg.store().watch(&prefix, after).await;
     tokio::spawn(async move {
         let send = |v: Value| {
             let mut line = v.to_string();
@@ -100,8 +100,12 @@ pub async fn serve(
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = tick.tick(), if bookmarks => {
-                    let ev = json!({"type": "BOOKMARK", "object": bookmark(res, last_rev, false)});
+                    // The store's progress (etcd's progress notifications): every event up to it has been
+                    // handled, so the bookmark may carry a revision past this prefix's last event.
+                    let rev = last_rev.max(stream.progress());
+                    let ev = json!({"type": "BOOKMARK", "object": bookmark(res, rev, false)});
                     if tx.send(send(ev)).await.is_err() { return; }
+                    stream.request_progress();
                 }
                 next = stream.next() => {
                     let Some(next) = next else { return };

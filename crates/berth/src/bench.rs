@@ -3,6 +3,7 @@
 //! `berth server` process, create throughput with 1 and 16 concurrent clients beside the raw store commit
 //! rate it rests on, watch fan-out, and list latency with 10,000 pods stored.
 
+mod etcd;
 mod examples;
 mod jobs;
 mod network;
@@ -31,7 +32,8 @@ pub struct BenchArgs {
     /// Pods stored for the list-latency run.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `statefulset`,
+    /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `etcd` (the etcd
+    /// backend beside raw etcd puts; needs /usr/bin/etcd), `statefulset`,
     /// `workloads` (a Deployment's creation and rollout beside a Parallel StatefulSet),
     /// `agent`, `network`, `jobs` (these three need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
@@ -294,6 +296,12 @@ async fn watch_fan_out(client: &kube::Client, watchers: usize, changes: usize) -
 async fn list_latency(client: &kube::Client, pods: usize) -> Result<(Duration, Duration)> {
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     create_pods(&api, pods).await?;
+    list_only(client, pods).await
+}
+
+/// [`list_latency`] without creating the pods (they are stored already).
+async fn list_only(client: &kube::Client, pods: usize) -> Result<(Duration, Duration)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut samples = Vec::new();
     for _ in 0..5 {
         let t0 = Instant::now();
@@ -546,6 +554,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "workloads" {
         return workloads::figures(&args).await;
     }
+    if args.suite == "etcd" {
+        return etcd::figures(&args).await;
+    }
     let mut starts = Vec::new();
     for _ in 0..5 {
         let (child, took, _client) = start_server().await?;
@@ -593,6 +604,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     drop(child);
     if args.suite == "all" {
         security::figures(&args).await?;
+        if store::local_etcd::available() {
+            etcd::figures(&args).await?;
+        }
         statefulset_figures(&args).await?;
         workloads::figures(&args).await?;
         if nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/busybox").exists() {

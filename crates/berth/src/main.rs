@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the all-in-one server: API server, store, controllers.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Join a server as a node agent (another machine's kubelet), k3s-style.
     Agent(AgentArgs),
     /// Measure Berth's figures on this machine and print them as Markdown (docs/benchmarks.md).
@@ -251,9 +251,24 @@ pub struct ServerArgs {
     /// WaitForFirstConsumer claims are not provisioned; pods are deleted at once instead of gracefully.
     #[arg(long)]
     pub disable_agent: bool,
-    /// External datastore (etcd) endpoint; the embedded store is used when absent.
-    #[arg(long)]
+    /// External datastore: etcd client URLs, comma-separated (`https://etcd1:2379,https://etcd2:2379`;
+    /// `http://` for loopback tests). Several servers on one etcd serve one cluster. The embedded store
+    /// (`<data-dir>/store`) is used when absent.
+    #[arg(long, env = "BERTH_DATASTORE_ENDPOINT")]
     pub datastore_endpoint: Option<String>,
+    /// Serve lists from the API server's watch cache (kube-apiserver's `--watch-cache`; `false` reads every
+    /// list from the store).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_cache: bool,
+    /// CA certificate that signed the etcd servers' certificates (k3s's flag).
+    #[arg(long, env = "BERTH_DATASTORE_CAFILE")]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd's mutual TLS (k3s's flag).
+    #[arg(long, env = "BERTH_DATASTORE_CERTFILE")]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Key of `--datastore-certfile` (k3s's flag).
+    #[arg(long, env = "BERTH_DATASTORE_KEYFILE")]
+    pub datastore_keyfile: Option<PathBuf>,
     /// Shared secret accepted as a bearer token (and used by agents to join).
     #[arg(long, env = "BERTH_TOKEN")]
     pub token: Option<String>,
@@ -353,7 +368,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Server(args) => run_async(server(args)),
+        Command::Server(args) => run_async(server(*args)),
         Command::Agent(args) => run_async(agent_main(args)),
         Command::Bench(args) => run_async(bench::run(args)),
         Command::Image { data_dir, command } => image(&data_dir, command),
@@ -524,13 +539,28 @@ pub struct Running {
     serve: tokio::task::JoinHandle<()>,
 }
 
+/// The datastore `berth server` runs on: etcd with `--datastore-endpoint`, else the embedded store.
+pub async fn open_store(args: &ServerArgs) -> Result<store::Store> {
+    let Some(endpoint) = &args.datastore_endpoint else {
+        return store::Store::open_embedded(&args.data_dir.join("store"), store::Options::default())
+            .context("opening the embedded store");
+    };
+    let config = store::EtcdConfig {
+        ca_file: args.datastore_cafile.clone(),
+        cert_file: args.datastore_certfile.clone(),
+        key_file: args.datastore_keyfile.clone(),
+        ..store::EtcdConfig::from_endpoint(endpoint)
+            .map_err(|e| anyhow::anyhow!("--datastore-endpoint: {e}"))?
+    };
+    let store = store::Store::open_etcd(config)
+        .await
+        .with_context(|| format!("connecting to the datastore {endpoint}"))?;
+    tracing::info!(%endpoint, "datastore: etcd");
+    Ok(store)
+}
+
 /// Start the store, API server and controllers; returns once the API answers.
 pub async fn start(args: &ServerArgs) -> Result<Running> {
-    if let Some(ep) = &args.datastore_endpoint {
-        bail!(
-            "--datastore-endpoint {ep}: the etcd datastore is not available in this build yet; omit it to use the embedded store"
-        );
-    }
     private_data_dir(&args.data_dir)?;
     let encryption = encryption_config(args)?;
     let pod_security = match &args.pod_security_admission_config_file {
@@ -550,14 +580,14 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
             exempt_runtime_classes: Vec::new(),
         },
     };
-    let store = store::Store::open_embedded(&args.data_dir.join("store"), store::Options::default())
-        .context("opening the embedded store")?;
+    let store = open_store(args).await?;
     let reg_cfg = apiserver::registry::RegistryConfig {
         service_cidr: args.service_cidr.clone(),
         graceful_pod_deletion: !args.disable_agent,
         admission: apiserver::admission::AdmissionConfig { pod_security },
         encryption_path: encryption.as_ref().map(|(_, p)| p.clone()),
         encryption: encryption.map(|(c, _)| c),
+        watch_cache: args.watch_cache,
         ..Default::default()
     };
     let registry = apiserver::registry::Registry::new(store, reg_cfg);

@@ -1,0 +1,328 @@
+//! The watch cache for lists (upstream `k8s.io/apiserver/pkg/storage/cacher`, the list half): one cache
+//! per resource, kept current by **one** store watch on the resource's prefix, holding every object decoded
+//! (decrypted, resourceVersion stamped). Lists are served from it **consistently**, as upstream's
+//! consistent-list-from-cache (KEP-2340): the request reads the store's current revision (etcd: one cheap
+//! range request), waits until the cache has seen everything up to it (asking the store for a progress
+//! notification meanwhile, etcd's `RequestProgress`), and then filters and pages in memory. A cache that is
+//! not ready (initial list, a lost watch being re-listed) or does not catch up within [`FRESH_TIMEOUT`]
+//! is bypassed: the list reads the store, as upstream falls back to etcd.
+//!
+//! Continuations (`continue` tokens) are read from the store at the token's revision (etcd3 `WithRev`),
+//! as upstream serves them; watches are still served by the store's watch (the embedded store fans out
+//! in memory; on etcd each API watch is an etcd watch).
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use store::{EventKind, KeyValue, Revision, Store};
+
+/// How long a consistent list waits for the cache to reach the store's revision before reading the
+/// store instead.
+pub const FRESH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Decodes a stored value into the object served (the registry's decryption and resourceVersion
+/// stamping); `None` when the registry is gone (the cache then stops).
+pub type Decoder = Arc<dyn Fn(&KeyValue) -> Option<Option<Value>> + Send + Sync>;
+
+#[derive(Default)]
+struct State {
+    /// Whether `objects` mirrors the store at `revision` (false while listing or after a lost watch).
+    ready: bool,
+    objects: BTreeMap<String, Arc<Value>>,
+}
+
+/// One resource's cache.
+pub struct Cacher {
+    state: RwLock<State>,
+    /// Every store event at or below this revision is applied to `state` (while ready).
+    revision: tokio::sync::watch::Sender<Revision>,
+    /// Requests waiting for freshness (the loop polls the watch's progress only then).
+    waiting: AtomicUsize,
+    wake: tokio::sync::Notify,
+}
+
+/// A page served from the cache.
+pub struct Page {
+    /// Matching objects in key order.
+    pub items: Vec<Value>,
+    /// The cache's revision (the list's resourceVersion).
+    pub revision: Revision,
+    /// The last item's key when `limit` cut the page and more matching objects remain.
+    pub continue_after: Option<String>,
+}
+
+impl Cacher {
+    /// Start the cache of `prefix` (a resource's key prefix) on `store`; its loop runs until `decode`
+    /// says the registry is gone.
+    pub fn start(store: Store, prefix: String, decode: Decoder) -> Arc<Cacher> {
+        let (revision, _) = tokio::sync::watch::channel(0);
+        let cacher = Arc::new(Cacher {
+            state: RwLock::new(State::default()),
+            revision,
+            waiting: AtomicUsize::new(0),
+            wake: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(run(Arc::downgrade(&cacher), store, prefix, decode));
+        cacher
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wait until the cache has applied every store event up to `target` (upstream's
+    /// `waitUntilFreshAndBlock`); false when it is not ready or does not catch up in `timeout`.
+    pub async fn fresh(&self, target: Revision, timeout: Duration) -> bool {
+        if !self.read().ready {
+            return false;
+        }
+        if *self.revision.borrow() >= target {
+            return true;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+        let mut rx = self.revision.subscribe();
+        let caught_up = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= target))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        caught_up && self.read().ready
+    }
+
+    /// The objects under `prefix` that `keep` accepts, in key order, at most `limit` (0 = all).
+    /// `None` when the cache is not ready.
+    pub fn page(&self, prefix: &str, limit: usize, keep: impl Fn(&Value) -> bool) -> Option<Page> {
+        let state = self.read();
+        if !state.ready {
+            return None;
+        }
+        let revision = *self.revision.borrow();
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut continue_after = None;
+        for (key, obj) in state
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            if !keep(obj) {
+                continue;
+            }
+            if limit != 0 && items.len() == limit {
+                continue_after = last.take();
+                break;
+            }
+            items.push((**obj).clone());
+            last = Some(key.clone());
+        }
+        Some(Page {
+            items,
+            revision,
+            continue_after,
+        })
+    }
+
+    fn publish(&self, rev: Revision) {
+        self.revision.send_if_modified(|r| {
+            let newer = rev > *r;
+            if newer {
+                *r = rev;
+            }
+            newer
+        });
+    }
+}
+
+/// The cache's loop (upstream's reflector into the watch cache): list, then watch from the list's
+/// revision; a lost watch (compaction, a dead etcd member) marks the cache unready and lists again.
+async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: Decoder) {
+    use futures::StreamExt;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(cacher) = me.upgrade() else { return };
+        let listed = match store.list(&prefix, None, 0).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%prefix, error = %e, "watch cache: list failed");
+                drop(cacher);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        let mut objects = BTreeMap::new();
+        for kv in &listed.kvs {
+            match decode(kv) {
+                None => return,
+                Some(Some(obj)) => {
+                    objects.insert(kv.key.clone(), Arc::new(obj));
+                }
+                Some(None) => {}
+            }
+        }
+        let mut watch = match store.watch(&prefix, listed.revision).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(%prefix, error = %e, "watch cache: watch failed");
+                drop(cacher);
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        {
+            let mut state = cacher.write();
+            state.objects = objects;
+            // The revision may go back after a re-list on another etcd member: start it afresh.
+            cacher.revision.send_replace(listed.revision);
+            state.ready = true;
+        }
+        backoff = Duration::from_millis(100);
+        let mut tick = tokio::time::interval(Duration::from_millis(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        drop(cacher);
+        let mut ticks = 0u64;
+        loop {
+            let Some(cacher) = me.upgrade() else { return };
+            let waiting = cacher.waiting.load(Ordering::SeqCst) > 0;
+            tokio::select! {
+                next = watch.next() => {
+                    let event = match next {
+                        Some(Ok(e)) => e,
+                        other => {
+                            if let Some(Err(e)) = other {
+                                tracing::info!(%prefix, error = %e, "watch cache: watch ended, listing again");
+                            }
+                            cacher.write().ready = false;
+                            break;
+                        }
+                    };
+                    let decoded = match event.kind {
+                        EventKind::Put => match decode(&event.kv) {
+                            None => return,
+                            Some(obj) => obj,
+                        },
+                        EventKind::Delete => None,
+                    };
+                    {
+                        let mut state = cacher.write();
+                        match decoded {
+                            Some(obj) => {
+                                state.objects.insert(event.kv.key.clone(), Arc::new(obj));
+                            }
+                            None => {
+                                state.objects.remove(&event.kv.key);
+                            }
+                        }
+                    }
+                    cacher.publish(event.kv.mod_revision.max(watch.progress()));
+                }
+                _ = cacher.wake.notified() => watch.request_progress(),
+                _ = tick.tick(), if waiting => {
+                    cacher.publish(watch.progress());
+                    // Ask again now and then (a progress request answered before the wait began).
+                    ticks += 1;
+                    if ticks.is_multiple_of(25) {
+                        watch.request_progress();
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decoder() -> Decoder {
+        Arc::new(|kv: &KeyValue| {
+            let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+            v["rv"] = json!(kv.mod_revision);
+            Some(Some(v))
+        })
+    }
+
+    /// Read-your-writes through the cache: every write followed at once by a consistent read from the
+    /// cache sees it (and a delete is gone), on both store backends.
+    async fn consistent_reads(store: Store) {
+        let cacher = Cacher::start(store.clone(), "/c/".into(), decoder());
+        // Not ready before the first list: the caller reads the store.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cacher
+            .fresh(store.revision().await.expect("rev"), FRESH_TIMEOUT)
+            .await
+        {
+            assert!(std::time::Instant::now() < deadline, "cache never ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for i in 0..100 {
+            let key = format!("/c/{i:03}");
+            let kv = store
+                .create(&key, json!({"n": i}).to_string().into_bytes())
+                .await
+                .expect("create");
+            // A write elsewhere: the cache must also follow revisions outside its prefix.
+            store
+                .create(&format!("/other/{i}"), vec![])
+                .await
+                .expect("create");
+            let target = store.revision().await.expect("rev");
+            assert!(cacher.fresh(target, FRESH_TIMEOUT).await, "fresh at {target}");
+            let page = cacher.page("/c/", 0, |_| true).expect("ready");
+            assert_eq!(page.items.len(), i + 1);
+            assert!(page.revision >= target);
+            assert_eq!(page.items[i]["rv"], json!(kv.mod_revision));
+        }
+        store.delete("/c/050", None).await.expect("delete");
+        assert!(
+            cacher
+                .fresh(store.revision().await.expect("rev"), FRESH_TIMEOUT)
+                .await
+        );
+        let page = cacher
+            .page("/c/", 10, |v| v["n"].as_i64().unwrap_or(0) >= 45)
+            .expect("ready");
+        let ns: Vec<i64> = page.items.iter().filter_map(|v| v["n"].as_i64()).collect();
+        assert_eq!(ns, [45, 46, 47, 48, 49, 51, 52, 53, 54, 55]);
+        assert_eq!(page.continue_after.as_deref(), Some("/c/055"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cache_serves_consistent_reads_on_the_embedded_store() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_embedded(&dir.path().join("db"), store::Options::default()).expect("store");
+        consistent_reads(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cache_serves_consistent_reads_on_etcd() {
+        if !store::local_etcd::available() {
+            assert!(
+                std::env::var("BERTH_TEST_ROOT").as_deref() != Ok("1"),
+                "etcd is required with BERTH_TEST_ROOT=1"
+            );
+            eprintln!("skipped: no etcd");
+            return;
+        }
+        let etcd = store::local_etcd::LocalEtcd::start().expect("etcd");
+        let store = Store::open_etcd(store::EtcdConfig {
+            endpoints: vec![etcd.endpoint()],
+            ..Default::default()
+        })
+        .await
+        .expect("connect");
+        consistent_reads(store).await;
+    }
+}

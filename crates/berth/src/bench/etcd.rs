@@ -1,0 +1,89 @@
+//! `berth bench --suite etcd`: the etcd backend (`--datastore-endpoint`) against a raw etcd put benchmark
+//! on the same member in the same run: creates/s through the API with 1 and 16 clients beside plain etcd
+//! puts/s with as many concurrent clients, and their ratio (the goal: at least 0.6, as the embedded
+//! store reaches against its own commits); the list latency with 10,000 pods read from etcd; the server's
+//! RSS after it. The member is Debian's etcd on loopback (`store::local_etcd`), one member: the raw
+//! figure is what that member commits, whatever the disk.
+
+use super::{
+    BenchArgs, CONTROL_PLANE_ARGS, create_rate, list_latency, list_only, rss_kib, start_server_with,
+};
+use anyhow::{Context, Result};
+use std::time::Instant;
+
+/// `total` plain puts of 300-byte values through `concurrency` clients on one connection; returns puts/s.
+async fn raw_put_rate(endpoint: &str, total: usize, concurrency: usize) -> Result<f64> {
+    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let value = vec![b'x'; 300];
+    let per = total / concurrency;
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let mut kv = client.kv_client();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                kv.put(format!("/raw/{concurrency}/{w}/{i}"), value.clone(), None)
+                    .await?;
+            }
+            Ok::<_, etcd_client::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per * concurrency) as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Print the etcd backend's rows.
+pub async fn figures(args: &BenchArgs) -> Result<()> {
+    anyhow::ensure!(
+        store::local_etcd::available(),
+        "the etcd suite needs {} (Debian etcd-server)",
+        store::local_etcd::binary().display()
+    );
+    let etcd = store::local_etcd::LocalEtcd::start().context("starting etcd")?;
+    let endpoint = etcd.endpoint();
+    let mut extra = CONTROL_PLANE_ARGS.to_vec();
+    extra.extend(["--datastore-endpoint", endpoint.as_str()]);
+    let (child, took, client) = start_server_with(&extra).await?;
+    println!(
+        "| etcd backend (1 member on loopback): server start to first successful request | {:.1} ms |",
+        took.as_secs_f64() * 1e3
+    );
+    for conc in [1usize, 16] {
+        let api_rate = create_rate(&client, "default", args.creates, conc).await?;
+        let raw = raw_put_rate(&endpoint, args.creates, conc).await?;
+        println!(
+            "| etcd backend: creates/s, {conc} client(s) (HTTPS, kube-rs) vs raw etcd puts/s in the same run | {api_rate:.0} vs {raw:.0} (ratio {:.2}) |",
+            api_rate / raw
+        );
+    }
+    let (full, page) = list_latency(&client, args.pods).await?;
+    println!(
+        "| etcd backend: list latency with {} pods stored, from the watch cache: full list (median of 5) / first page of 500 | {:.0} ms / {:.0} ms |",
+        args.pods,
+        full.as_secs_f64() * 1e3,
+        page.as_secs_f64() * 1e3
+    );
+    // A second server on the same etcd without the watch cache: the same lists read from etcd.
+    let mut uncached = extra.clone();
+    uncached.extend(["--watch-cache", "false"]);
+    let (second, _, second_client) = start_server_with(&uncached).await?;
+    let (full, page) = list_only(&second_client, args.pods).await?;
+    println!(
+        "| etcd backend: the same lists through a second server without the watch cache (from etcd) | {:.0} ms / {:.0} ms |",
+        full.as_secs_f64() * 1e3,
+        page.as_secs_f64() * 1e3
+    );
+    drop(second);
+    let rss = rss_kib(child.proc.id()).unwrap_or(0);
+    println!(
+        "| etcd backend: server RSS after the runs ({} pods) | {:.1} MB |",
+        args.pods,
+        rss as f64 / 1024.0
+    );
+    drop(child);
+    drop(etcd);
+    Ok(())
+}
