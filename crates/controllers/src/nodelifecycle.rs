@@ -434,20 +434,8 @@ async fn execute(
             }) {
                 return Ok(());
             }
-            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&name, &dp).await {
-                Ok(_) => {
-                    tracing::warn!(pod = %name, %namespace, node = %node, %taint, "evicted: NoExecute taint")
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(err) => return Err(err.to_string()),
+            if delete_pod(client, &namespace, &name, uid, None).await? {
+                tracing::warn!(pod = %name, %namespace, node = %node, %taint, "evicted: NoExecute taint");
             }
         }
         Step::ForceDelete {
@@ -468,25 +456,37 @@ async fn execute(
             }) {
                 return Ok(());
             }
-            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&name, &dp).await {
-                Ok(_) => {
-                    tracing::warn!(pod = %name, %namespace, node = %node, "force-deleted: node out of service")
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(err) => return Err(err.to_string()),
+            if delete_pod(client, &namespace, &name, uid, Some(0)).await? {
+                tracing::warn!(pod = %name, %namespace, node = %node, "force-deleted: node out of service");
             }
         }
     }
     Ok(())
+}
+
+/// Delete the pod `namespace/name` if it is still the one with `uid` (`grace`: `None` for its own
+/// grace period, `Some(0)` to force). `false` when it was already gone or replaced.
+async fn delete_pod(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    uid: String,
+    grace: Option<u32>,
+) -> Result<bool, String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let dp = DeleteParams {
+        grace_period_seconds: grace,
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 #[cfg(test)]
