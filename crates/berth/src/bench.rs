@@ -815,7 +815,7 @@ async fn agent_figures(args: &BenchArgs) -> Result<()> {
     );
     sets.delete("ready", &Default::default()).await?;
     for i in 0..20 {
-        for prefix in ["start", "seccomp", "privileged"] {
+        for (prefix, _, _) in &variants {
             let _ = pods.delete(&format!("{prefix}-{i}"), &Default::default()).await;
         }
     }
