@@ -33,36 +33,8 @@ use plan::{Observed, Plan};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use tokio::time::Instant;
 
-/// How long unobserved creates/deletes hold a DaemonSet back (upstream `ExpectationsTimeout`).
-const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Pod writes of one DaemonSet not yet seen in the cache (upstream `ControllerExpectations`).
-#[derive(Debug, Default)]
-struct Expect {
-    created: Vec<String>,
-    deleted: Vec<String>,
-    since: Option<Instant>,
-}
-
-impl Expect {
-    fn settled(&mut self, pods: &[&Pod]) -> bool {
-        if self.since.is_some_and(|t| t.elapsed() > EXPECTATIONS_TIMEOUT) {
-            *self = Expect::default();
-        }
-        self.created
-            .retain(|n| !pods.iter().any(|p| p.metadata.name.as_deref() == Some(n)));
-        self.deleted.retain(|u| {
-            pods.iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(u) && p.metadata.deletion_timestamp.is_none())
-        });
-        if self.created.is_empty() && self.deleted.is_empty() {
-            self.since = None;
-        }
-        self.created.is_empty() && self.deleted.is_empty()
-    }
-}
+use crate::workload::expectations::Expectations as Expect;
 
 async fn execute(
     client: &kube::Client,
@@ -121,8 +93,7 @@ async fn execute(
         };
         match pods.delete(&p.name, &dp).await {
             Ok(_) => {
-                exp.deleted.push(p.uid.clone());
-                exp.since.get_or_insert_with(Instant::now);
+                exp.deleted(p.uid.clone());
             }
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => return Err(e),
@@ -130,8 +101,7 @@ async fn execute(
     }
     for pod in &plan.create {
         let made = pods.create(&PostParams::default(), pod).await?;
-        exp.created.push(made.metadata.name.unwrap_or_default());
-        exp.since.get_or_insert_with(Instant::now);
+        exp.created(made.metadata.name.unwrap_or_default());
     }
     if let Some(status) = plan.status {
         let mut next = ds.clone();

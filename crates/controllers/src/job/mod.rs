@@ -35,40 +35,11 @@ use plan::{Observed, Plan, PodRef};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// The component name on Events (upstream `job-controller`).
 const COMPONENT: &str = "job-controller";
-/// How long unobserved creates/deletes hold a Job back (upstream `ExpectationsTimeout`).
-const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Pod writes of one Job not yet seen in the cache (upstream `ControllerExpectations`, keyed by name).
-#[derive(Debug, Default)]
-struct Expect {
-    created: Vec<String>,
-    deleted: Vec<String>,
-    since: Option<Instant>,
-}
-
-impl Expect {
-    /// Whether the cache shows every create (the name is there) and delete (the uid is gone or
-    /// terminating), or the expectations expired.
-    fn settled(&mut self, pods: &[&Pod]) -> bool {
-        if self.since.is_some_and(|t| t.elapsed() > EXPECTATIONS_TIMEOUT) {
-            *self = Expect::default();
-        }
-        self.created
-            .retain(|n| !pods.iter().any(|p| p.metadata.name.as_deref() == Some(n)));
-        self.deleted.retain(|u| {
-            pods.iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(u) && p.metadata.deletion_timestamp.is_none())
-        });
-        if self.created.is_empty() && self.deleted.is_empty() {
-            self.since = None;
-        }
-        self.created.is_empty() && self.deleted.is_empty()
-    }
-}
+use crate::workload::expectations::Expectations as Expect;
 
 fn job_ref(job: &Job) -> ObjectReference {
     ObjectReference {
@@ -135,8 +106,7 @@ async fn execute(client: &kube::Client, job: &Job, plan: Plan, exp: &mut Expect)
         };
         match pods.delete(&p.name, &dp).await {
             Ok(_) => {
-                exp.deleted.push(p.uid.clone());
-                exp.since.get_or_insert_with(Instant::now);
+                exp.deleted(p.uid.clone());
                 let msg = format!("Deleted pod: {}", p.name);
                 let _ = events::record(
                     client,
@@ -157,8 +127,7 @@ async fn execute(client: &kube::Client, job: &Job, plan: Plan, exp: &mut Expect)
         match pods.create(&PostParams::default(), pod).await {
             Ok(made) => {
                 let made_name = made.metadata.name.unwrap_or_default();
-                exp.created.push(made_name.clone());
-                exp.since.get_or_insert_with(Instant::now);
+                exp.created(made_name.clone());
                 let msg = format!("Created pod: {made_name}");
                 let _ = events::record(
                     client,

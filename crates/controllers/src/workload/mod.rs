@@ -8,6 +8,7 @@
 //!   `pod-template-hash` (`controller.ComputeHash`);
 //! - [`pods`]: readiness and availability with `minReadySeconds` (`podutil.IsPodAvailable`), active pods,
 //!   the pod built from a template (`GetPodFromTemplate`) and the deletion ranking (`ActivePodsWithRanks`);
+//! - [`expectations`]: pod writes not yet seen in the cache (`ControllerExpectations`);
 //! - [`intstr`]: `maxUnavailable`/`maxSurge` as ints or percentages (`GetScaledValueFromIntOrPercent`,
 //!   the Deployment's `ResolveFenceposts`).
 //!
@@ -15,6 +16,7 @@
 //! [`controller_ref::confirm_release`], the two live reads.
 
 pub mod controller_ref;
+pub mod expectations;
 pub mod intstr;
 pub mod pods;
 pub mod revision;
