@@ -30,6 +30,10 @@ pub enum Step {
         clone_from: Option<PathBuf>,
         /// `spec.capacity.storage` in bytes, enforced when the node can ([`crate::capacity`]).
         bytes: Option<u64>,
+        /// The `metadata.resourceVersion` the plan saw `Pending`: the `Available` write is conditional on
+        /// it, so a pass planned on a cache that lags behind the binder never turns a `Bound` volume back
+        /// into an `Available` one (a blind write did, and the claim's volume then stayed `Available`).
+        resource_version: String,
     },
     /// A volume in use: mount it if it is not (after a reboot), and grow it to `bytes` when its capacity
     /// was raised (claim expansion).
@@ -116,6 +120,7 @@ pub fn plan(node: &str, volumes_dir: &Path, volumes: &[PersistentVolume]) -> Vec
                     path,
                     clone_from,
                     bytes: capacity_bytes(v),
+                    resource_version: v.metadata.resource_version.clone().unwrap_or_default(),
                 });
             }
             "Released" if reclaim_policy(v) == "Delete" => {
@@ -299,19 +304,28 @@ async fn execute(api: &Api<PersistentVolume>, volumes_dir: &Path, step: &Step) -
             path,
             clone_from,
             bytes,
+            resource_version,
         } => {
             let (p, c, b) = (path.clone(), clone_from.clone(), *bytes);
             tokio::task::spawn_blocking(move || materialize(&p, c.as_deref(), b))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            api.patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "Available"}})),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            // A merge patch carrying `metadata.resourceVersion` is a precondition (409 when the volume
+            // changed since the plan): the next pass re-plans on the newer object.
+            let patch =
+                json!({"metadata": {"resourceVersion": resource_version}, "status": {"phase": "Available"}});
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    tracing::debug!(volume = %name, "volume changed since the plan; re-planning");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
             tracing::info!(volume = %name, path = %path.display(), cloned = clone_from.is_some(), "volume ready");
         }
         Step::Remove { name, uid, path } => {
@@ -398,13 +412,15 @@ mod tests {
                     name: "a".into(),
                     path: "/d/volumes/a".into(),
                     clone_from: None,
-                    bytes: Some(1 << 30)
+                    bytes: Some(1 << 30),
+                    resource_version: String::new(),
                 },
                 Step::Materialize {
                     name: "b".into(),
                     path: "/d/volumes/b".into(),
                     clone_from: Some("/d/volumes/a".into()),
-                    bytes: Some(1 << 30)
+                    bytes: Some(1 << 30),
+                    resource_version: String::new(),
                 },
                 Step::Remove {
                     name: "c".into(),

@@ -269,6 +269,15 @@ pub fn plan(o: &Observed) -> Vec<Step> {
                 continue;
             }
             if ours && claim_phase == Some("Bound") {
+                // A bound pair whose volume still says `Available` (its phase write was lost, or a stale
+                // writer won) is repaired, as upstream's `syncVolume` sets `Bound` on a volume whose
+                // claim is bound to it.
+                if phase_of_volume(v) == "Available" {
+                    steps.push(Step::SetVolumePhase {
+                        name: vname.to_string(),
+                        phase: "Bound",
+                    });
+                }
                 let request = claim_request(claim);
                 let capacity = volume_capacity(v);
                 if less(capacity, request) {
@@ -845,6 +854,39 @@ mod tests {
             clone.metadata.annotations.as_ref().expect("ann")[CLONE_FROM],
             "pvc-uid-src"
         );
+    }
+
+    #[test]
+    fn a_bound_claims_volume_left_available_is_set_bound() {
+        let classes = [class("now", "Immediate", true)];
+        let nodes = [node("a")];
+        let c = claim(
+            "c",
+            json!({"spec": {"volumeName": "pvc-uid-c"}, "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}}),
+        );
+        let mut pv = new_volume(&c, &classes[0], "a", "/data/volumes", None);
+        pv.status = serde_json::from_value(json!({"phase": "Available"})).expect("status");
+        let steps = plan(&Observed {
+            classes: &classes,
+            claims: std::slice::from_ref(&c),
+            volumes: std::slice::from_ref(&pv),
+            nodes: &nodes,
+        });
+        assert_eq!(
+            steps,
+            [Step::SetVolumePhase {
+                name: "pvc-uid-c".into(),
+                phase: "Bound"
+            }]
+        );
+        pv.status = serde_json::from_value(json!({"phase": "Bound"})).expect("status");
+        let steps = plan(&Observed {
+            classes: &classes,
+            claims: &[c],
+            volumes: &[pv],
+            nodes: &nodes,
+        });
+        assert_eq!(steps, [], "a consistent pair needs nothing");
     }
 
     #[test]
