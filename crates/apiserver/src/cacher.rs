@@ -26,11 +26,27 @@ pub const FRESH_TIMEOUT: Duration = Duration::from_secs(1);
 /// stamping); `None` when the registry is gone (the cache then stops).
 pub type Decoder = Arc<dyn Fn(&KeyValue) -> Option<Option<Value>> + Send + Sync>;
 
+/// One cached object: decoded (for filters) and encoded once (a JSON list is then a concatenation of
+/// these bytes, upstream's cacher serving lists without re-encoding unchanged objects).
+pub struct Cached {
+    /// The object served.
+    pub value: Value,
+    /// `value` as JSON.
+    pub json: axum::body::Bytes,
+}
+
+impl Cached {
+    fn new(value: Value) -> Arc<Cached> {
+        let json = axum::body::Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        Arc::new(Cached { value, json })
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Whether `objects` mirrors the store at `revision` (false while listing or after a lost watch).
     ready: bool,
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<Cached>>,
 }
 
 /// One resource's cache.
@@ -44,9 +60,9 @@ pub struct Cacher {
 }
 
 /// A page served from the cache.
-pub struct Page {
-    /// Matching objects in key order.
-    pub items: Vec<Value>,
+pub struct Page<T> {
+    /// Matching objects in key order, as the caller's `shape` made them.
+    pub items: Vec<T>,
     /// The cache's revision (the list's resourceVersion).
     pub revision: Revision,
     /// The last item's key when `limit` cut the page and more matching objects remain.
@@ -99,9 +115,16 @@ impl Cacher {
         caught_up && self.read().ready
     }
 
-    /// The objects under `prefix` that `keep` accepts, in key order, at most `limit` (0 = all).
-    /// `None` when the cache is not ready.
-    pub fn page(&self, prefix: &str, limit: usize, keep: impl Fn(&Value) -> bool) -> Option<Page> {
+    /// The objects under `prefix` that `keep` accepts, in key order, at most `limit` (0 = all), each
+    /// given by `shape` (a clone of the value, or the shared encoded bytes). `None` when the cache is not
+    /// ready.
+    pub fn page<T>(
+        &self,
+        prefix: &str,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool,
+        shape: impl Fn(&Cached) -> T,
+    ) -> Option<Page<T>> {
         let state = self.read();
         if !state.ready {
             return None;
@@ -115,14 +138,14 @@ impl Cacher {
             .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
         {
-            if !keep(obj) {
+            if !keep(&obj.value) {
                 continue;
             }
             if limit != 0 && items.len() == limit {
                 continue_after = last.take();
                 break;
             }
-            items.push((**obj).clone());
+            items.push(shape(obj));
             last = Some(key.clone());
         }
         Some(Page {
@@ -165,7 +188,7 @@ async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: 
             match decode(kv) {
                 None => return,
                 Some(Some(obj)) => {
-                    objects.insert(kv.key.clone(), Arc::new(obj));
+                    objects.insert(kv.key.clone(), Cached::new(obj));
                 }
                 Some(None) => {}
             }
@@ -209,7 +232,8 @@ async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: 
                     let decoded = match event.kind {
                         EventKind::Put => match decode(&event.kv) {
                             None => return,
-                            Some(obj) => obj,
+                            // Encoded here, outside the lock.
+                            Some(obj) => obj.map(Cached::new),
                         },
                         EventKind::Delete => None,
                     };
@@ -217,7 +241,7 @@ async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: 
                         let mut state = cacher.write();
                         match decoded {
                             Some(obj) => {
-                                state.objects.insert(event.kv.key.clone(), Arc::new(obj));
+                                state.objects.insert(event.kv.key.clone(), obj);
                             }
                             None => {
                                 state.objects.remove(&event.kv.key);
@@ -280,7 +304,9 @@ mod tests {
                 .expect("create");
             let target = store.revision().await.expect("rev");
             assert!(cacher.fresh(target, FRESH_TIMEOUT).await, "fresh at {target}");
-            let page = cacher.page("/c/", 0, |_| true).expect("ready");
+            let page = cacher
+                .page("/c/", 0, |_| true, |c| c.value.clone())
+                .expect("ready");
             assert_eq!(page.items.len(), i + 1);
             assert!(page.revision >= target);
             assert_eq!(page.items[i]["rv"], json!(kv.mod_revision));
@@ -292,7 +318,12 @@ mod tests {
                 .await
         );
         let page = cacher
-            .page("/c/", 10, |v| v["n"].as_i64().unwrap_or(0) >= 45)
+            .page(
+                "/c/",
+                10,
+                |v| v["n"].as_i64().unwrap_or(0) >= 45,
+                |c| c.value.clone(),
+            )
             .expect("ready");
         let ns: Vec<i64> = page.items.iter().filter_map(|v| v["n"].as_i64()).collect();
         assert_eq!(ns, [45, 46, 47, 48, 49, 51, 52, 53, 54, 55]);

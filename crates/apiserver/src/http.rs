@@ -245,6 +245,13 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             if query.flag("watch") {
                 return watch::serve(reg.clone(), target, query, opts, render).await;
             }
+            if render == crate::table::Render::Full
+                && let Some(body) = reg.list_json(res, ns, &opts).await?
+            {
+                return Ok(
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                );
+            }
             let list = reg.list(res, ns, &opts).await?;
             match render {
                 crate::table::Render::Table => {

@@ -90,3 +90,84 @@ async fn writes_answer_partial_object_metadata_when_asked() {
     assert_eq!(full["kind"], "ConfigMap");
     assert_eq!(full["data"]["k"], "v");
 }
+
+/// A list served from the watch cache's encoded objects is the same document the store path gives:
+/// kind, resourceVersion, items, and a `continue` token that the store then follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_from_the_cache_equal_lists_from_the_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let r = router(dir.path()).await;
+    for i in 0..5 {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "labels": {"odd": (i % 2).to_string()}}, "data": {"k": "v"}});
+        let (code, _) = call(
+            &r,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            "application/json",
+            cm,
+        )
+        .await;
+        assert_eq!(code, 201);
+    }
+    let list = |q: &'static str| {
+        let r = r.clone();
+        async move {
+            let (code, v) = call(
+                &r,
+                "GET",
+                &format!("/api/v1/namespaces/default/configmaps{q}"),
+                "application/json",
+                "application/json",
+                Value::Null,
+            )
+            .await;
+            assert_eq!(code, 200, "{v}");
+            v
+        }
+    };
+    let all = list("").await;
+    assert_eq!(all["kind"], "ConfigMapList");
+    assert_eq!(all["apiVersion"], "v1");
+    assert!(
+        all["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    let names: Vec<&str> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(all["items"][2]["data"]["k"], "v");
+    let odd = list("?labelSelector=odd%3D1").await;
+    assert_eq!(odd["items"].as_array().map(Vec::len), Some(2));
+    let first = list("?limit=2").await;
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("continue")
+        .to_string();
+    let rest = {
+        let (code, v) = call(
+            &r,
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps?limit=10&continue={token}"),
+            "application/json",
+            "application/json",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        v
+    };
+    let names: Vec<&str> = rest["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["c2", "c3", "c4"]);
+}
