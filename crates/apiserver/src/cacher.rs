@@ -8,19 +8,48 @@
 //! is bypassed: the list reads the store, as upstream falls back to etcd.
 //!
 //! Continuations (`continue` tokens) are read from the store at the token's revision (etcd3 `WithRev`),
-//! as upstream serves them; watches are still served by the store's watch (the embedded store fans out
-//! in memory; on etcd each API watch is an etcd watch).
+//! as upstream serves them.
+//!
+//! Watches are served from the cache too (the cacher's `watchCache` window and its dispatch to
+//! `cacheWatcher`s): the cache keeps the last [`WINDOW`] events it applied and broadcasts each new one;
+//! a watch from a revision inside the window replays the window's later events and follows the
+//! broadcast, with no gap (both are taken under the cache's lock). Progress (for bookmarks) travels in
+//! the same ordered feed, so a watcher's bookmark never passes an event it has not yet handed out. A
+//! watch from before the window, or from a revision the cache has not reached, is left to the store
+//! (which replays older history or answers 410 past compaction); a watcher too slow for the broadcast's
+//! buffer is ended, as upstream closes unresponsive watchers, and its client watches again from the
+//! last revision it saw. On etcd this is one etcd watch per resource instead of one per API watch.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use store::{EventKind, KeyValue, Revision, Store};
+use store::{Event, EventKind, KeyValue, Revision, Store};
+use tokio::sync::broadcast;
 
 /// How long a consistent list waits for the cache to reach the store's revision before reading the
 /// store instead.
 pub const FRESH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many of the latest events the cache keeps for watches starting in the past (upstream's watch
+/// cache keeps 100 to 100,000 by event rate; a reflector's re-watch after a list is within a few
+/// revisions).
+pub const WINDOW: usize = 4096;
+
+/// The broadcast's buffer per watcher: a watcher this far behind is ended.
+const FEED_CAPACITY: usize = 4096;
+
+/// What the cache hands to its watchers, in order.
+#[derive(Clone)]
+enum Feed {
+    /// An event applied to the cache.
+    Event(Arc<Event>),
+    /// Every event up to this revision has been fed.
+    Progress(Revision),
+}
 
 /// Decodes a stored value into the object served (the registry's decryption and resourceVersion
 /// stamping); `None` when the registry is gone (the cache then stops).
@@ -42,11 +71,31 @@ impl Cached {
     }
 }
 
-#[derive(Default)]
 struct State {
     /// Whether `objects` mirrors the store at `revision` (false while listing or after a lost watch).
     ready: bool,
     objects: BTreeMap<String, Arc<Cached>>,
+    /// The revision of the last event applied (or of the list).
+    applied: Revision,
+    /// Every event after this revision up to `applied` is in `events`.
+    window_start: Revision,
+    /// The latest events applied, oldest first.
+    events: VecDeque<Arc<Event>>,
+    /// The live feed of watchers; replaced (ending every watcher) when the cache lists again.
+    feed: broadcast::Sender<Feed>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            ready: false,
+            objects: BTreeMap::new(),
+            applied: 0,
+            window_start: 0,
+            events: VecDeque::new(),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
 }
 
 /// One resource's cache.
@@ -56,7 +105,7 @@ pub struct Cacher {
     revision: tokio::sync::watch::Sender<Revision>,
     /// Requests waiting for freshness (the loop polls the watch's progress only then).
     waiting: AtomicUsize,
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// A page served from the cache.
@@ -78,7 +127,7 @@ impl Cacher {
             state: RwLock::new(State::default()),
             revision,
             waiting: AtomicUsize::new(0),
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         });
         tokio::spawn(run(Arc::downgrade(&cacher), store, prefix, decode));
         cacher
@@ -155,6 +204,39 @@ impl Cacher {
         })
     }
 
+    /// A watch of the keys under `prefix` from after revision `after`, served from the cache's window;
+    /// `None` when the cache cannot serve it (not ready, `after` before the window or past what the cache
+    /// has applied): the caller watches the store instead.
+    pub fn watch(&self, prefix: &str, after: Revision) -> Option<store::Watch> {
+        let state = self.read();
+        if !state.ready || after < state.window_start || after > state.applied {
+            return None;
+        }
+        // Under the lock that event application takes: the backlog and the feed meet without a gap.
+        let rx = state.feed.subscribe();
+        let backlog: VecDeque<Arc<Event>> = state
+            .events
+            .iter()
+            .filter(|e| e.kv.mod_revision > after && e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let position = state.applied;
+        drop(state);
+        let progress = Arc::new(AtomicI64::new(if backlog.is_empty() { position } else { after }));
+        let watcher = Watcher {
+            rx,
+            backlog,
+            prefix: prefix.to_string(),
+            position,
+            progress: progress.clone(),
+        };
+        Some(store::Watch::from_parts(
+            Box::pin(futures::stream::unfold(watcher, next_for_watcher)),
+            progress,
+            Some(self.wake.clone()),
+        ))
+    }
+
     fn publish(&self, rev: Revision) {
         self.revision.send_if_modified(|r| {
             let newer = rev > *r;
@@ -207,8 +289,15 @@ async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: 
             state.objects = objects;
             // The revision may go back after a re-list on another etcd member: start it afresh.
             cacher.revision.send_replace(listed.revision);
+            state.applied = listed.revision;
+            state.window_start = listed.revision;
+            state.events.clear();
+            // Watchers of the previous feed may have missed events: a new feed ends them.
+            state.feed = broadcast::channel(FEED_CAPACITY).0;
             state.ready = true;
         }
+        let mut progress_wanted = false;
+        let mut progress_fed = listed.revision;
         backoff = Duration::from_millis(100);
         let mut tick = tokio::time::interval(Duration::from_millis(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -216,7 +305,7 @@ async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: 
         let mut ticks = 0u64;
         loop {
             let Some(cacher) = me.upgrade() else { return };
-            let waiting = cacher.waiting.load(Ordering::SeqCst) > 0;
+            let waiting = cacher.waiting.load(Ordering::SeqCst) > 0 || progress_wanted;
             tokio::select! {
                 next = watch.next() => {
                     let event = match next {
@@ -247,12 +336,39 @@ async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: 
                                 state.objects.remove(&event.kv.key);
                             }
                         }
+                        state.applied = state.applied.max(event.kv.mod_revision);
+                        state.events.push_back(event.clone());
+                        if state.events.len() > WINDOW
+                            && let Some(old) = state.events.pop_front()
+                        {
+                            state.window_start = old.kv.mod_revision;
+                        }
+                        let _ = state.feed.send(Feed::Event(event.clone()));
                     }
                     cacher.publish(event.kv.mod_revision.max(watch.progress()));
                 }
-                _ = cacher.wake.notified() => watch.request_progress(),
+                _ = cacher.wake.notified() => {
+                    // A fresh list waits for the revision, or a watcher wants a bookmark: both need the
+                    // store watch's progress.
+                    progress_wanted = true;
+                    ticks = 0;
+                    watch.request_progress();
+                }
                 _ = tick.tick(), if waiting => {
-                    cacher.publish(watch.progress());
+                    let rev = watch.progress();
+                    cacher.publish(rev);
+                    if progress_wanted && rev > progress_fed {
+                        // Every event up to `rev` is applied and fed (this loop handles them in order).
+                        let mut state = cacher.write();
+                        state.applied = state.applied.max(rev);
+                        let _ = state.feed.send(Feed::Progress(rev));
+                        drop(state);
+                        progress_fed = rev;
+                        progress_wanted = false;
+                    }
+                    if ticks >= 50 {
+                        progress_wanted = false;
+                    }
                     // Ask again now and then (a progress request answered before the wait began).
                     ticks += 1;
                     if ticks.is_multiple_of(25) {
@@ -262,6 +378,51 @@ async fn run(me: std::sync::Weak<Cacher>, store: Store, prefix: String, decode: 
             }
         }
         tokio::time::sleep(backoff).await;
+    }
+}
+
+/// One watcher of the cache: its backlog from the window, then the live feed.
+struct Watcher {
+    rx: broadcast::Receiver<Feed>,
+    backlog: VecDeque<Arc<Event>>,
+    prefix: String,
+    /// Every revision up to here is handed out or passed over.
+    position: Revision,
+    progress: Arc<AtomicI64>,
+}
+
+async fn next_for_watcher(mut w: Watcher) -> Option<(store::Result<Arc<Event>>, Watcher)> {
+    if let Some(ev) = w.backlog.pop_front() {
+        let rev = if w.backlog.is_empty() {
+            w.position
+        } else {
+            ev.kv.mod_revision
+        };
+        w.progress.store(rev, Ordering::SeqCst);
+        return Some((Ok(ev), w));
+    }
+    loop {
+        match w.rx.recv().await {
+            Ok(Feed::Event(ev)) => {
+                let rev = ev.kv.mod_revision;
+                if rev <= w.position {
+                    continue;
+                }
+                w.position = rev;
+                w.progress.store(rev, Ordering::SeqCst);
+                if ev.kv.key.starts_with(&w.prefix) {
+                    return Some((Ok(ev), w));
+                }
+            }
+            Ok(Feed::Progress(rev)) => {
+                if rev > w.position {
+                    w.position = rev;
+                    w.progress.store(rev, Ordering::SeqCst);
+                }
+            }
+            // Too slow for the feed's buffer, or the cache listed again: end, the client re-watches.
+            Err(_) => return None,
+        }
     }
 }
 
@@ -328,6 +489,88 @@ mod tests {
         let ns: Vec<i64> = page.items.iter().filter_map(|v| v["n"].as_i64()).collect();
         assert_eq!(ns, [45, 46, 47, 48, 49, 51, 52, 53, 54, 55]);
         assert_eq!(page.continue_after.as_deref(), Some("/c/055"));
+    }
+
+    /// Watches from the cache: a start inside the window replays the later events of the prefix and
+    /// follows the live ones without a gap or a duplicate; a start before the window or past what the
+    /// cache applied is left to the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watches_from_the_window_replay_then_follow_without_gaps() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_embedded(&dir.path().join("db"), store::Options::default()).expect("store");
+        let first = store.create("/c/a/0", b"{}".to_vec()).await.expect("create");
+        let cacher = Cacher::start(store.clone(), "/c/".into(), decoder());
+        while !cacher
+            .fresh(store.revision().await.expect("rev"), FRESH_TIMEOUT)
+            .await
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            cacher.watch("/c/", first.mod_revision - 1).is_none(),
+            "before the window"
+        );
+        let mut revs = Vec::new();
+        for i in 1..=10 {
+            let ns = if i % 2 == 0 { "a" } else { "b" };
+            revs.push(
+                store
+                    .create(&format!("/c/{ns}/{i}"), b"{}".to_vec())
+                    .await
+                    .expect("create")
+                    .mod_revision,
+            );
+        }
+        let target = store.revision().await.expect("rev");
+        assert!(cacher.fresh(target, FRESH_TIMEOUT).await);
+        assert!(
+            cacher.watch("/c/", target + 5).is_none(),
+            "past what the cache applied"
+        );
+        // From the 4th write, namespace a only: the 4th, 6th, 8th and 10th, then live ones.
+        let mut w = cacher.watch("/c/a/", revs[2]).expect("in the window");
+        let live = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 11..=20 {
+                    let ns = if i % 2 == 0 { "a" } else { "b" };
+                    out.push((
+                        i,
+                        store
+                            .create(&format!("/c/{ns}/{i}"), b"{}".to_vec())
+                            .await
+                            .expect("create")
+                            .mod_revision,
+                    ));
+                }
+                out
+            })
+        };
+        let mut seen = Vec::new();
+        while seen.len() < 9 {
+            let ev = tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .expect("an event in time")
+                .expect("open")
+                .expect("ok");
+            assert!(w.progress() >= ev.kv.mod_revision || w.progress() == revs[2]);
+            seen.push(ev.kv.key.clone());
+        }
+        let live = live.await.expect("writer");
+        let expected: Vec<String> = [4, 6, 8, 10]
+            .into_iter()
+            .chain(live.iter().filter(|(i, _)| i % 2 == 0).map(|(i, _)| *i))
+            .map(|i| format!("/c/a/{i}"))
+            .collect();
+        assert_eq!(seen, expected);
+        // Nothing else (no duplicate of a replayed event).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), w.next())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

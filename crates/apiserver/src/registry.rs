@@ -468,6 +468,12 @@ impl Registry {
         Ok(cacher.page(&prefix, opts.limit, |o| matches_filters(o, opts), shape))
     }
 
+    /// A watch of `res` (in `ns`) from after revision `after`, served from the watch cache's window when
+    /// it can ([`crate::cacher::Cacher::watch`]); `None` when the store must serve it.
+    pub fn cached_watch(&self, res: &'static Resource, ns: Option<&str>, after: i64) -> Option<store::Watch> {
+        self.cacher(res)?.watch(&object::prefix(res, ns), after)
+    }
+
     /// [`Registry::list`] as one JSON `<Kind>List` body when the watch cache serves it: the cached objects'
     /// encodings are concatenated, nothing is copied or encoded again per list (upstream's cacher serves
     /// lists from its store without a deep copy). `None` when the list must be read from the store.

@@ -64,7 +64,12 @@ pub async fn serve(
     let prefix = crate::object::prefix(res, ns.as_deref());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let mut printer = crate::table::WatchPrinter::new(target.clone(), render, &query);
-    let watch = reg.store().watch(&prefix, after).await;
+    // From the watch cache's window when it can (upstream serves every watch from the cacher), else
+    // from the store (history before the window, or 410 past compaction).
+    let watch = match reg.cached_watch(res, ns.as_deref(), after) {
+        Some(w) => Ok(w),
+        None => reg.store().watch(&prefix, after).await,
+    };
     tokio::spawn(async move {
         let send = |v: Value| {
             let mut line = v.to_string();

@@ -378,6 +378,21 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// A watch made by a layer above the store (the API server's watch cache serves watches from its
+    /// own window of events): `stream` yields the events, `progress` is kept by it as
+    /// [`Watch::progress`] describes, and `wake` is notified by [`Watch::request_progress`].
+    pub fn from_parts(
+        stream: Pin<Box<dyn Stream<Item = Result<Arc<Event>>> + Send>>,
+        progress: Arc<AtomicI64>,
+        wake: Option<Arc<tokio::sync::Notify>>,
+    ) -> Watch {
+        Watch {
+            inner: stream,
+            progress,
+            wake,
+        }
+    }
+
     /// Every event on the prefix with a revision at or below this has been yielded (at least the
     /// revision the watch started after). Use it for BOOKMARK events.
     pub fn progress(&self) -> Revision {
