@@ -204,6 +204,15 @@ impl Cacher {
         })
     }
 
+    /// The object under `key`; `None` when the cache is not ready or does not hold it.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        let state = self.read();
+        if !state.ready {
+            return None;
+        }
+        state.objects.get(key).map(|c| c.value.clone())
+    }
+
     /// A watch of the keys under `prefix` from after revision `after`, served from the cache's window;
     /// `None` when the cache cannot serve it (not ready, `after` before the window or past what the cache
     /// has applied): the caller watches the store instead.

@@ -307,7 +307,17 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             Ok(json_response(StatusCode::OK, &body))
         }
         (&Method::GET, Some(name), None | Some(Subresource::Status)) => {
-            let obj = reg.get(res, ns, name).await?;
+            // `resourceVersion=0`: any recent state will do, served from the watch cache (upstream's
+            // `NotOlderThan` 0 read from the cacher); otherwise a consistent read from the store.
+            let cached = if query.get("resourceVersion") == Some("0") {
+                reg.cached_get(res, ns, name)
+            } else {
+                None
+            };
+            let obj = match cached {
+                Some(obj) => obj,
+                None => reg.get(res, ns, name).await?,
+            };
             match render {
                 crate::table::Render::Table => {
                     return Ok(json_response(

@@ -468,6 +468,13 @@ impl Registry {
         Ok(cacher.page(&prefix, opts.limit, |o| matches_filters(o, opts), shape))
     }
 
+    /// The object as the watch cache holds it (`resourceVersion=0` reads: any recent state); `None` when
+    /// the cache is disabled, not ready, or does not hold it (the caller reads the store, which also
+    /// gives the 404).
+    pub fn cached_get(&self, res: &'static Resource, ns: Option<&str>, name: &str) -> Option<Value> {
+        self.cacher(res)?.get(&object::key(res, ns, name))
+    }
+
     /// A watch of `res` (in `ns`) from after revision `after`, served from the watch cache's window when
     /// it can ([`crate::cacher::Cacher::watch`]); `None` when the store must serve it.
     pub fn cached_watch(&self, res: &'static Resource, ns: Option<&str>, after: i64) -> Option<store::Watch> {

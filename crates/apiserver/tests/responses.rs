@@ -170,4 +170,21 @@ async fn lists_from_the_cache_equal_lists_from_the_store() {
         .filter_map(|i| i["metadata"]["name"].as_str())
         .collect();
     assert_eq!(names, ["c2", "c3", "c4"]);
+    // `resourceVersion=0` gets (from the cache once it is ready, which the lists above made it).
+    for (path, code) in [("c1", 200), ("missing", 404)] {
+        let (got, v) = call(
+            &r,
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps/{path}?resourceVersion=0"),
+            "application/json",
+            "application/json",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(got, code, "{v}");
+        if code == 200 {
+            assert_eq!(v["metadata"]["name"], "c1");
+            assert!(v["metadata"]["resourceVersion"].is_string());
+        }
+    }
 }
