@@ -47,6 +47,35 @@ spec:
       restartPolicy: Never
       containers:
       - {name: c, image: busybox:test, command: ["/bin/sh", "-c", "exit 3"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: perindex}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  backoffLimitPerIndex: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox:test, command: ["/bin/sh", "-c", "[ $JOB_COMPLETION_INDEX != 1 ]"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: leader}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  successPolicy:
+    rules: [{succeededIndexes: "0"}]
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox:test, command: ["/bin/sh", "-c", "[ $JOB_COMPLETION_INDEX = 0 ] || sleep 300"]}
 "#;
 
 const CRON: &str = r#"
@@ -142,6 +171,30 @@ fn jobs_complete_index_fail_and_cronjobs_start_them() {
     assert_eq!(failed["reason"], "BackoffLimitExceeded");
     assert_eq!(failed["message"], "Job has reached the specified backoff limit");
     assert!(s.ok(&["get", "job", "fail"]).contains("Failed"));
+
+    // backoffLimitPerIndex 0: index 1 fails once and for all, the others complete, the Job fails with
+    // upstream's FailedIndexes.
+    s.ok(&["wait", "--for=condition=failed", "job/perindex", "--timeout=90s"]);
+    let per = s.get_json(&["job", "perindex"]);
+    assert_eq!(per["status"]["failedIndexes"], "1", "{per}");
+    assert_eq!(per["status"]["completedIndexes"], "0,2", "{per}");
+    assert_eq!(pods_of(&s, "perindex").len(), 3, "index 1 not retried");
+    let reason = per["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Failed").cloned())
+        .expect("Failed condition");
+    assert_eq!(reason["reason"], "FailedIndexes");
+
+    // successPolicy: index 0's success completes the Job; the sleeping indexes are stopped.
+    s.ok(&["wait", "--for=condition=complete", "job/leader", "--timeout=90s"]);
+    let leader = s.get_json(&["job", "leader"]);
+    let complete = leader["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Complete").cloned())
+        .expect("Complete condition");
+    assert_eq!(complete["reason"], "SuccessPolicy", "{leader}");
+    assert_eq!(leader["status"]["completedIndexes"], "0", "{leader}");
+    assert!(leader["status"]["active"].is_null(), "{leader}");
 
     // kubectl create job --from=cronjob: a Job from the template, owned by the CronJob.
     s.ok(&["create", "job", "manual", "--from=cronjob/backup"]);

@@ -16,8 +16,12 @@
 //!   created or deleted for that Job until the pod cache shows those writes (or 5 minutes pass), so a
 //!   lagging cache never makes extra pods.
 //!
-//! Deviations: orphan pods matching a `manualSelector` are not adopted; `backoffLimitPerIndex` and
-//! `successPolicy` are stored but not acted on (`FailIndex` counts as `Count`).
+//! - Indexed Jobs' `backoffLimitPerIndex`, `maxFailedIndexes` (`status.failedIndexes`, the
+//!   `FailIndex` action, per-index back-off, the `job-index-failure-count` annotation) and
+//!   `successPolicy` (`SuccessCriteriaMet`/`Complete` with reason `SuccessPolicy`, the remaining pods
+//!   stopped), as upstream's `indexed_job_utils.go` and `success_policy.go`.
+//!
+//! Deviations: orphan pods matching a `manualSelector` are not adopted.
 
 pub mod plan;
 #[cfg(test)]

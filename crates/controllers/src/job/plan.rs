@@ -78,6 +78,42 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
+/// The annotation of a pod of a Job with `backoffLimitPerIndex`: how many pods of its index failed
+/// before it (upstream `batch.kubernetes.io/job-index-failure-count`).
+pub const JOB_INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
+
+/// A pod's [`JOB_INDEX_FAILURE_COUNT`] (0 when absent, upstream `getIndexFailureCount`).
+fn index_failure_count(p: &Pod) -> i32 {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(JOB_INDEX_FAILURE_COUNT))
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &i32| *n >= 0)
+        .unwrap_or(0)
+}
+
+/// The first `successPolicy` rule the completed indexes satisfy (upstream `matchSuccessPolicy`): its
+/// index. A rule with `succeededIndexes` needs them all, or `succeededCount` of them; one with only
+/// `succeededCount` needs that many completed indexes.
+fn match_success_policy(job: &Job, completed: &BTreeSet<i32>, completions: i32) -> Option<usize> {
+    let rules = &job.spec.as_ref()?.success_policy.as_ref()?.rules;
+    rules.iter().position(|r| {
+        let count = r.succeeded_count.map(i64::from);
+        match r.succeeded_indexes.as_deref() {
+            Some(ix) => {
+                let wanted = parse_indexes(ix, completions);
+                let done = wanted.intersection(completed).count() as i64;
+                match count {
+                    Some(c) => done >= c,
+                    None => !wanted.is_empty() && done == wanted.len() as i64,
+                }
+            }
+            None => count.is_some_and(|c| completed.len() as i64 >= c),
+        }
+    })
+}
+
 fn has_finalizer(p: &Pod) -> bool {
     p.metadata
         .finalizers
@@ -314,6 +350,12 @@ fn backoff_remaining(pods: &[&Pod], now: Timestamp) -> Option<Duration> {
 /// ownerReference, the tracking finalizer; for Indexed, the completion index annotation and label, the
 /// hostname `<job>-<index>` and `JOB_COMPLETION_INDEX` from the annotation in every container.
 pub fn new_pod(job: &Job, index: Option<i32>) -> Pod {
+    new_pod_with_failures(job, index, None)
+}
+
+/// [`new_pod`] for a Job with `backoffLimitPerIndex`: the pod records how many pods of its index failed
+/// before it ([`JOB_INDEX_FAILURE_COUNT`], upstream `addIndexFailureCountAnnotation`).
+pub fn new_pod_with_failures(job: &Job, index: Option<i32>, failures: Option<i32>) -> Pod {
     let name = job.metadata.name.clone().unwrap_or_default();
     let template: PodTemplateSpec = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
@@ -324,6 +366,9 @@ pub fn new_pod(job: &Job, index: Option<i32>) -> Pod {
         Some(i) => {
             labels.insert(JOB_COMPLETION_INDEX.into(), i.to_string());
             annotations.insert(JOB_COMPLETION_INDEX.into(), i.to_string());
+            if let Some(n) = failures {
+                annotations.insert(JOB_INDEX_FAILURE_COUNT.into(), n.to_string());
+            }
             if spec.hostname.as_deref().is_none_or(str::is_empty) {
                 spec.hostname = Some(format!("{name}-{i}"));
             }
@@ -441,6 +486,9 @@ pub fn plan(o: &Observed) -> Plan {
     let completions = spec.completions;
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
     let has_policy = spec.pod_failure_policy.is_some();
+    // `backoffLimitPerIndex` (Indexed only): each index fails on its own after that many retries
+    // (upstream `pkg/controller/job/indexed_job_utils.go`, `isIndexFailed`).
+    let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
     let replace_terminating = spec.pod_replacement_policy.as_deref() != Some("Failed") && !has_policy;
     let on_failure = spec
         .template
@@ -465,6 +513,10 @@ pub fn plan(o: &Observed) -> Plan {
         completions.unwrap_or(0),
     );
     let stored_completed = completed.clone();
+    let mut failed_indexes = parse_indexes(
+        old.failed_indexes.as_deref().unwrap_or(""),
+        completions.unwrap_or(0),
+    );
 
     let by_uid: BTreeMap<String, &Pod> = o.pods.iter().map(|p| (uid(p), *p)).collect();
 
@@ -533,8 +585,20 @@ pub fn plan(o: &Observed) -> Plan {
                 unc_failed.insert(u);
                 failure.get_or_insert(("PodFailurePolicy", msg));
             }
+            Some((action, _)) if action == "FailIndex" && per_index.is_some() => {
+                // The index fails at once (recorded with the pod, in the same status write).
+                unc_failed.insert(u);
+                if let Some(i) = index {
+                    failed_indexes.insert(i);
+                }
+            }
             _ => {
                 unc_failed.insert(u);
+                if let (Some(limit), Some(i)) = (per_index, index)
+                    && index_failure_count(p) >= limit
+                {
+                    failed_indexes.insert(i);
+                }
             }
         }
     }
@@ -567,9 +631,22 @@ pub fn plan(o: &Observed) -> Plan {
     let already_failing = has_condition(job, "FailureTarget");
     let already_succeeding = has_condition(job, "SuccessCriteriaMet");
 
+    // `maxFailedIndexes` exceeded (upstream: checked before the backoff limit).
+    if failure.is_none()
+        && !already_succeeding
+        && let Some(max) = spec.max_failed_indexes.filter(|_| per_index.is_some())
+        && i32::try_from(failed_indexes.len()).unwrap_or(i32::MAX) > max
+    {
+        failure = Some((
+            "MaxFailedIndexesExceeded",
+            "Job has exceeded the specified maximal number of failed indexes".into(),
+        ));
+    }
     // Failure decisions (upstream order: pod failure policy, backoff limit, active deadline).
     if failure.is_none() && !already_succeeding {
-        let backoff_limit = spec.backoff_limit.unwrap_or(6);
+        let backoff_limit = spec
+            .backoff_limit
+            .unwrap_or(if per_index.is_some() { i32::MAX } else { 6 });
         let over = if on_failure {
             let r: i32 = active.iter().map(|p| restarts(p)).sum();
             if backoff_limit == 0 {
@@ -599,13 +676,38 @@ pub fn plan(o: &Observed) -> Plan {
             }
         }
     }
-    // Success (upstream: completions reached; without completions, a success and no pod still running).
+    // Every index finished, some of them failed (upstream `JobReasonFailedIndexes`).
+    if failure.is_none()
+        && !already_succeeding
+        && per_index.is_some()
+        && !failed_indexes.is_empty()
+        && completions.is_some_and(|c| {
+            i64::try_from(completed.len() + failed_indexes.len()).unwrap_or(i64::MAX) >= i64::from(c)
+        })
+    {
+        failure = Some(("FailedIndexes", "Job has failed indexes".into()));
+    }
+    // Success (upstream: a `successPolicy` rule met; completions reached; without completions, a
+    // success and no pod still running).
+    let policy_rule = if indexed && !already_failing && failure.is_none() {
+        match_success_policy(job, &completed, completions.unwrap_or(0))
+    } else {
+        None
+    };
     let complete = !already_failing
         && failure.is_none()
-        && match completions {
-            Some(c) => new_succeeded >= c,
-            None => new_succeeded > 0 && active.is_empty(),
-        };
+        && (policy_rule.is_some()
+            || match completions {
+                Some(c) => new_succeeded >= c,
+                None => new_succeeded > 0 && active.is_empty(),
+            });
+    let (success_reason, success_message) = match policy_rule {
+        Some(i) => ("SuccessPolicy", format!("Matched rules at index {i}")),
+        None => (
+            "CompletionsReached",
+            "Reached expected number of succeeded pods".to_string(),
+        ),
+    };
 
     let mut failing = already_failing;
     if let Some((reason, msg)) = &failure
@@ -620,8 +722,8 @@ pub fn plan(o: &Observed) -> Plan {
             &mut conds,
             "SuccessCriteriaMet",
             true,
-            "CompletionsReached",
-            "Reached expected number of succeeded pods",
+            success_reason,
+            &success_message,
             now,
         );
     }
@@ -663,7 +765,9 @@ pub fn plan(o: &Observed) -> Plan {
             let c = completions.unwrap_or(0);
             let mut active_ix: BTreeMap<i32, Vec<&Pod>> = BTreeMap::new();
             for p in &active {
-                match completion_index(p).filter(|i| *i < c && !completed.contains(i)) {
+                match completion_index(p)
+                    .filter(|i| *i < c && !completed.contains(i) && !failed_indexes.contains(i))
+                {
                     Some(i) => active_ix.entry(i).or_default().push(p),
                     // An index out of range, already completed, or unreadable: delete.
                     None => out.delete.push(pod_ref(p)),
@@ -676,7 +780,8 @@ pub fn plan(o: &Observed) -> Plan {
                 out.delete.extend(ps.iter().skip(1).map(|p| pod_ref(p)));
             }
             let running = i32::try_from(active_ix.len()).unwrap_or(i32::MAX);
-            let want = parallelism.min(c - i32::try_from(completed.len()).unwrap_or(0)) - blocked;
+            let finished = i32::try_from(completed.len() + failed_indexes.len()).unwrap_or(i32::MAX);
+            let want = parallelism.min(c - finished) - blocked;
             if running > want.max(0) {
                 // Too many (parallelism lowered): delete the highest indexes.
                 let excess = usize::try_from(running - want.max(0)).unwrap_or(0);
@@ -702,7 +807,11 @@ pub fn plan(o: &Observed) -> Plan {
                 if room <= 0 {
                     break;
                 }
-                if !completed.contains(&i) && !active_ix.contains_key(&i) && !terminating_ix.contains(&i) {
+                if !completed.contains(&i)
+                    && !failed_indexes.contains(&i)
+                    && !active_ix.contains_key(&i)
+                    && !terminating_ix.contains(&i)
+                {
                     want_create.push(Some(i));
                     room -= 1;
                 }
@@ -735,7 +844,31 @@ pub fn plan(o: &Observed) -> Plan {
             }
         }
     }
-    if !want_create.is_empty() {
+    if !want_create.is_empty() && per_index.is_some() {
+        // Each index backs off on its own failures, and its new pod carries their count.
+        for i in want_create.into_iter().flatten() {
+            let of_index: Vec<&Pod> = o
+                .pods
+                .iter()
+                .copied()
+                .filter(|p| completion_index(p) == Some(i))
+                .collect();
+            let failures = of_index
+                .iter()
+                .filter(|p| phase(p) == "Failed")
+                .map(|p| index_failure_count(p) + 1)
+                .max()
+                .unwrap_or(0);
+            match backoff_remaining(&of_index, now) {
+                Some(left) => {
+                    out.requeue_after = Some(out.requeue_after.map_or(left, |r| r.min(left)));
+                }
+                None => out
+                    .create
+                    .push(new_pod_with_failures(job, Some(i), Some(failures))),
+            }
+        }
+    } else if !want_create.is_empty() {
         match backoff_remaining(&o.pods, now) {
             Some(left) => {
                 out.requeue_after = Some(out.requeue_after.map_or(left, |r| r.min(left)));
@@ -771,23 +904,27 @@ pub fn plan(o: &Observed) -> Plan {
                     "BackoffLimitExceeded" => "BackoffLimitExceeded",
                     "DeadlineExceeded" => "DeadlineExceeded",
                     "PodFailurePolicy" => "PodFailurePolicy",
+                    "FailedIndexes" => "FailedIndexes",
+                    "MaxFailedIndexesExceeded" => "MaxFailedIndexesExceeded",
                     _ => "Failed",
                 },
                 message: msg,
             });
         }
-    } else if succeeding
-        && nothing_runs
-        && all_counted
-        && set_condition(
-            &mut conds,
-            "Complete",
-            true,
-            "CompletionsReached",
-            "Reached expected number of succeeded pods",
-            now,
-        )
-    {
+    } else if succeeding && nothing_runs && all_counted && {
+        // The Complete condition repeats SuccessCriteriaMet's reason (upstream).
+        let (reason, msg) = conds
+            .iter()
+            .find(|c| c.type_ == "SuccessCriteriaMet")
+            .map(|c| {
+                (
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_else(|| (success_reason.to_string(), success_message.clone()));
+        set_condition(&mut conds, "Complete", true, &reason, &msg, now)
+    } {
         status.completion_time = Some(Time(now));
         out.events.push(Event {
             type_: "Normal",
@@ -805,6 +942,8 @@ pub fn plan(o: &Observed) -> Plan {
     status.completed_indexes = indexed
         .then(|| format_indexes(&completed))
         .filter(|s| !s.is_empty());
+    // Upstream writes `failedIndexes` (possibly empty) for every Job with `backoffLimitPerIndex`.
+    status.failed_indexes = per_index.map(|_| format_indexes(&failed_indexes));
     status.uncounted_terminated_pods = Some(UncountedTerminatedPods {
         succeeded: (!unc_succeeded.is_empty()).then(|| unc_succeeded.into_iter().collect()),
         failed: (!unc_failed.is_empty()).then(|| unc_failed.into_iter().collect()),

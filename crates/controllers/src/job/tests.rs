@@ -256,6 +256,140 @@ fn pod_failure_policy_fail_job_and_ignore() {
     );
 }
 
+fn with_failure_count(mut p: Pod, n: i32) -> Pod {
+    p.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(super::plan::JOB_INDEX_FAILURE_COUNT.into(), n.to_string());
+    p
+}
+
+fn reason_of(p: &Plan, type_: &str) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .and_then(|c| c.reason.clone())
+}
+
+#[test]
+fn backoff_limit_per_index_retries_an_index_then_fails_it_and_the_job() {
+    let spec =
+        json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 1});
+    let mut j = job(spec.clone());
+    j.status = Some(serde_json::from_value(json!({"startTime": t(0).to_string()})).expect("st"));
+    // Index 0 failed once: recorded, not failed yet; its replacement says one failure before it.
+    let pods = [
+        pod("a", "Failed", true, Some(0)),
+        pod("b", "Running", true, Some(1)),
+        pod("c", "Running", true, Some(2)),
+    ];
+    let p = run(&j, &pods, t(100));
+    let st = p.status.as_ref().expect("status");
+    assert_eq!(st.failed_indexes.as_deref(), Some(""));
+    assert_eq!(p.create.len(), 1);
+    let ann = p.create[0].metadata.annotations.as_ref().expect("ann");
+    assert_eq!(ann[JOB_COMPLETION_INDEX], "0");
+    assert_eq!(ann[super::plan::JOB_INDEX_FAILURE_COUNT], "1");
+    assert!(
+        reason_of(&p, "FailureTarget").is_none(),
+        "backoffLimit does not apply per index"
+    );
+
+    // The replacement failed too (its count reached the limit): index 0 fails, nothing replaces it.
+    let pods = [
+        pod("a", "Failed", false, Some(0)),
+        with_failure_count(pod("a2", "Failed", true, Some(0)), 1),
+        pod("b", "Running", true, Some(1)),
+        pod("c", "Running", true, Some(2)),
+    ];
+    j.status = Some(
+        serde_json::from_value(json!({"startTime": t(0).to_string(), "failed": 1, "failedIndexes": ""}))
+            .expect("st"),
+    );
+    let p = run(&j, &pods, t(200));
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.failed_indexes.as_deref()),
+        Some("0")
+    );
+    assert!(p.create.is_empty(), "{:?}", p.create);
+    assert!(reason_of(&p, "FailureTarget").is_none());
+
+    // The other indexes succeed: every index finished, one failed → the Job fails with FailedIndexes.
+    j.status = Some(
+        serde_json::from_value(json!({"startTime": t(0).to_string(), "failed": 2, "failedIndexes": "0"}))
+            .expect("st"),
+    );
+    let pods = [
+        pod("a", "Failed", false, Some(0)),
+        pod("a2", "Failed", false, Some(0)),
+        pod("b", "Succeeded", false, Some(1)),
+        pod("c", "Succeeded", false, Some(2)),
+    ];
+    let p = run(&j, &pods, t(300));
+    assert_eq!(reason_of(&p, "FailureTarget").as_deref(), Some("FailedIndexes"));
+    assert_eq!(reason_of(&p, "Failed").as_deref(), Some("FailedIndexes"));
+
+    // maxFailedIndexes 0: the first failed index fails the Job at once.
+    let mut spec = spec;
+    spec["maxFailedIndexes"] = json!(0);
+    let mut j = job(spec);
+    j.status = Some(serde_json::from_value(json!({"startTime": t(0).to_string()})).expect("st"));
+    let pods = [
+        with_failure_count(pod("a2", "Failed", true, Some(0)), 1),
+        pod("b", "Running", true, Some(1)),
+    ];
+    let p = run(&j, &pods, t(100));
+    assert_eq!(
+        reason_of(&p, "FailureTarget").as_deref(),
+        Some("MaxFailedIndexesExceeded")
+    );
+    assert_eq!(p.delete.len(), 1, "the running pod is stopped");
+}
+
+#[test]
+fn a_success_policy_rule_completes_an_indexed_job_early() {
+    let mut j = job(
+        json!({"completions": 5, "parallelism": 5, "completionMode": "Indexed",
+        "successPolicy": {"rules": [{"succeededIndexes": "3-4"}, {"succeededIndexes": "0-2", "succeededCount": 1}]}}),
+    );
+    j.status = Some(serde_json::from_value(json!({"startTime": t(0).to_string()})).expect("st"));
+    let running: Vec<Pod> = (1..5)
+        .map(|i| pod(&format!("p{i}"), "Running", true, Some(i)))
+        .collect();
+    // Nothing succeeded: no rule met.
+    let p = run(&j, &running, t(10));
+    assert!(reason_of(&p, "SuccessCriteriaMet").is_none());
+    // Index 0 succeeded: the second rule (one of 0-2) is met; the others are stopped.
+    let mut pods = running.clone();
+    pods.push(pod("p0", "Succeeded", false, Some(0)));
+    let p = run(&j, &pods, t(20));
+    assert_eq!(
+        reason_of(&p, "SuccessCriteriaMet").as_deref(),
+        Some("SuccessPolicy")
+    );
+    let msg = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "SuccessCriteriaMet")
+                .and_then(|c| c.message.clone())
+        });
+    assert_eq!(msg.as_deref(), Some("Matched rules at index 1"));
+    assert_eq!(p.delete.len(), 4);
+    assert!(p.create.is_empty());
+    // Once nothing runs: Complete, with the same reason.
+    let mut j2 = j.clone();
+    j2.status = p.status.clone();
+    let done = [pod("p0", "Succeeded", false, Some(0))];
+    let p = run(&j2, &done, t(30));
+    assert_eq!(reason_of(&p, "Complete").as_deref(), Some("SuccessPolicy"));
+}
+
 #[test]
 fn ttl_deletes_a_finished_job_when_due() {
     let mut j = job(json!({"completions": 1, "ttlSecondsAfterFinished": 10}));
