@@ -332,6 +332,19 @@ where
         .await;
 }
 
+/// The bytes of a channel-protocol frame: a binary message's, or a text message's (the Python client
+/// writes `str` data as text frames, `"\x00" + data`). Upstream's `wsstream` reads both kinds alike
+/// (`websocket.Message.Receive` into a `[]byte`); `None` for control messages and empty frames.
+fn channel_frame(msg: &axum::extract::ws::Message) -> Option<&[u8]> {
+    use axum::extract::ws::Message;
+    let b: &[u8] = match msg {
+        Message::Binary(b) => b,
+        Message::Text(t) => t.as_str().as_bytes(),
+        _ => return None,
+    };
+    (!b.is_empty()).then_some(b)
+}
+
 /// Run the command in the container and carry its stdio over the channel protocol (one leading byte per
 /// binary message: 0 stdin, 1 stdout, 2 stderr, 3 the final status; v5's 255 closes a stream).
 async fn run_exec(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir: PathBuf, opts: ExecOptions) {
@@ -386,37 +399,50 @@ async fn run_exec(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir: Pat
     }
     drop(out_tx);
     let mut outputs_open = true;
+    let mut client_open = true;
     let status = loop {
         tokio::select! {
             out = out_rx.recv(), if outputs_open => match out {
                 Some((ch, data)) => {
                     let mut m = vec![ch];
                     m.extend_from_slice(&data);
-                    if tx.send(Message::Binary(m.into())).await.is_err() {
-                        break None;
+                    if client_open && tx.send(Message::Binary(m.into())).await.is_err() {
+                        stdin = None;
+                        client_open = false;
                     }
                 }
                 None => outputs_open = false,
             },
-            msg = rx.next() => match msg {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
-                    0 => {
-                        if let Some(s) = stdin.as_mut()
-                            && s.write_all(&b[1..]).await.is_err()
-                        {
-                            stdin = None;
+            msg = rx.next(), if client_open => match msg {
+                Some(Ok(m)) if channel_frame(&m).is_some() => {
+                    let b = channel_frame(&m).unwrap_or_default();
+                    match b[0] {
+                        0 => {
+                            if let Some(s) = stdin.as_mut()
+                                && (s.write_all(&b[1..]).await.is_err() || s.flush().await.is_err())
+                            {
+                                stdin = None;
+                            }
                         }
+                        255 if b.get(1) == Some(&0) => stdin = None,
+                        _ => {}
                     }
-                    255 if b.get(1) == Some(&0) => stdin = None,
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                }
+                // The client went away (v4 has no close frame for stdin: closing the stream is how a
+                // client ends its input): the command's stdin reaches end of file, as upstream's
+                // kubelet closes the stream's pipe, and the command runs to its end unobserved.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    stdin = None;
+                    client_open = false;
+                }
                 Some(Ok(_)) => {}
             },
             st = child.wait(), if !outputs_open => break st.ok(),
         }
     };
-    let Some(status) = status else { return };
+    let Some(status) = status.filter(|_| client_open) else {
+        return;
+    };
     finish(&mut tx, &exit_status(status.code().unwrap_or(137), &opts.command)).await;
 }
 
@@ -506,7 +532,9 @@ async fn run_exec_tty(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir:
                 None => output_open = false,
             },
             msg = rx.next() => match msg {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                Some(Ok(m)) if channel_frame(&m).is_some() => {
+                    let b = channel_frame(&m).unwrap_or_default();
+                    match b[0] {
                     0 if opts.stdin => {
                         let _ = in_tx.send(b[1..].to_vec()).await;
                     }
@@ -524,7 +552,8 @@ async fn run_exec_tty(socket: axum::extract::ws::WebSocket, berth: PathBuf, dir:
                         }
                     }
                     _ => {}
-                },
+                    }
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                 Some(Ok(_)) => {}
             },
@@ -595,7 +624,8 @@ async fn run_attach(socket: axum::extract::ws::WebSocket, sock: PathBuf, opts: E
                 }
             },
             msg = rx.next() => match msg {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                Some(Ok(m)) if channel_frame(&m).is_some() => {
+                    let b = channel_frame(&m).unwrap_or_default();
                     let f = match b[0] {
                         0 if opts.stdin => Some(frame(FRAME_STDIN, &b[1..])),
                         4 => serde_json::from_slice::<TerminalSize>(&b[1..])

@@ -282,7 +282,7 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
             .iter()
             .map(|b| (b.source.as_path(), b.read_only))
             .collect();
-        handoff = Some(crate::userns::prepare(&me, map, &spec.rootfs, &binds)?);
+        handoff = Some(crate::userns::prepare(map, &spec.rootfs, &binds)?);
     } else {
         // The mount namespace is the init's own (its pivot_root must not move the shim's root).
         unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
@@ -488,11 +488,7 @@ fn inside_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
 /// # Errors
 /// Any failure before the exec (it then exits non-zero and the shim records it).
 pub fn init_main(dir: &Path) -> std::io::Result<()> {
-    // A pod in a user namespace: this is either the first stage (host root, with the shim's handoff) or
-    // the second (inside the namespaces, see `stage2_main`).
-    if std::env::var_os(STAGE2_ENV).is_some() {
-        return stage2_main();
-    }
+    // A pod in a user namespace: the shim's handoff makes this the first stage (see `stage1_main`).
     let handoff = crate::userns::Handoff::inherited();
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
@@ -518,14 +514,12 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     exec_workload(&spec)
 }
 
-/// The environment variable that marks the second stage of a user-namespaced init (whose working
-/// directory is the container's root); its value is the descriptor of the container's spec.
-const STAGE2_ENV: &str = "BERTH_USERNS_STAGE2";
-
 /// The first stage of a user-namespaced container's init, as host root: the container's mounts (with
 /// the id-mapped root layer and volumes from the shim), then into the pod's user namespace as its root,
-/// new UTS, IPC, PID and mount namespaces owned by it, and the second stage as their first process,
-/// whose host pid goes to the shim. It stays as the second stage's parent and exits as it does.
+/// new UTS, IPC, PID and mount namespaces owned by it, and the second stage ([`stage2`]) as their first
+/// process, whose host pid goes to the shim. The second stage is a forked child, not a new `exec` of
+/// `berth` (runc's `nsexec` forks its stages the same way); this process stays as its parent and exits
+/// as it does.
 fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> std::io::Result<()> {
     let crate::userns::Handoff {
         userns,
@@ -534,15 +528,10 @@ fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> s
         pid_pipe,
     } = h;
     let root = build_root(dir, spec, Some((rootfs, binds)))?;
-    // What the second stage needs, as descriptors and as the working directory: inside the user
-    // namespace it may not traverse the agent's private directories. (The working directory, unlike a
-    // descriptor, moves into the copy of the mount namespace made below.)
+    // The second stage starts in the root: inside the user namespace it may not traverse the agent's
+    // private directories. (The working directory moves into the copy of the mount namespace made
+    // below.)
     nix::unistd::chdir(&root).map_err(err("entering the root"))?;
-    let spec_fd: std::os::fd::OwnedFd = std::fs::File::open(dir.join("spec.json"))?.into();
-    let exe: std::os::fd::OwnedFd = std::fs::File::open("/proc/self/exe")?.into();
-    for fd in [&spec_fd, &exe] {
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
-    }
     crate::userns::close_on_exec(&pid_pipe)?;
     nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(err("joining the user namespace"))?;
     drop(userns);
@@ -558,35 +547,34 @@ fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> s
             | CloneFlags::CLONE_NEWNS,
     )
     .map_err(err("namespaces inside the user namespace"))?;
-    use std::os::fd::AsRawFd;
-    let mut child = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()))
-        .arg("container-init")
-        .arg("-")
-        .env_remove(crate::userns::HANDOFF_ENV)
-        .env(STAGE2_ENV, spec_fd.as_raw_fd().to_string())
-        .spawn()?;
-    drop((spec_fd, exe));
-    crate::userns::report_pid(pid_pipe, child.id())?;
-    let status = child.wait()?;
-    use std::os::unix::process::ExitStatusExt;
-    std::process::exit(
-        status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(9)),
-    );
+    let child = match crate::security::sys::fork_single_threaded()? {
+        nix::unistd::ForkResult::Child => {
+            drop(pid_pipe);
+            let e = stage2(spec);
+            // Only an error comes back (success is the workload's exec); report it as the init would.
+            let e = e.err().unwrap_or_else(|| std::io::Error::other("no exec"));
+            eprintln!("berth: container init: {e}");
+            crate::security::sys::exit_now(1)
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    crate::userns::report_pid(pid_pipe, u32::try_from(child.as_raw()).unwrap_or_default())?;
+    use nix::sys::wait::WaitStatus;
+    let code = loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(std::io::Error::other(format!("waiting for the workload: {e}"))),
+        }
+    };
+    std::process::exit(code);
 }
 
-/// The second stage: PID 1 of the container's PID namespace, root of its user namespace. `/proc`, the
-/// hostname, `pivot_root` into the root the first stage built (its working directory), the
-/// walls, and the workload.
-fn stage2_main() -> std::io::Result<()> {
-    let spec_fd = std::env::var(STAGE2_ENV)
-        .ok()
-        .and_then(|n| n.parse::<i32>().ok())
-        .and_then(crate::security::sys::inherited)
-        .ok_or_else(|| std::io::Error::other("second stage without its spec"))?;
-    let spec: ContainerSpec = serde_json::from_reader(std::fs::File::from(spec_fd))
-        .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
+/// The second stage: PID 1 of the container's PID namespace, root of its user namespace, forked by the
+/// first in the root it built (its working directory). `/proc`, the hostname, `pivot_root`, the walls,
+/// and the workload; returns only on failure.
+fn stage2(spec: &ContainerSpec) -> std::io::Result<()> {
     if spec.tty {
         take_controlling_terminal()?;
     }
@@ -619,7 +607,7 @@ fn stage2_main() -> std::io::Result<()> {
     if !spec.domainname.is_empty() {
         std::fs::write("/proc/sys/kernel/domainname", &spec.domainname)?;
     }
-    exec_workload(&spec)
+    exec_workload(spec)
 }
 
 /// Sysctls, masked and read-only paths, read-only root; then identity and privileges, then the

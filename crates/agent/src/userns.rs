@@ -6,7 +6,7 @@
 //!   recorded in the pod's directory (`userns`), so a restart of the agent keeps every running pod's
 //!   mapping, and is free again when the pod's directory is removed.
 //! - **The namespace and id-mapped mounts** ([`prepare`], run by the shim as host root, as containerd does
-//!   before runc starts): a short-lived holder process unshares a user namespace, the shim writes its
+//!   before runc starts): a short-lived holder (a forked child of the shim, no `exec`) unshares a user namespace, the shim writes its
 //!   `uid_map`/`gid_map` and keeps a descriptor of it, then clones the image's root filesystem and every
 //!   volume as detached mount trees, id-mapped through that namespace (`open_tree(OPEN_TREE_CLONE)` +
 //!   `mount_setattr(MOUNT_ATTR_IDMAP)`), so files owned by root on disk show as the pod's root inside,
@@ -164,19 +164,54 @@ pub fn close_on_exec(fd: &impl AsFd) -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
-/// `berth container-userns`: unshare a user namespace, say so on stdout, and stay until stdin closes
-/// (the shim meanwhile writes the maps and opens the namespace).
-///
-/// # Errors
-/// When the namespace cannot be made.
-pub fn holder_main() -> std::io::Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(b"ready\n")?;
-    out.flush()?;
-    let mut sink = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut sink);
-    Ok(())
+/// A child that holds a new user namespace while the shim maps it: forked without `exec` (the shim is
+/// single-threaded), it unshares the namespace, says so on `ready`, and `_exit`s when `done` reaches
+/// end of file (the shim dropped its end, or died). runc's `nsexec` makes its user namespace with a
+/// forked child and a sync pipe in the same way.
+struct Holder {
+    pid: nix::unistd::Pid,
+    done: Option<OwnedFd>,
+}
+
+impl Holder {
+    fn spawn() -> std::io::Result<Holder> {
+        use std::io::Read;
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+        let (ready_r, ready_w) = pipe()?;
+        let (done_r, done_w) = pipe()?;
+        match crate::security::sys::fork_single_threaded()? {
+            nix::unistd::ForkResult::Child => {
+                drop((ready_r, done_w));
+                let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
+                let _ = std::fs::File::from(ready_w).write_all(if ok { b"1" } else { b"0" });
+                let mut sink = [0u8; 1];
+                let _ = std::fs::File::from(done_r).read(&mut sink);
+                crate::security::sys::exit_now(0)
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop((ready_w, done_r));
+                let holder = Holder {
+                    pid: child,
+                    done: Some(done_w),
+                };
+                let mut answer = [0u8; 1];
+                let n = std::fs::File::from(ready_r).read(&mut answer)?;
+                if n != 1 || answer[0] != b'1' {
+                    return Err(std::io::Error::other(
+                        "unshare(CLONE_NEWUSER) failed in the user namespace holder",
+                    ));
+                }
+                Ok(holder)
+            }
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
 }
 
 /// Make the pod's user namespace with `map` and the id-mapped trees of `rootfs` and of `binds`
@@ -186,28 +221,10 @@ pub fn holder_main() -> std::io::Result<()> {
 /// # Errors
 /// When the namespace cannot be made or mapped, or a tree cannot be id-mapped (a filesystem without
 /// id-mapped mount support, a kernel before 5.12): the message names which.
-pub fn prepare(
-    berth: &Path,
-    map: &IdMap,
-    rootfs: &Path,
-    binds: &[(&Path, bool)],
-) -> std::io::Result<(Handoff, OwnedFd)> {
-    let mut holder = std::process::Command::new(berth)
-        .arg("container-userns")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+pub fn prepare(map: &IdMap, rootfs: &Path, binds: &[(&Path, bool)]) -> std::io::Result<(Handoff, OwnedFd)> {
+    let holder = Holder::spawn()?;
     let result = (|| {
-        let mut line = String::new();
-        let stdout = holder
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdout"))?;
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            return Err(std::io::Error::other("user namespace holder failed"));
-        }
-        let proc = format!("/proc/{}", holder.id());
+        let proc = format!("/proc/{}", holder.pid);
         let m = format!("0 {} {}\n", map.host, map.size);
         std::fs::write(format!("{proc}/uid_map"), &m)
             .map_err(|e| std::io::Error::other(format!("writing uid_map: {e}")))?;
@@ -254,8 +271,7 @@ pub fn prepare(
             r,
         ))
     })();
-    drop(holder.stdin.take());
-    let _ = holder.wait();
+    drop(holder);
     result
 }
 

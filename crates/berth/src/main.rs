@@ -52,9 +52,6 @@ enum Command {
         /// The container's directory.
         dir: PathBuf,
     },
-    /// Internal: holds a new user namespace while the shim maps it (`hostUsers: false`).
-    #[command(hide = true, name = "container-userns")]
-    ContainerUserns,
     /// Internal: run a command inside a running container (probes).
     #[command(hide = true, name = "container-exec")]
     ContainerExec {
@@ -373,7 +370,6 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => run_async(bench::run(args)),
         Command::Image { data_dir, command } => image(&data_dir, command),
         Command::ContainerShim { dir } => agent::runtime::shim_main(&dir).context("container shim"),
-        Command::ContainerUserns => agent::userns::holder_main().context("user namespace holder"),
         Command::ContainerInit { dir } => agent::runtime::init_main(&dir).context("container init"),
         Command::ContainerExec { tty, dir, argv } => match agent::runtime::exec_main(&dir, &argv, tty) {
             Ok(code) => std::process::exit(code),

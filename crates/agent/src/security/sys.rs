@@ -5,7 +5,10 @@
 //!   the process still has `CAP_SYS_ADMIN`, and so does this;
 //! - `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`, for the id-mapped mounts of a pod in a user namespace;
 //! - taking ownership of a descriptor number a parent passed through `exec` (the shim to the
-//!   container's init).
+//!   container's init);
+//! - `fork(2)` without `exec` in the single-threaded shim and init of a pod in a user namespace (the
+//!   namespace holder and the container's PID 1), as runc's `nsexec` clones its children: a fresh
+//!   `exec` of the 220 MB `berth` costs milliseconds per start.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -115,4 +118,30 @@ pub(super) fn install(program: &[seccompiler::sock_filter]) -> std::io::Result<(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `fork(2)` of this process, which must have exactly one thread (the container shim and init: no
+/// runtime, no helper threads); refused otherwise, since a forked child of a multi-threaded process may
+/// find a lock (the allocator's, stdio's) held forever by a thread that no longer exists.
+///
+/// # Errors
+/// `Other` when the process has more than one thread; the kernel's error from `fork`.
+pub(crate) fn fork_single_threaded() -> std::io::Result<nix::unistd::ForkResult> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(std::io::Error::other(format!(
+            "fork refused: this process has {threads} threads"
+        )));
+    }
+    // SAFETY: the process has one thread (checked just above, and nothing between the check and the
+    // call starts one), so the child's copy of every lock and of the heap is consistent; callers run
+    // ordinary Rust in the child and leave it through `exec` or `_exit`.
+    unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)
+}
+
+/// `_exit(2)`: end a forked child at once, without running the parent's `atexit` handlers or flushing
+/// stdio buffers it copied from the parent.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` takes no pointers and never returns; it is async-signal-safe and valid in any state.
+    unsafe { libc::_exit(code) }
 }
