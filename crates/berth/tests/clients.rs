@@ -128,3 +128,39 @@ fn python_client_lists_watches_creates_and_deletes() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("python client ok"));
 }
+
+/// Issue 15 item 16: the Python client's `stream()` exec with stdin, on the v4 channel protocol (no
+/// close frame: the client's `str` input arrives as WebSocket text frames) and on v5. Needs the Python
+/// tier and real containers.
+#[test]
+fn python_client_exec_with_stdin_answers_each_line_and_eof_ends_the_input() {
+    if std::env::var_os("BERTH_TEST_PYTHON").is_none() {
+        eprintln!("skipped: set BERTH_TEST_PYTHON=1 with the Python `kubernetes` package installed");
+        return;
+    }
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("py-exec");
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"shell"},"spec":{"terminationGracePeriodSeconds":1,
+        "containers":[{"name":"c","image":"busybox:test","command":["sleep","3600"]}]}}"#,
+    );
+    common::eventually(60, "shell running", || {
+        let p = s.get_json(&["pod", "shell"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_exec_stdin.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .env("KUBECONFIG", s.kubeconfig())
+        .output()
+        .expect("python3");
+    s.kubectl(&["delete", "pod", "shell", "--wait=true"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("python exec stdin ok"),
+        "python exec stream failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
