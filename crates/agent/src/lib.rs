@@ -14,6 +14,7 @@
 //!
 //! Invariant: the agent never touches a path outside its own volumes directory.
 
+pub mod admission;
 pub mod capacity;
 pub mod cgroup;
 pub mod image;

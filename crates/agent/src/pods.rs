@@ -143,6 +143,8 @@ struct Agent {
     probes: HashMap<(String, String, probe::Kind), (String, probe::Tracker)>,
     /// Container lifecycle events that wake the loop between resyncs.
     pleg: crate::pleg::Pleg,
+    /// The node's allocatable resources, as registered (admission checks requests against them).
+    allocatable: crate::admission::Allocatable,
 }
 
 /// Run until the process ends.
@@ -175,6 +177,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         bridge: None,
         probes: HashMap::new(),
         pleg,
+        allocatable: crate::admission::Allocatable::of_machine(&crate::node::Machine::read()),
     };
     // A sync pass at least every 500 ms (probes, back-offs, grace periods) and at once on a change of a
     // pod or of a container (a start or exit the shim recorded, see `pleg`); none before the pod cache
@@ -358,10 +361,13 @@ impl Agent {
     }
 
     /// Kubelet admission of the pods seen for the first time, oldest first (upstream
-    /// `predicateAdmitHandler` with `GeneralPredicates`' `NodePorts`): a pod whose host ports collide with
-    /// a pod already admitted on this node is rejected, `Failed` with reason `NodePorts` and the message
-    /// `Pod was rejected: Predicate NodePorts failed: …` (upstream `rejectPod`), and never started; its
-    /// controller replaces it. Returns the uids rejected in this pass.
+    /// `predicateAdmitHandler` with `GeneralPredicates`, in its order): a pod whose requests do not fit
+    /// the node's allocatable beside the pods already admitted here is rejected `Failed` with reason
+    /// `OutOfcpu`/`OutOfmemory`/`OutOfpods` and `Node didn't have enough resource: …`
+    /// (`crate::admission`); a pod whose host ports collide with an admitted pod's, with reason
+    /// `NodePorts` and `Predicate NodePorts failed: …`; each message prefixed `Pod was rejected: ` (upstream
+    /// `rejectPod`). A rejected pod is never started; its controller replaces it. Returns the uids
+    /// rejected in this pass.
     async fn admit(&mut self, pods: &[Pod]) -> std::collections::HashSet<String> {
         let terminal = |p: &Pod| {
             matches!(
@@ -374,11 +380,14 @@ impl Agent {
                 .join("pod")
                 .exists()
         };
-        let mut used: Vec<api::hostports::HostPort> = pods
-            .iter()
-            .filter(|p| admitted(p) && !terminal(p))
-            .flat_map(api::hostports::of)
-            .collect();
+        let running: Vec<&Pod> = pods.iter().filter(|p| admitted(p) && !terminal(p)).collect();
+        let mut used: Vec<api::hostports::HostPort> =
+            running.iter().flat_map(|p| api::hostports::of(p)).collect();
+        let mut requested = crate::admission::Requests::default();
+        for p in &running {
+            requested += crate::admission::pod_requests(p);
+        }
+        let mut count = i64::try_from(running.len()).unwrap_or(i64::MAX);
         let mut fresh: Vec<&Pod> = pods
             .iter()
             .filter(|p| !admitted(p) && !terminal(p) && p.metadata.deletion_timestamp.is_none())
@@ -386,17 +395,27 @@ impl Agent {
         fresh.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
         let mut rejected = std::collections::HashSet::new();
         for p in fresh {
-            if !api::hostports::collide(p, &used) {
-                used.extend(api::hostports::of(p));
-                continue;
-            }
+            let asks = crate::admission::pod_requests(p);
+            let (reason, message) =
+                match crate::admission::fits(asks, requested, count, &self.allocatable) {
+                    Some(short) => (short.reason(), short.message()),
+                    None if api::hostports::collide(p, &used) => (
+                        "NodePorts".to_string(),
+                        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports".to_string(),
+                    ),
+                    None => {
+                        used.extend(api::hostports::of(p));
+                        requested += asks;
+                        count += 1;
+                        continue;
+                    }
+                };
             let uid = p.metadata.uid.clone().unwrap_or_default();
             rejected.insert(uid.clone());
-            let message = "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports";
             let api: Api<Pod> =
                 Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or(""));
             let status = json!({"metadata": {"uid": uid},
-                                "status": {"phase": "Failed", "reason": "NodePorts", "message": message}});
+                                "status": {"phase": "Failed", "reason": reason, "message": message}});
             match api
                 .patch_status(
                     p.metadata.name.as_deref().unwrap_or(""),
@@ -405,7 +424,7 @@ impl Agent {
                 )
                 .await
             {
-                Ok(_) => tracing::info!(pod = ?p.metadata.name, "rejected at admission: host port in use"),
+                Ok(_) => tracing::info!(pod = ?p.metadata.name, %reason, "rejected at admission"),
                 Err(e) => {
                     tracing::warn!(pod = ?p.metadata.name, error = %e, "writing the admission rejection")
                 }

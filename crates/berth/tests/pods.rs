@@ -624,6 +624,30 @@ fn pods_have_their_own_addresses_and_reach_each_other() {
         rejected["status"]["message"],
         "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
     );
+    // One whose cpu request is more than the node's allocatable (past the scheduler's fit filter): the
+    // kubelet's resource admission rejects it, Failed, reason OutOfcpu, upstream's message.
+    s.apply(&format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"too-big"}},"spec":{{"nodeName":"{node_name}",
+        "terminationGracePeriodSeconds":1,"containers":[{{"name":"c","image":"busybox:test","command":["sleep","60"],
+        "resources":{{"requests":{{"cpu":"1000"}}}}}}]}}}}"#
+    ));
+    let rejected = eventually(30, "too-big rejected at admission", || {
+        let p = pod(&s, "too-big")?;
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(rejected["status"]["reason"], "OutOfcpu", "{rejected}");
+    let capacity = node["status"]["allocatable"]["cpu"]
+        .as_str()
+        .and_then(|c| c.parse::<i64>().ok())
+        .expect("allocatable cpu")
+        * 1000;
+    let message = rejected["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: "
+        ) && message.ends_with(&format!(", capacity: {capacity}")),
+        "{message}"
+    );
     // hostNetwork: the node's address.
     let host = eventually(30, "on-host running", || {
         let p = pod(&s, "on-host")?;
