@@ -552,6 +552,18 @@ impl Agent {
                 }
             }
         }
+        // Ephemeral containers (`kubectl debug`), once the pod runs: each started once, never restarted
+        // (upstream: they have no restart policy of their own); kept with the app containers, whose
+        // names they may not share.
+        if initialized {
+            for c in ephemeral_containers(&spec) {
+                let cdir = dir.join("containers").join(&c.name);
+                self.pleg.watch(&cdir);
+                if runtime::state(&cdir) == State::Absent {
+                    self.start(p, &c, &cdir, &binds_by_volume, &mut waiting).await;
+                }
+            }
+        }
         let verdicts = if initialized {
             self.run_probes(p, &dir).await
         } else {
@@ -967,6 +979,18 @@ impl Agent {
             stdin: c.stdin == Some(true),
             stdin_once: c.stdin_once == Some(true),
             tty: c.tty == Some(true),
+            pid_ns_of: spec
+                .ephemeral_containers
+                .iter()
+                .flatten()
+                .find(|e| e.name == c.name)
+                .and_then(|e| e.target_container_name.as_deref())
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    pod_dir(&self.cfg, p.metadata.uid.as_deref().unwrap_or(""))
+                        .join("containers")
+                        .join(t)
+                }),
         })
     }
 
@@ -1284,6 +1308,11 @@ impl Agent {
         };
         let init = statuses(spec.init_containers.as_deref().unwrap_or(&[]), "init");
         let app = statuses(&spec.containers, "containers");
+        // Ephemeral containers are never ready (upstream leaves `ready` false for them).
+        let mut ephemeral = statuses(&ephemeral_containers(&spec), "containers");
+        for s in &mut ephemeral {
+            s["ready"] = json!(false);
+        }
         let all_ready = !app.is_empty() && app.iter().all(|s| s["ready"] == true);
         let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
         let phase = pod_phase(initialized, &app, &restart_policy);
@@ -1318,6 +1347,7 @@ impl Agent {
             "startTime": start_time,
             "initContainerStatuses": init,
             "containerStatuses": app,
+            "ephemeralContainerStatuses": if ephemeral.is_empty() { Value::Null } else { json!(ephemeral) },
             "qosClass": p.status.as_ref().and_then(|s| s.qos_class.clone()),
         });
         if self.written.get(&uid) == Some(&status) {
@@ -1335,6 +1365,19 @@ impl Agent {
         self.written.insert(uid, status);
         Ok(())
     }
+}
+
+/// The pod's ephemeral containers as containers (the same fields, less `targetContainerName`).
+fn ephemeral_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<Container> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let mut v = serde_json::to_value(e).ok()?;
+            v.as_object_mut()?.remove("targetContainerName");
+            serde_json::from_value(v).ok()
+        })
+        .collect()
 }
 
 /// A container's cgroup limits from `resources` (limits; the CPU request for shares/weight).

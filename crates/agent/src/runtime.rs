@@ -94,6 +94,18 @@ pub struct ContainerSpec {
     /// host's.
     #[serde(default)]
     pub id_map: Option<crate::userns::IdMap>,
+    /// An ephemeral container's `targetContainerName`: that container's directory, whose PID namespace
+    /// this container joins instead of making its own (as upstream's kubelet asks the runtime to).
+    #[serde(default)]
+    pub pid_ns_of: Option<PathBuf>,
+}
+
+/// The PID namespace of the running container whose directory is `dir`.
+fn pid_namespace_of(dir: &Path) -> std::io::Result<std::fs::File> {
+    let pid = std::fs::read_to_string(dir.join("pid"))
+        .map_err(|e| std::io::Error::other(format!("the target container is not running: {e}")))?;
+    std::fs::File::open(format!("/proc/{}/ns/pid", pid.trim()))
+        .map_err(|e| std::io::Error::other(format!("the target container's PID namespace: {e}")))
 }
 
 /// Where a container stands, read from its directory.
@@ -283,6 +295,12 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
             .map(|b| (b.source.as_path(), b.read_only))
             .collect();
         handoff = Some(crate::userns::prepare(map, &spec.rootfs, &binds)?);
+    } else if let Some(target) = spec.as_ref().and_then(|s| s.pid_ns_of.as_ref()) {
+        // An ephemeral container with a target: the init (and so the workload) joins the target's PID
+        // namespace, so `ps` there shows the target's processes.
+        nix::sched::setns(pid_namespace_of(target)?, CloneFlags::CLONE_NEWPID)
+            .map_err(err("joining the target container's PID namespace"))?;
+        unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC).map_err(std::io::Error::from)?;
     } else {
         // The mount namespace is the init's own (its pivot_root must not move the shim's root).
         unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID)
@@ -527,6 +545,7 @@ fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> s
         binds,
         pid_pipe,
     } = h;
+    let target_pidns = spec.pid_ns_of.as_deref().map(pid_namespace_of).transpose()?;
     let root = build_root(dir, spec, Some((rootfs, binds)))?;
     // The second stage starts in the root: inside the user namespace it may not traverse the agent's
     // private directories. (The working directory moves into the copy of the mount namespace made
@@ -540,13 +559,15 @@ fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> s
     nix::unistd::setgroups(&[]).map_err(err("setgroups"))?;
     let zero = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresuid(zero, zero, zero).map_err(err("setresuid 0"))?;
-    unshare(
-        CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWNS,
-    )
-    .map_err(err("namespaces inside the user namespace"))?;
+    let mut namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    match target_pidns {
+        // An ephemeral container with a target joins the target's PID namespace (owned by this user
+        // namespace, where it is root).
+        Some(ns) => nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)
+            .map_err(err("joining the target container's PID namespace"))?,
+        None => namespaces |= CloneFlags::CLONE_NEWPID,
+    }
+    unshare(namespaces).map_err(err("namespaces inside the user namespace"))?;
     let child = match crate::security::sys::fork_single_threaded()? {
         nix::unistd::ForkResult::Child => {
             drop(pid_pipe);

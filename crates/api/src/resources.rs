@@ -21,6 +21,8 @@ pub enum Subresource {
     PortForward,
     /// `namespaces/finalize`: update of `spec.finalizers` only.
     Finalize,
+    /// `pods/ephemeralcontainers`: get, patch, update; writes only `spec.ephemeralContainers`.
+    EphemeralContainers,
 }
 
 impl Subresource {
@@ -35,6 +37,7 @@ impl Subresource {
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
             Subresource::Finalize => "finalize",
+            Subresource::EphemeralContainers => "ephemeralcontainers",
         }
     }
 
@@ -46,7 +49,9 @@ impl Subresource {
     /// The verbs discovery lists for this subresource.
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Status | Subresource::Scale | Subresource::EphemeralContainers => {
+                &["get", "patch", "update"]
+            }
             Subresource::Binding => &["create"],
             Subresource::Log => &["get"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => &["create", "get"],
@@ -63,12 +68,12 @@ impl Subresource {
             Subresource::Exec => Some(("", "v1", "PodExecOptions")),
             Subresource::Attach => Some(("", "v1", "PodAttachOptions")),
             Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
-            Subresource::Status | Subresource::Finalize => None,
+            Subresource::Status | Subresource::Finalize | Subresource::EphemeralContainers => None,
         }
     }
 }
 
-const ALL_SUBRESOURCES: [Subresource; 8] = [
+const ALL_SUBRESOURCES: [Subresource; 9] = [
     Subresource::Status,
     Subresource::Scale,
     Subresource::Binding,
@@ -77,6 +82,7 @@ const ALL_SUBRESOURCES: [Subresource; 8] = [
     Subresource::Attach,
     Subresource::PortForward,
     Subresource::Finalize,
+    Subresource::EphemeralContainers,
 ];
 
 /// One served resource.
@@ -179,7 +185,15 @@ pub static RESOURCES: &[Resource] = &[
         true,
         ["po"],
         ["all"],
-        [Status, Binding, Log, Exec, Attach, PortForward]
+        [
+            Status,
+            Binding,
+            Log,
+            Exec,
+            Attach,
+            PortForward,
+            EphemeralContainers
+        ]
     ),
     res!(
         "",

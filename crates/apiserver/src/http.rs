@@ -306,7 +306,11 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
                               "metadata": {}, "items": items});
             Ok(json_response(StatusCode::OK, &body))
         }
-        (&Method::GET, Some(name), None | Some(Subresource::Status)) => {
+        (
+            &Method::GET,
+            Some(name),
+            None | Some(Subresource::Status) | Some(Subresource::EphemeralContainers),
+        ) => {
             // `resourceVersion=0`: any recent state will do, served from the watch cache (upstream's
             // `NotOlderThan` 0 read from the cacher); otherwise a consistent read from the store.
             let cached = if query.get("resourceVersion") == Some("0") {
@@ -335,7 +339,10 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
         (
             &Method::PUT,
             Some(name),
-            sub @ (None | Some(Subresource::Status) | Some(Subresource::Finalize)),
+            sub @ (None
+            | Some(Subresource::Status)
+            | Some(Subresource::Finalize)
+            | Some(Subresource::EphemeralContainers)),
         ) => {
             let obj = decode_body(&content_type, body, &target).await?;
             let (obj, warnings) = check_fields(&target, obj, &write)?;
@@ -345,7 +352,11 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
                 &warnings,
             ))
         }
-        (&Method::PATCH, Some(name), sub @ (None | Some(Subresource::Status))) => {
+        (
+            &Method::PATCH,
+            Some(name),
+            sub @ (None | Some(Subresource::Status) | Some(Subresource::EphemeralContainers)),
+        ) => {
             let patch_type = PatchType::from_content_type(&content_type).ok_or_else(|| {
                 ApiError::UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json".to_string())
             })?;

@@ -25,8 +25,9 @@ fn names(pod: &Value, list: &str) -> Vec<String> {
 pub fn pick_container(pod: &Value, name: &str, requested: Option<&str>) -> ApiResult<String> {
     let containers = names(pod, "containers");
     let init = names(pod, "initContainers");
+    let ephemeral = names(pod, "ephemeralContainers");
     match requested.filter(|c| !c.is_empty()) {
-        Some(c) if containers.iter().chain(&init).any(|x| x == c) => Ok(c.to_string()),
+        Some(c) if containers.iter().chain(&init).chain(&ephemeral).any(|x| x == c) => Ok(c.to_string()),
         Some(c) => Err(ApiError::BadRequest(format!(
             "container {c} is not valid for pod {name}"
         ))),
@@ -38,6 +39,12 @@ pub fn pick_container(pod: &Value, name: &str, requested: Option<&str>) -> ApiRe
             );
             if !init.is_empty() {
                 msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+            }
+            if !ephemeral.is_empty() {
+                msg.push_str(&format!(
+                    " or one of the ephemeral containers: [{}]",
+                    ephemeral.join(" ")
+                ));
             }
             Err(ApiError::BadRequest(msg))
         }

@@ -856,6 +856,15 @@ impl Registry {
             Some(Subresource::Status) => {
                 api::strategy::prepare_for_status_update(res.group, res.kind, &mut obj, &old);
             }
+            Some(Subresource::EphemeralContainers) => {
+                // pods/ephemeralcontainers changes only spec.ephemeralContainers (upstream
+                // `podEphemeralContainersStrategy`): the stored metadata, with the new resourceVersion.
+                let rv = obj.pointer("/metadata/resourceVersion").cloned();
+                obj = api::strategy::ephemeral::prepare_for_update(&obj, &old);
+                if let (Some(rv), Some(m)) = (rv, obj.get_mut("metadata").and_then(Value::as_object_mut)) {
+                    m.insert("resourceVersion".into(), rv);
+                }
+            }
             Some(Subresource::Finalize) => {
                 // namespaces/finalize changes only spec.finalizers.
                 let fins = obj.pointer("/spec/finalizers").cloned();
@@ -884,7 +893,11 @@ impl Registry {
             old: Some(&old),
         };
         self.inner.admission.admit(self, &attrs, &mut obj).await?;
-        let errors = api::strategy::validate_update(res.group, res.kind, &obj, &old);
+        let errors = if sub == Some(Subresource::EphemeralContainers) {
+            api::strategy::ephemeral::validate_update(&obj, &old)
+        } else {
+            api::strategy::validate_update(res.group, res.kind, &obj, &old)
+        };
         if !errors.is_empty() {
             return Err(ApiError::Invalid {
                 subject: subject(res, name),

@@ -740,3 +740,79 @@ fn downward_api_and_projected_volumes_and_the_pre_stop_hook() {
     );
     common::kill_containers(s.data_dir());
 }
+
+/// Ephemeral containers (issue 15 item 16b): the real `kubectl debug --target` adds one through
+/// `pods/ephemeralcontainers`; it runs in the target's PID namespace (its `ps` shows the target's
+/// process), reports `ephemeralContainerStatuses`, and `kubectl logs -c` reads it. The subresource
+/// refuses removals and forbidden fields with upstream's messages.
+#[test]
+fn kubectl_debug_adds_an_ephemeral_container_in_the_targets_pid_namespace() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("debug-node");
+    s.apply(
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"terminationGracePeriodSeconds":1,
+        "containers":[{"name":"app","image":"busybox:test","command":["sleep","3600"]}]}}"#,
+    );
+    eventually(60, "web running", || {
+        (pod(&s, "web")?["status"]["phase"] == "Running").then_some(())
+    });
+    s.ok(&[
+        "debug",
+        "web",
+        "--image=busybox:test",
+        "--target=app",
+        "--container=dbg",
+        "--",
+        "sh",
+        "-c",
+        "ps; sleep 30",
+    ]);
+    let p = eventually(60, "dbg running", || {
+        let p = pod(&s, "web")?;
+        (p["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object()).then_some(p)
+    });
+    assert_eq!(p["spec"]["ephemeralContainers"][0]["targetContainerName"], "app");
+    assert_eq!(p["status"]["ephemeralContainerStatuses"][0]["name"], "dbg");
+    assert_eq!(p["status"]["ephemeralContainerStatuses"][0]["ready"], false);
+    assert_eq!(p["status"]["phase"], "Running");
+    let logs = eventually(30, "dbg's ps", || {
+        let out = s.kubectl(&["logs", "web", "-c", "dbg"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("sleep 30").then_some(text)
+    });
+    assert!(
+        logs.contains("sleep 3600"),
+        "the target's process is visible: {logs}"
+    );
+    // Removing it, or adding one with ports, is refused.
+    let path = "/api/v1/namespaces/default/pods/web/ephemeralcontainers";
+    let mut current: Value = serde_json::from_str(&s.ok(&["get", "--raw", path])).expect("pod");
+    current["spec"]["ephemeralContainers"] = serde_json::json!([]);
+    let file = s.data_dir().join("ephemeral.json");
+    std::fs::write(&file, current.to_string()).expect("write");
+    let out = s.kubectl(&["replace", "--raw", path, "-f", file.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(r#"spec.ephemeralContainers: Forbidden: existing ephemeral containers "dbg" may not be removed"#),
+        "{err}"
+    );
+    let mut current: Value = serde_json::from_str(&s.ok(&["get", "--raw", path])).expect("pod");
+    current["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .expect("list")
+        .push(serde_json::json!({"name": "d2", "image": "busybox:test", "ports": [{"containerPort": 80}]}));
+    std::fs::write(&file, current.to_string()).expect("write");
+    let out = s.kubectl(&["replace", "--raw", path, "-f", file.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container"
+            ),
+        "{err}"
+    );
+    s.ok(&["delete", "pod", "web", "--wait=false"]);
+    s.wait_pods_gone(30);
+}

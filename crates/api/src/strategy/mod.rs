@@ -6,6 +6,7 @@
 
 mod batch;
 mod defaults;
+pub mod ephemeral;
 mod meta;
 mod validate;
 
