@@ -28,6 +28,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -323,7 +324,15 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
             .map_err(|e| std::io::Error::other(format!("device cgroup: {e}")))?;
     }
     let [child_in, child_out, child_err] = ends.child;
+    // The exec fence: its write end goes to the init and closes when the workload is exec'd (or the
+    // init dies), so the container is reported started only once its walls are up — runc reports a
+    // container started only after its init's exec. Made after every fork of the shim's own (a holder
+    // of a user namespace must not hold it).
+    let (fence_r, fence_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    crate::userns::keep_across_exec(&fence_w)?;
     let mut init = Command::new(me);
+    init.env(EXEC_FENCE_ENV, fence_w.as_raw_fd().to_string());
     init.arg("container-init")
         .arg(dir)
         .stdin(std::process::Stdio::from(child_in))
@@ -337,6 +346,7 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     let mut child = init.spawn()?;
     // The builder holds our copies of the child's stdio ends: the log ends only once they are closed.
     drop(init);
+    drop(fence_w);
     // The workload's pid: the init's own, or (user namespace) the one the init reports; the
     // descriptors handed over are closed here once the init has them.
     let workload = match pid_pipe {
@@ -364,6 +374,13 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
                 }
             }
         }
+    }
+    // Until the workload's exec (or the init's end) closes the fence.
+    {
+        use std::io::Read;
+        let mut sink = [0u8; 16];
+        let mut fence = std::fs::File::from(fence_r);
+        while matches!(fence.read(&mut sink), Ok(n) if n > 0) {}
     }
     let now = jiff::Timestamp::now().to_string();
     write_atomic(&dir.join("started"), now.as_bytes())?;
@@ -501,17 +518,28 @@ fn inside_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
     Ok(out)
 }
 
+/// The environment variable naming the init's end of the shim's exec fence (see `shim_main`).
+const EXEC_FENCE_ENV: &str = "BERTH_EXEC_FENCE";
+
 /// `berth container-init <dir>`: PID 1 of the container; builds its root and execs the workload.
 ///
 /// # Errors
 /// Any failure before the exec (it then exits non-zero and the shim records it).
 pub fn init_main(dir: &Path) -> std::io::Result<()> {
+    // The shim's exec fence: held (close-on-exec) until the workload's exec closes it.
+    let fence = std::env::var(EXEC_FENCE_ENV)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .and_then(crate::security::sys::inherited);
+    if let Some(f) = &fence {
+        crate::userns::close_on_exec(f)?;
+    }
     // A pod in a user namespace: the shim's handoff makes this the first stage (see `stage1_main`).
     let handoff = crate::userns::Handoff::inherited();
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
     if let Some(h) = handoff {
-        return stage1_main(dir, &spec, h);
+        return stage1_main(dir, &spec, h, fence);
     }
     if spec.tty {
         // The terminal the shim made (on fds 0-2) becomes the workload's controlling terminal.
@@ -529,7 +557,9 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     nix::unistd::chdir("/").map_err(err("chdir /"))?;
     umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(err("detaching the old root"))?;
     let _ = std::fs::remove_dir("/.oldroot");
-    exec_workload(&spec)
+    let e = exec_workload(&spec);
+    drop(fence);
+    e
 }
 
 /// The first stage of a user-namespaced container's init, as host root: the container's mounts (with
@@ -538,7 +568,12 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
 /// process, whose host pid goes to the shim. The second stage is a forked child, not a new `exec` of
 /// `berth` (runc's `nsexec` forks its stages the same way); this process stays as its parent and exits
 /// as it does.
-fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> std::io::Result<()> {
+fn stage1_main(
+    dir: &Path,
+    spec: &ContainerSpec,
+    h: crate::userns::Handoff,
+    fence: Option<std::os::fd::OwnedFd>,
+) -> std::io::Result<()> {
     let crate::userns::Handoff {
         userns,
         rootfs,
@@ -571,13 +606,19 @@ fn stage1_main(dir: &Path, spec: &ContainerSpec, h: crate::userns::Handoff) -> s
     let child = match crate::security::sys::fork_single_threaded()? {
         nix::unistd::ForkResult::Child => {
             drop(pid_pipe);
+            // The second stage keeps the fence until its exec.
             let e = stage2(spec);
+            drop(fence);
             // Only an error comes back (success is the workload's exec); report it as the init would.
             let e = e.err().unwrap_or_else(|| std::io::Error::other("no exec"));
             eprintln!("berth: container init: {e}");
             crate::security::sys::exit_now(1)
         }
-        nix::unistd::ForkResult::Parent { child } => child,
+        nix::unistd::ForkResult::Parent { child } => {
+            // Only the second stage may hold the fence open.
+            drop(fence);
+            child
+        }
     };
     crate::userns::report_pid(pid_pipe, u32::try_from(child.as_raw()).unwrap_or_default())?;
     use nix::sys::wait::WaitStatus;

@@ -148,7 +148,11 @@ impl Handoff {
     }
 }
 
-fn keep_across_exec(fd: &OwnedFd) -> std::io::Result<()> {
+/// Keep `fd` open across `exec` (clear `FD_CLOEXEC`).
+///
+/// # Errors
+/// From `fcntl`.
+pub(crate) fn keep_across_exec(fd: &OwnedFd) -> std::io::Result<()> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
         .map(|_| ())
         .map_err(std::io::Error::from)
