@@ -115,6 +115,8 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
+        // k3s's `etcd-snapshot save` asks its server likewise; the file lands in the server's snapshot dir.
+        .route("/v1-berth/snapshot/save", axum::routing::post(snapshot_save))
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(health))
@@ -127,6 +129,37 @@ async fn encrypt_status(State(state): State<AppState>) -> Response {
     match state.registry.encryption_status().await {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1-berth/snapshot/save?name=<file name>`: a snapshot of the store at one revision
+/// ([`store::snapshot::save`]) into the server's snapshot directory; answers with its path and revision.
+async fn snapshot_save(State(state): State<AppState>, req: Request) -> Response {
+    let name = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("name="))
+        .unwrap_or("")
+        .to_string();
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return ApiError::BadRequest(format!("invalid snapshot name {name:?}")).into_response();
+    }
+    let Some(dir) = state.registry.config().snapshot_dir.clone() else {
+        return ApiError::BadRequest("this server keeps no snapshots".into()).into_response();
+    };
+    match store::snapshot::save(state.registry.store(), &dir, &name).await {
+        Ok(s) => json_response(
+            StatusCode::OK,
+            &json!({"path": s.path.display().to_string(), "revision": s.revision, "keys": s.keys, "size": s.size}),
+        ),
+        Err(e) => ApiError::Internal(format!("snapshot: {e}")).into_response(),
     }
 }
 

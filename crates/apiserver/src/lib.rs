@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod alloc;
 pub mod cacher;
+pub mod cluster;
 pub mod discovery;
 pub mod encryption;
 pub mod error;

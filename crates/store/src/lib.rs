@@ -30,6 +30,7 @@ mod codec;
 mod embedded;
 pub mod etcd;
 pub mod local_etcd;
+pub mod snapshot;
 
 pub use etcd::EtcdConfig;
 

@@ -1,0 +1,275 @@
+//! Several servers on one etcd cluster (issue 16, items 3 and 6): a 3-member etcd on loopback ports and
+//! three `berth server` processes sharing it with one `--token`. They share the CA through the datastore
+//! (one kubeconfig works against each), every one serves reads and writes, and the controller set runs on
+//! the Lease holder only. `kill -9` of the holder: another server takes the Lease (upstream's 15 s) and
+//! its controllers carry out new work (a Deployment's ReplicaSet and pods); `kill -9` of one etcd member:
+//! writes go on; every acknowledged write survives both. With root, a `berth agent` that knows two
+//! servers keeps its pod running and keeps reporting through the other server when its server dies.
+//! Processes and temp dirs are removed on drop, whatever happens.
+
+mod common;
+
+use common::{Server, eventually};
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn etcd_or_skip() -> bool {
+    if store::local_etcd::available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("BERTH_TEST_ROOT").is_none(),
+        "BERTH_TEST_ROOT is set but this test needs /usr/bin/etcd (Debian etcd-server)"
+    );
+    eprintln!("skipped: needs /usr/bin/etcd (etcd-server)");
+    false
+}
+
+fn holder(s: &Server) -> Option<String> {
+    let out = s.kubectl(&["get", "lease", "-n", "kube-system", "berth-controllers", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// `kubectl create configmap` through `s`; whether the server acknowledged it.
+fn write(s: &Server, name: &str) -> bool {
+    s.kubectl(&["create", "configmap", name, "--from-literal=k=v", "--request-timeout=10s"])
+        .status
+        .success()
+}
+
+#[test]
+fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() {
+    if !etcd_or_skip() {
+        return;
+    }
+    let mut etcd = store::local_etcd::LocalEtcd::cluster(3).expect("etcd cluster");
+    let endpoints = etcd.endpoints();
+    let flags = |name: &'static str| -> Vec<String> {
+        [
+            "--disable-agent",
+            "--node-name",
+            name,
+            "--token",
+            "ha-secret",
+            "--datastore-endpoint",
+            &endpoints,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let start = |name: &'static str| {
+        let f = flags(name);
+        Server::start_with(&f.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mut servers = vec![start("ha-0"), start("ha-1"), start("ha-2")];
+
+    // One CA for the cluster, taken from the datastore by the joining servers: the first server's
+    // kubeconfig works against each of them.
+    let ca = |s: &Server| std::fs::read_to_string(s.data_dir().join("tls/ca.crt")).expect("ca");
+    assert_eq!(ca(&servers[0]), ca(&servers[1]));
+    assert_eq!(ca(&servers[0]), ca(&servers[2]));
+    for s in &servers[1..] {
+        let url = s.url();
+        let out = servers[0].ok(&["--server", &url, "get", "namespaces", "-o", "name"]);
+        assert!(out.contains("namespace/kube-system"), "{out}");
+    }
+    // The join token file names the shared CA's hash on every server.
+    let token = |s: &Server| std::fs::read_to_string(s.data_dir().join("token")).expect("token");
+    assert_eq!(token(&servers[0]), token(&servers[2]));
+
+    // Every server serves writes; the controllers run on one.
+    let mut acked = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let name = format!("before-{i}");
+        assert!(write(s, &name), "{}", s.log());
+        acked.push(name);
+    }
+    let first_holder = eventually(30, "a Lease holder", || holder(&servers[1]));
+    let idx = ["ha-0", "ha-1", "ha-2"]
+        .iter()
+        .position(|n| *n == first_holder)
+        .expect("holder is one of ours");
+
+    // kill -9 the holder while writes go on through the others.
+    servers[idx].kill9();
+    let killed_at = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != idx).collect();
+    let a = &servers[survivors[0]];
+    let b = &servers[survivors[1]];
+    for i in 0..10 {
+        let s = if i % 2 == 0 { a } else { b };
+        let name = format!("during-{i}");
+        if write(s, &name) {
+            acked.push(name);
+        }
+    }
+    assert!(acked.len() >= 13, "writes go on while the leader is gone");
+    a.ok(&["create", "deployment", "after-failover", "--image=busybox:test", "--replicas=2"]);
+    let new_holder = eventually(60, "another server takes the Lease", || {
+        holder(a).filter(|h| *h != first_holder)
+    });
+    assert!(["ha-0", "ha-1", "ha-2"].contains(&new_holder.as_str()));
+    // The new leader's controllers act: the Deployment's ReplicaSet and its pods appear.
+    eventually(60, "the new leader's Deployment and ReplicaSet controllers", || {
+        let pods = b.ok(&["get", "pods", "-l", "app=after-failover", "-o", "name"]);
+        (pods.lines().count() == 2).then_some(())
+    });
+    eprintln!(
+        "leader failover: {:.1}s from kill -9 to the new leader's pods",
+        killed_at.elapsed().as_secs_f64()
+    );
+
+    // kill -9 one etcd member: writes go on (after the cluster notices, if it was the raft leader).
+    etcd.kill_member(0);
+    let mut failed = 0;
+    for i in 0..10 {
+        let s = if i % 2 == 0 { a } else { b };
+        let name = format!("etcd-down-{i}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if write(s, &name) {
+                acked.push(name);
+                break;
+            }
+            failed += 1;
+            assert!(Instant::now() < deadline, "writes stopped with one etcd member down: {}", s.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    eprintln!("writes refused while etcd elected a new leader: {failed}");
+    b.ok(&["scale", "deployment", "after-failover", "--replicas=3"]);
+    eventually(60, "the scale is carried out with one etcd member down", || {
+        let pods = a.ok(&["get", "pods", "-l", "app=after-failover", "-o", "name"]);
+        (pods.lines().count() == 3).then_some(())
+    });
+
+    // Every acknowledged write is there, read through each surviving server.
+    for s in [a, b] {
+        let names = s.ok(&["get", "configmaps", "-o", "name"]);
+        for n in &acked {
+            assert!(names.contains(&format!("configmap/{n}\n")), "{n} lost: {names}");
+        }
+    }
+    // The killed server comes back on its data dir and serves the same objects.
+    servers[idx].restart();
+    let names = servers[idx].ok(&["get", "configmaps", "-o", "name"]);
+    assert!(names.contains("configmap/etcd-down-9"), "{names}");
+    servers[survivors[0]].ok(&["delete", "deployment", "after-failover"]);
+    drop(servers);
+    drop(etcd);
+}
+
+/// A `berth agent` on this machine (its own data dir), killed and its containers removed on drop.
+struct Agent {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        common::kill_containers(self.dir.path());
+    }
+}
+
+fn pod(s: &Server, name: &str) -> Option<Value> {
+    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn node_lease_renewed(s: &Server, node: &str) -> Option<String> {
+    let out = s.kubectl(&["get", "lease", "-n", "kube-node-lease", node, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["spec"]["renewTime"].as_str().map(str::to_string)
+}
+
+#[test]
+fn an_agent_that_knows_two_servers_keeps_its_pods_and_reports_through_the_other_when_one_dies() {
+    if !common::can_run_containers() || !etcd_or_skip() {
+        return;
+    }
+    let etcd = store::local_etcd::LocalEtcd::start().expect("etcd");
+    let endpoint = etcd.endpoint();
+    let start = |name: &str| {
+        Server::start_with(&[
+            "--disable-agent",
+            "--node-name",
+            name,
+            "--token",
+            "lb-secret",
+            "--datastore-endpoint",
+            &endpoint,
+        ])
+    };
+    let mut first = start("lb-0");
+    let second = start("lb-1");
+    let servers = format!("{},{}", first.url(), second.url());
+    let token = std::fs::read_to_string(first.data_dir().join("token")).expect("token");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = common::busybox_archive(dir.path()).expect("archive");
+    common::import_image(dir.path(), &archive);
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--server", &servers, "--token", token.trim()])
+        .args(["--node-name", "lb-node", "--node-ip", "127.0.0.1"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("berth agent");
+    let agent = Agent { child, dir };
+    let agent_log = || std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap_or_default();
+
+    let spec = |name: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{
+            "nodeName":"lb-node","terminationGracePeriodSeconds":1,
+            "containers":[{{"name":"c","image":"busybox:test","command":["/bin/sh","-c","sleep 3600"]}}]}}}}"#
+        )
+    };
+    second.apply(&spec("steady"));
+    let running = |s: &Server, name: &str| {
+        let p = pod(s, name)?;
+        let c = &p["status"]["containerStatuses"][0];
+        c["state"]["running"]["startedAt"]
+            .as_str()
+            .map(|t| (t.to_string(), c["restartCount"].clone()))
+    };
+    let before = eventually(60, "steady Running on the agent", || running(&second, "steady"));
+
+    // The agent reaches the API through the first server in its list: kill it.
+    first.kill9();
+    let renewed = node_lease_renewed(&second, "lb-node").expect("node lease");
+    eventually(60, "the agent renews its node Lease through the other server", || {
+        node_lease_renewed(&second, "lb-node").filter(|t| *t != renewed)
+    });
+    // New work reaches the agent through the other server, and the old pod was never restarted.
+    second.apply(&spec("after"));
+    eventually(60, "a new pod runs, the agent watching through the other server", || {
+        running(&second, "after")
+    });
+    assert_eq!(running(&second, "steady"), Some(before), "{}", agent_log());
+    assert!(agent_log().contains("switched"), "{}", agent_log());
+
+    second.ok(&["delete", "pod", "steady", "after", "--wait=false"]);
+    eventually(60, "the agent's pods gone", || {
+        second
+            .ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    drop(agent);
+    drop(second);
+    drop(first);
+    drop(etcd);
+}
