@@ -203,8 +203,8 @@ pub async fn reconcile(
         }
         return Ok(Outcome::First);
     };
-    let data: BootstrapData = serde_json::from_slice(&decrypt(token, &kv.value)?)
-        .map_err(|e| Error::Data(e.to_string()))?;
+    let data: BootstrapData =
+        serde_json::from_slice(&decrypt(token, &kv.value)?).map_err(|e| Error::Data(e.to_string()))?;
     let local_enc = read(&paths.encryption_config)?;
     match (&data.encryption_config, &local_enc) {
         (Some(cluster), Some(local)) if !same_json(cluster, local) => {
@@ -299,8 +299,8 @@ pub async fn save_encryption(store: &store::Store, token: &Token, config_json: &
             .get(&key)
             .await?
             .ok_or_else(|| Error::Data("the cluster has no bootstrap record".into()))?;
-        let mut data: BootstrapData = serde_json::from_slice(&decrypt(token, &kv.value)?)
-            .map_err(|e| Error::Data(e.to_string()))?;
+        let mut data: BootstrapData =
+            serde_json::from_slice(&decrypt(token, &kv.value)?).map_err(|e| Error::Data(e.to_string()))?;
         data.encryption_config = Some(config_json.to_string());
         let body = serde_json::to_vec(&data).map_err(|e| Error::Data(e.to_string()))?;
         match store.update(&key, encrypt(token, &body), kv.mod_revision).await {
@@ -331,22 +331,28 @@ mod tests {
     #[tokio::test]
     async fn a_second_server_takes_the_first_ones_ca_and_encryption() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = store::Store::open_embedded(&dir.path().join("store"), store::Options::default())
-            .expect("store");
+        let store =
+            store::Store::open_embedded(&dir.path().join("store"), store::Options::default()).expect("store");
         let t = Token("tok".into());
         let paths = |n: &str| Paths {
             tls_dir: dir.path().join(n).join("tls"),
             encryption_config: dir.path().join(n).join("enc.json"),
         };
         let (a, b) = (paths("a"), paths("b"));
-        assert_eq!(reconcile(&store, &t, &a, true).await.expect("first"), Outcome::First);
+        assert_eq!(
+            reconcile(&store, &t, &a, true).await.expect("first"),
+            Outcome::First
+        );
         crate::tls::Pki::load_or_create(&a.tls_dir, &["127.0.0.1".into()]).expect("pki");
         crate::encryption::Config::generate("aescbc")
             .expect("cfg")
             .save(&a.encryption_config)
             .expect("save");
         assert!(publish(&store, &t, &a).await.expect("publish"));
-        assert_eq!(reconcile(&store, &t, &b, true).await.expect("join"), Outcome::Joined);
+        assert_eq!(
+            reconcile(&store, &t, &b, true).await.expect("join"),
+            Outcome::Joined
+        );
         let ca = |p: &Paths| std::fs::read_to_string(p.tls_dir.join("ca.key")).expect("ca");
         assert_eq!(ca(&a), ca(&b));
         assert_eq!(

@@ -51,10 +51,7 @@ impl LoadBalancer {
         }
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
-        let state = Arc::new(Mutex::new(State {
-            servers,
-            current: 0,
-        }));
+        let state = Arc::new(Mutex::new(State { servers, current: 0 }));
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -124,9 +121,7 @@ async fn dial(state: &Mutex<State>) -> Option<TcpStream> {
 /// When `url` is not a URL with a host.
 pub fn host_port(url: &str) -> anyhow::Result<String> {
     let uri: http::Uri = url.parse()?;
-    let host = uri
-        .host()
-        .ok_or_else(|| anyhow::anyhow!("{url}: no host"))?;
+    let host = uri.host().ok_or_else(|| anyhow::anyhow!("{url}: no host"))?;
     Ok(format!("{host}:{}", uri.port_u16().unwrap_or(6443)))
 }
 
@@ -165,9 +160,7 @@ mod tests {
     async fn new_connections_move_to_the_next_server_when_the_current_one_dies() {
         let (a, ta) = echo(b'a').await;
         let (b, _tb) = echo(b'b').await;
-        let lb = LoadBalancer::start(vec![a.clone(), b.clone()])
-            .await
-            .expect("lb");
+        let lb = LoadBalancer::start(vec![a.clone(), b.clone()]).await.expect("lb");
         assert_eq!(ask(&lb).await, b'a');
         assert_eq!(ask(&lb).await, b'a');
         ta.abort();

@@ -164,8 +164,8 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
                 let kc = kube::config::Kubeconfig::read_from(&kc_path)?;
                 let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
                 let client = kube::Client::try_from(config)?;
-                let req = http::Request::post(format!("/v1-berth/snapshot/save?name={file}"))
-                    .body(Vec::new())?;
+                let req =
+                    http::Request::post(format!("/v1-berth/snapshot/save?name={file}")).body(Vec::new())?;
                 anyhow::Ok(client.request_text(req).await?)
             };
             match via_server.await {
@@ -186,11 +186,20 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
                     if !path.exists() {
                         return Err(e.context("asking the server for a snapshot"));
                     }
-                    let store = store::Store::open_embedded(&path, store::Options::default()).map_err(|oe| {
-                        anyhow::anyhow!("asking the server for a snapshot: {e:#}; opening {}: {oe}", path.display())
-                    })?;
+                    let store =
+                        store::Store::open_embedded(&path, store::Options::default()).map_err(|oe| {
+                            anyhow::anyhow!(
+                                "asking the server for a snapshot: {e:#}; opening {}: {oe}",
+                                path.display()
+                            )
+                        })?;
                     let s = store::snapshot::save(&store, &dir, &file).await?;
-                    println!("Snapshot {} saved (revision {}, {} keys).", s.path.display(), s.revision, s.keys);
+                    println!(
+                        "Snapshot {} saved (revision {}, {} keys).",
+                        s.path.display(),
+                        s.revision,
+                        s.keys
+                    );
                     Ok(())
                 }
             }
@@ -231,12 +240,16 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
                             .map_err(|e| anyhow::anyhow!("--datastore-endpoint: {e}"))?
                     };
                     let store = store::Store::open_etcd(config).await?;
-                    store::snapshot::restore_into(&store, &snap).await.map_err(|e| match e {
-                        store::Error::AlreadyExists { key } => {
-                            anyhow::anyhow!("the datastore is not empty (it holds {key}): restore into an empty etcd")
-                        }
-                        e => e.into(),
-                    })?;
+                    store::snapshot::restore_into(&store, &snap)
+                        .await
+                        .map_err(|e| match e {
+                            store::Error::AlreadyExists { key } => {
+                                anyhow::anyhow!(
+                                    "the datastore is not empty (it holds {key}): restore into an empty etcd"
+                                )
+                            }
+                            e => e.into(),
+                        })?;
                     println!("Restored {} keys into {endpoint}.", snap.kvs.len());
                 }
             }
@@ -265,7 +278,9 @@ async fn scheduled_snapshots(
         let prefix = format!("etcd-snapshot-{node}-");
         let name = format!("{prefix}{}", jiff::Timestamp::now().as_second());
         match store::snapshot::save(&store, &dir, &name).await {
-            Ok(s) => tracing::info!(path = %s.path.display(), revision = s.revision, keys = s.keys, "scheduled snapshot"),
+            Ok(s) => {
+                tracing::info!(path = %s.path.display(), revision = s.revision, keys = s.keys, "scheduled snapshot")
+            }
             Err(e) => tracing::warn!(error = %e, "scheduled snapshot failed"),
         }
         match store::snapshot::prune(&dir, &prefix, retention) {

@@ -27,16 +27,30 @@ fn etcd_or_skip() -> bool {
 }
 
 fn holder(s: &Server) -> Option<String> {
-    let out = s.kubectl(&["get", "lease", "-n", "kube-system", "berth-controllers", "-o", "json"]);
+    let out = s.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "berth-controllers",
+        "-o",
+        "json",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
 
 /// `kubectl create configmap` through `s`; whether the server acknowledged it.
 fn write(s: &Server, name: &str) -> bool {
-    s.kubectl(&["create", "configmap", name, "--from-literal=k=v", "--request-timeout=10s"])
-        .status
-        .success()
+    s.kubectl(&[
+        "create",
+        "configmap",
+        name,
+        "--from-literal=k=v",
+        "--request-timeout=10s",
+    ])
+    .status
+    .success()
 }
 
 #[test]
@@ -107,16 +121,26 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
         }
     }
     assert!(acked.len() >= 13, "writes go on while the leader is gone");
-    a.ok(&["create", "deployment", "after-failover", "--image=busybox:test", "--replicas=2"]);
+    a.ok(&[
+        "create",
+        "deployment",
+        "after-failover",
+        "--image=busybox:test",
+        "--replicas=2",
+    ]);
     let new_holder = eventually(60, "another server takes the Lease", || {
         holder(a).filter(|h| *h != first_holder)
     });
     assert!(["ha-0", "ha-1", "ha-2"].contains(&new_holder.as_str()));
     // The new leader's controllers act: the Deployment's ReplicaSet and its pods appear.
-    eventually(60, "the new leader's Deployment and ReplicaSet controllers", || {
-        let pods = b.ok(&["get", "pods", "-l", "app=after-failover", "-o", "name"]);
-        (pods.lines().count() == 2).then_some(())
-    });
+    eventually(
+        60,
+        "the new leader's Deployment and ReplicaSet controllers",
+        || {
+            let pods = b.ok(&["get", "pods", "-l", "app=after-failover", "-o", "name"]);
+            (pods.lines().count() == 2).then_some(())
+        },
+    );
     eprintln!(
         "leader failover: {:.1}s from kill -9 to the new leader's pods",
         killed_at.elapsed().as_secs_f64()
@@ -135,7 +159,11 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
                 break;
             }
             failed += 1;
-            assert!(Instant::now() < deadline, "writes stopped with one etcd member down: {}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "writes stopped with one etcd member down: {}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -249,14 +277,18 @@ fn an_agent_that_knows_two_servers_keeps_its_pods_and_reports_through_the_other_
     // The agent reaches the API through the first server in its list: kill it.
     first.kill9();
     let renewed = node_lease_renewed(&second, "lb-node").expect("node lease");
-    eventually(60, "the agent renews its node Lease through the other server", || {
-        node_lease_renewed(&second, "lb-node").filter(|t| *t != renewed)
-    });
+    eventually(
+        60,
+        "the agent renews its node Lease through the other server",
+        || node_lease_renewed(&second, "lb-node").filter(|t| *t != renewed),
+    );
     // New work reaches the agent through the other server, and the old pod was never restarted.
     second.apply(&spec("after"));
-    eventually(60, "a new pod runs, the agent watching through the other server", || {
-        running(&second, "after")
-    });
+    eventually(
+        60,
+        "a new pod runs, the agent watching through the other server",
+        || running(&second, "after"),
+    );
     assert_eq!(running(&second, "steady"), Some(before), "{}", agent_log());
     assert!(agent_log().contains("switched"), "{}", agent_log());
 

@@ -51,7 +51,9 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
             }
         })
     };
-    eventually(60, "some writes", || (acked.lock().expect("lock").len() >= 5).then_some(()));
+    eventually(60, "some writes", || {
+        (acked.lock().expect("lock").len() >= 5).then_some(())
+    });
     let before: Vec<String> = acked.lock().expect("lock").clone();
     let out = berth(&["snapshot", "save", "--name", "test"], s.data_dir());
     assert!(out.contains("saved"), "{out}");
@@ -70,7 +72,10 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
 
     // Restore into a fresh data dir; a server there has every object acknowledged before the save.
     let fresh = tempfile::tempdir().expect("dir");
-    let out = berth(&["snapshot", "restore", path.to_str().expect("path")], fresh.path());
+    let out = berth(
+        &["snapshot", "restore", path.to_str().expect("path")],
+        fresh.path(),
+    );
     assert!(out.contains("Restored"), "{out}");
     // A second restore into the same dir is refused: the store exists.
     let again = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -82,7 +87,10 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
     let restored = Server::start_on(fresh, &["--disable-agent"]);
     let names = restored.ok(&["get", "configmaps", "-o", "name"]);
     for n in &before {
-        assert!(names.contains(&format!("configmap/{n}\n")), "{n} missing: {names}");
+        assert!(
+            names.contains(&format!("configmap/{n}\n")),
+            "{n} missing: {names}"
+        );
     }
     // Only what the snapshot's revision saw: a prefix of the writer's sequence.
     let count = names.lines().filter(|l| l.starts_with("configmap/cm-")).count();
@@ -98,14 +106,23 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
         let endpoint = etcd.endpoint();
         let dir = tempfile::tempdir().expect("dir");
         let out = berth(
-            &["snapshot", "restore", path.to_str().expect("path"), "--datastore-endpoint", &endpoint],
+            &[
+                "snapshot",
+                "restore",
+                path.to_str().expect("path"),
+                "--datastore-endpoint",
+                &endpoint,
+            ],
             dir.path(),
         );
         assert!(out.contains("Restored"), "{out}");
         let on_etcd = Server::start_on(dir, &["--disable-agent", "--datastore-endpoint", &endpoint]);
         let names = on_etcd.ok(&["get", "configmaps", "-o", "name"]);
         for n in &before {
-            assert!(names.contains(&format!("configmap/{n}\n")), "{n} missing on etcd: {names}");
+            assert!(
+                names.contains(&format!("configmap/{n}\n")),
+                "{n} missing on etcd: {names}"
+            );
         }
         drop(on_etcd);
         drop(etcd);

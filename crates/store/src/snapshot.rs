@@ -89,9 +89,11 @@ impl Snapshot {
             return Err(bad("checksum mismatch (truncated or damaged)"));
         }
         let rest = &body[MAGIC.len()..];
-        let nl = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("header"))?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&rest[..nl]).map_err(|_| bad("header"))?;
+        let nl = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| bad("header"))?;
+        let header: serde_json::Value = serde_json::from_slice(&rest[..nl]).map_err(|_| bad("header"))?;
         let mut r = &rest[nl + 1..];
         let mut take = |n: usize| -> Result<&[u8]> {
             if r.len() < n {
@@ -291,8 +293,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_taken_during_writes_restores_every_acknowledged_key() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store =
-            Store::open_embedded(&dir.path().join("a"), crate::Options::default()).expect("store");
+        let store = Store::open_embedded(&dir.path().join("a"), crate::Options::default()).expect("store");
         let writer = {
             let store = store.clone();
             tokio::spawn(async move {

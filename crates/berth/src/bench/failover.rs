@@ -47,7 +47,11 @@ impl Srv {
             {
                 return Ok(c);
             }
-            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "{} not ready in 30 s", self.name);
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{} not ready in 30 s",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
