@@ -503,6 +503,17 @@ pub struct ServerArgs {
     /// its pods not ready (kube-controller-manager's `--node-monitor-grace-period`: `40s`, `2m`, `1m30s`).
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// How long the controllers' Lease is valid after its last renewal: a server that dies is replaced
+    /// as leader after about this long (kube-controller-manager's `--leader-elect-lease-duration`).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader tries to renew before it stops its controllers
+    /// (`--leader-elect-renew-deadline`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// Time between election attempts (`--leader-elect-retry-period`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_elect_retry_period: std::time::Duration,
     /// This node's InternalIP (default: `--bind-address`; with 0.0.0.0, the address of the interface of
     /// the default route, as k3s picks it). Other nodes route this node's pod slice and the cluster DNS
     /// through it.
@@ -846,6 +857,12 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
             exempt_runtime_classes: Vec::new(),
         },
     };
+    let election = controllers::Election {
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    election.validate().map_err(anyhow::Error::msg)?;
     let store = open_store(args).await?;
     let token = cluster_token(args)?;
     // Servers sharing a datastore share the CA, the admin certificate and the encryption configuration
@@ -980,6 +997,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         args.cluster_cidr.clone(),
         node.clone(),
         args.node_monitor_grace_period,
+        election,
     ));
     // Cluster DNS on `--cluster-dns`, an address of this host (needs root, as the pod network does).
     match args.cluster_dns {
