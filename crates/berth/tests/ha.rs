@@ -74,11 +74,17 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
         .map(|s| s.to_string())
         .collect()
     };
-    let start = |name: &'static str| {
-        let f = flags(name);
+    let start = |name: &'static str, extra: &[&str]| {
+        let mut f = flags(name);
+        f.extend(extra.iter().map(|s| s.to_string()));
         Server::start_with(&f.iter().map(String::as_str).collect::<Vec<_>>())
     };
-    let mut servers = vec![start("ha-0"), start("ha-1"), start("ha-2")];
+    // The first server encrypts Secrets; the others take its key from the datastore.
+    let mut servers = vec![
+        start("ha-0", &["--secrets-encryption"]),
+        start("ha-1", &[]),
+        start("ha-2", &[]),
+    ];
 
     // One CA for the cluster, taken from the datastore by the joining servers: the first server's
     // kubeconfig works against each of them.
@@ -89,6 +95,56 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
         let url = s.url();
         let out = servers[0].ok(&["--server", &url, "get", "namespaces", "-o", "name"]);
         assert!(out.contains("namespace/kube-system"), "{out}");
+    }
+    // A Secret encrypted by the first server reads back through the third, whose encryption
+    // configuration came from the datastore.
+    let enc = |s: &Server| {
+        std::fs::read_to_string(s.data_dir().join("server/cred/encryption-config.json")).expect("enc")
+    };
+    assert_eq!(enc(&servers[0]), enc(&servers[2]));
+    servers[0].ok(&[
+        "create",
+        "secret",
+        "generic",
+        "shared",
+        "--from-literal=pw=hunter2",
+    ]);
+    let secret = servers[2].get_json(&["secret", "shared"]);
+    assert_eq!(secret["data"]["pw"], "aHVudGVyMg==");
+    // A server that would disagree with the cluster refuses to start, saying why: another token, or its
+    // own encryption key.
+    let other_key = tempfile::tempdir().expect("dir");
+    let cred = other_key.path().join("server/cred");
+    std::fs::create_dir_all(&cred).expect("cred");
+    std::fs::write(
+        cred.join("encryption-config.json"),
+        enc(&servers[0]).replace(|c: char| c.is_ascii_digit(), "7"),
+    )
+    .expect("write");
+    let wrong_token = tempfile::tempdir().expect("dir");
+    for (dir, token, says) in [
+        (
+            &other_key,
+            "ha-secret",
+            "differs from the cluster's encryption configuration",
+        ),
+        (&wrong_token, "not-the-token", "different token"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--disable-agent", "--https-listen-port", "0"])
+            .args(["--token", token, "--datastore-endpoint", &endpoints])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth server");
+        let status = eventually(30, "the disagreeing server exits", || {
+            child.try_wait().ok().flatten()
+        });
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
+        assert!(!status.success() && err.contains(says), "{err}");
     }
     // The join token file names the shared CA's hash on every server.
     let token = |s: &Server| std::fs::read_to_string(s.data_dir().join("token")).expect("token");
