@@ -197,7 +197,8 @@ pub async fn reconcile(
         if !others.kvs.is_empty() {
             return Err(Error::Mismatch(
                 "the datastore already holds another cluster's bootstrap data, encrypted with a different \
-                 token: start this server with that cluster's --token"
+                 token: start this server with that cluster's --token (its first server's \
+                 <data-dir>/server/token when it was started without one)"
                     .into(),
             ));
         }
