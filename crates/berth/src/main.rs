@@ -113,6 +113,11 @@ enum SnapshotCommand {
         /// This node's name in the file name (default: the host name).
         #[arg(long)]
         node_name: Option<String>,
+        /// `berth`: every key at one revision, restorable into either backend by `berth snapshot
+        /// restore`; `etcd` (etcd datastore only): etcd's own database snapshot as k3s takes it, for
+        /// `etcdctl snapshot restore`.
+        #[arg(long, default_value = "berth", value_parser = ["berth", "etcd"])]
+        format: String,
     },
     /// List the snapshots in the snapshot directory.
     #[command(alias = "list")]
@@ -156,7 +161,11 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
             }
             Ok(())
         }
-        SnapshotCommand::Save { name, node_name } => {
+        SnapshotCommand::Save {
+            name,
+            node_name,
+            format,
+        } => {
             let node = node_name.unwrap_or_else(host_name);
             let file = format!("{name}-{node}-{}", jiff::Timestamp::now().as_second());
             let kc_path = args.data_dir.join("kubeconfig.yaml");
@@ -164,18 +173,19 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
                 let kc = kube::config::Kubeconfig::read_from(&kc_path)?;
                 let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
                 let client = kube::Client::try_from(config)?;
-                let req =
-                    http::Request::post(format!("/v1-berth/snapshot/save?name={file}")).body(Vec::new())?;
+                let req = http::Request::post(format!("/v1-berth/snapshot/save?name={file}&format={format}"))
+                    .body(Vec::new())?;
                 anyhow::Ok(client.request_text(req).await?)
             };
             match via_server.await {
                 Ok(text) => {
                     let v: serde_json::Value = serde_json::from_str(&text).context("the server's answer")?;
                     println!(
-                        "Snapshot {} saved (revision {}, {} keys).",
+                        "Snapshot {} saved (revision {}, {} keys, {} bytes).",
                         v["path"].as_str().unwrap_or(&file),
                         v["revision"],
-                        v["keys"]
+                        v["keys"],
+                        v["size"]
                     );
                     Ok(())
                 }
@@ -183,7 +193,7 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
                     // No server answers: the embedded store can be read directly (its lock tells whether a
                     // server still holds it).
                     let path = args.data_dir.join("store");
-                    if !path.exists() {
+                    if !path.exists() || format != "berth" {
                         return Err(e.context("asking the server for a snapshot"));
                     }
                     let store =

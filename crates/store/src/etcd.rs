@@ -244,6 +244,23 @@ impl Etcd {
         }
     }
 
+    /// etcd's own database snapshot (the maintenance `Snapshot` stream of the member the client picks,
+    /// what `etcdctl snapshot save` writes), streamed into `out`; returns the bytes written.
+    pub(crate) async fn native_snapshot(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+        let mut stream = self
+            .client
+            .maintenance_client()
+            .snapshot()
+            .await
+            .map_err(etcd_err)?;
+        let mut n = 0u64;
+        while let Some(resp) = stream.message().await.map_err(etcd_err)? {
+            out.write_all(resp.blob()).map_err(crate::backend)?;
+            n += resp.blob().len() as u64;
+        }
+        Ok(n)
+    }
+
     pub(crate) async fn revision(&self) -> Result<Revision> {
         let resp = self
             .range(COMPACT_REV_KEY, Some(GetOptions::new().with_count_only()))

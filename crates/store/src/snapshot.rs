@@ -10,9 +10,10 @@
 //! - into an empty etcd ([`restore_into`]): every key is written again (etcd's revisions are its own,
 //!   so resourceVersions change, as they do after etcd's own `snapshot restore` of another member).
 //!
-//! Deviation from k3s: k3s saves etcd's own database (the maintenance `Snapshot` stream) and restores it
-//! with `--cluster-reset-restore-path`, which rebuilds the member's bbolt file; Berth has no bbolt
-//! writer, and a key-level snapshot restores into both of its backends alike.
+//! k3s saves etcd's own database (the maintenance `Snapshot` stream) and restores it with
+//! `--cluster-reset-restore-path`, which rebuilds the member's bbolt file. Berth's default is the
+//! key-level file above, which restores into both of its backends alike (Berth has no bbolt writer);
+//! on etcd, [`save_etcd`] also takes etcd's own snapshot, for `etcdctl snapshot restore`.
 //!
 //! File layout (version 1): the line `berth-snapshot v1`, a JSON header line (`revision`, `backend`,
 //! `keys`, `created`), then per key the length-prefixed key, create_revision, mod_revision and value
@@ -82,7 +83,10 @@ impl Snapshot {
     pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         let bad = |what: &str| Error::Backend(format!("not a Berth snapshot: {what}"));
         if bytes.len() < MAGIC.len() + 32 || !bytes.starts_with(MAGIC) {
-            return Err(bad("no header"));
+            return Err(bad(
+                "no header (an etcd snapshot, `berth snapshot save --format etcd`, is restored with \
+                 `etcdctl snapshot restore`, then etcd started on the restored data dir)",
+            ));
         }
         let (body, sum) = bytes.split_at(bytes.len() - 32);
         if sha2::Sha256::digest(body).as_slice() != sum {
@@ -171,26 +175,60 @@ pub async fn save(store: &Store, dir: &Path, name: &str) -> Result<Saved> {
     })
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// etcd's own database snapshot (k3s's format: what `etcdctl snapshot save` takes through the
+/// maintenance API) into `dir/name`, written as [`save`] writes; restored with `etcdctl snapshot restore`
+/// (`etcdutl` from etcd 3.5), not by `berth snapshot restore`. Its revision is etcd's (`revision` is the
+/// store's revision read just before, a lower bound).
+///
+/// # Errors
+/// [`Error::Backend`] on the embedded backend; store and I/O errors.
+pub async fn save_etcd(store: &Store, dir: &Path, name: &str) -> Result<Saved> {
+    let revision = store.revision().await?;
+    let path = dir.join(name);
+    let io = |e: std::io::Error| Error::Backend(format!("{}: {e}", path.display()));
+    let (tmp, mut f) = create_private(&path).map_err(io)?;
+    let size = store.etcd_snapshot(&mut f).await?;
+    finish(f, &tmp, &path).map_err(io)?;
+    Ok(Saved {
+        path,
+        revision,
+        keys: 0,
+        size,
+    })
+}
+
+/// `<path>.partial`, created 0600 in a 0700 directory.
+fn create_private(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let tmp = path.with_extension("partial");
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(bytes)?;
+    Ok((tmp, f))
+}
+
+/// fsync the file, rename it into place, fsync the directory.
+fn finish(f: std::fs::File, tmp: &Path, path: &Path) -> std::io::Result<()> {
     f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    drop(f);
+    std::fs::rename(tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let (tmp, mut f) = create_private(path)?;
+    f.write_all(bytes)?;
+    finish(f, &tmp, path)
 }
 
 /// One snapshot file in a directory.
