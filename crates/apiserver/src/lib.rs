@@ -19,6 +19,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod object;
+pub mod peers;
 pub mod protobuf;
 pub mod proxy;
 pub mod registry;

@@ -8,7 +8,8 @@
 //! server's certificate names, and every server of a cluster shares one CA (the bootstrap data), so one
 //! kubeconfig verifies whichever server answers. Upstream differences: k3s also health-checks servers
 //! and closes the connections to one that fails its check; here a dead server's connections end when its
-//! process does (or by the client's own timeouts), and the list is what `--server` names.
+//! process does (or by the client's own timeouts). The list is what `--server` names plus, as k3s's, every
+//! server the `default/kubernetes` Endpoints name ([`LoadBalancer::update`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,9 @@ struct State {
     servers: Vec<String>,
     /// Index of the server new connections go to.
     current: usize,
+    /// The servers named at start (`--server`), kept whatever the cluster says (k3s keeps its default
+    /// server likewise).
+    defaults: Vec<String>,
 }
 
 /// A running load balancer; stops accepting when dropped.
@@ -51,7 +55,11 @@ impl LoadBalancer {
         }
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
-        let state = Arc::new(Mutex::new(State { servers, current: 0 }));
+        let state = Arc::new(Mutex::new(State {
+            defaults: servers.clone(),
+            servers,
+            current: 0,
+        }));
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -75,6 +83,24 @@ impl LoadBalancer {
     /// The loopback URL clients use (`https://127.0.0.1:<port>`).
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Replace the list with `servers` (the cluster's API servers, `host:port`) plus the ones named at
+    /// start, staying with the current server while it is listed (k3s's `LoadBalancer.Update`).
+    pub fn update(&self, servers: Vec<String>) {
+        let mut s = lock(&self.state);
+        let current = s.servers[s.current].clone();
+        let mut next: Vec<String> = Vec::new();
+        for x in servers.into_iter().chain(s.defaults.clone()) {
+            if !next.contains(&x) {
+                next.push(x);
+            }
+        }
+        if next != s.servers {
+            tracing::info!(servers = ?next, "API servers");
+        }
+        s.current = next.iter().position(|x| *x == current).unwrap_or(0);
+        s.servers = next;
     }
 
     /// The server new connections go to now (`host:port`).
@@ -170,5 +196,9 @@ mod tests {
         // It stays with the server that answers.
         assert_eq!(ask(&lb).await, b'b');
         assert_eq!(host_port("https://10.0.0.1").expect("url"), "10.0.0.1:6443");
+        // Servers learnt from the cluster join the list; the current one stays current.
+        lb.update(vec!["127.0.0.1:1".into(), b.clone()]);
+        assert_eq!(lb.current(), b);
+        assert_eq!(ask(&lb).await, b'b');
     }
 }

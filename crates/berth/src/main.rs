@@ -712,6 +712,9 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         .apiserver_version()
         .await
         .context("the server refused the token")?;
+    // Learn every API server from the `default/kubernetes` Endpoints, as k3s's agent does.
+    let lb = std::sync::Arc::new(lb);
+    tokio::spawn(learn_servers(client.clone(), lb.clone()));
     let node_ip = match args.node_ip {
         Some(ip) => ip,
         None => local_ip_towards(&url).unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -744,6 +747,38 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
+}
+
+/// Keep the agent's load balancer listing every API server the `default/kubernetes` Endpoints name
+/// (kept by the servers, `apiserver::peers`), every 10 s.
+async fn learn_servers(client: kube::Client, lb: std::sync::Arc<loadbalancer::LoadBalancer>) {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let api = kube::Api::<Endpoints>::namespaced(client, "default");
+    loop {
+        if let Ok(ep) = api.get("kubernetes").await {
+            let servers: Vec<String> = ep
+                .subsets
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|s| {
+                    let port = s
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref() == Some("https"))
+                        .map_or(6443, |p| p.port);
+                    s.addresses
+                        .iter()
+                        .flatten()
+                        .map(move |a| format!("{}:{port}", a.ip))
+                })
+                .collect();
+            if !servers.is_empty() {
+                lb.update(servers);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    }
 }
 
 /// The local address this machine would use to reach `url`'s host (a UDP connect sends nothing).
@@ -962,6 +997,15 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         .await
         .with_context(|| format!("listening on {}:{}", args.bind_address, args.https_listen_port))?;
     let local = listener.local_addr()?;
+    if args.datastore_endpoint.is_some() {
+        // Servers sharing a datastore keep `default/kubernetes` naming the live ones (upstream's lease
+        // endpoint reconciler); agents learn every server from it.
+        tokio::spawn(apiserver::peers::run(
+            registry.clone(),
+            server_node_ip(args).to_string(),
+            local.port(),
+        ));
+    }
     let host = if args.bind_address.is_unspecified() {
         "127.0.0.1".to_string()
     } else {
