@@ -48,7 +48,7 @@ fn write(s: &Server, name: &str) -> bool {
         "configmap",
         name,
         "--from-literal=k=v",
-        "--request-timeout=10s",
+        "--request-timeout=30s",
     ])
     .status
     .success()
