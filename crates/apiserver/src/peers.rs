@@ -43,6 +43,20 @@ pub fn subsets(servers: &[(String, u16)]) -> Value {
     )
 }
 
+/// At shutdown: delete this server's record and take it out of the Endpoints at once (upstream's
+/// `RemoveEndpoints`), instead of after [`TTL`].
+///
+/// # Errors
+/// Store and registry errors.
+pub async fn remove(reg: &Registry, ip: &str, port: u16) -> Result<(), String> {
+    let key = format!("{PREFIX}{ip}:{port}");
+    match reg.store().delete(&key, None).await {
+        Ok(_) | Err(store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    sync_endpoints(reg).await
+}
+
 /// One round: renew this server's record, drop expired ones, and make the Endpoints name the live
 /// servers. Errors are returned for the caller to log (the next round tries again).
 ///
@@ -65,6 +79,12 @@ pub async fn reconcile_once(reg: &Registry, ip: &str, port: u16) -> Result<(), S
             store.create(&key, me).await.map_err(|e| e.to_string())?;
         }
     }
+    sync_endpoints(reg).await
+}
+
+/// Drop expired records and make the Endpoints name the live servers.
+async fn sync_endpoints(reg: &Registry) -> Result<(), String> {
+    let store = reg.store();
     let mut live = Vec::new();
     for kv in store.list(PREFIX, None, 0).await.map_err(|e| e.to_string())?.kvs {
         let rec: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);

@@ -837,6 +837,8 @@ pub struct Running {
     pub router: axum::Router,
     shutdown: tokio::sync::watch::Sender<bool>,
     serve: tokio::task::JoinHandle<()>,
+    /// This server's record in `default/kubernetes` (servers on a datastore), taken out at shutdown.
+    peer: Option<(apiserver::registry::Registry, String, u16)>,
 }
 
 /// The datastore `berth server` runs on: etcd with `--datastore-endpoint`, else the embedded store.
@@ -997,14 +999,14 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         .await
         .with_context(|| format!("listening on {}:{}", args.bind_address, args.https_listen_port))?;
     let local = listener.local_addr()?;
-    if args.datastore_endpoint.is_some() {
+    let peer = args
+        .datastore_endpoint
+        .is_some()
+        .then(|| (registry.clone(), server_node_ip(args).to_string(), local.port()));
+    if let Some((reg, ip, port)) = peer.clone() {
         // Servers sharing a datastore keep `default/kubernetes` naming the live ones (upstream's lease
         // endpoint reconciler); agents learn every server from it.
-        tokio::spawn(apiserver::peers::run(
-            registry.clone(),
-            server_node_ip(args).to_string(),
-            local.port(),
-        ));
+        tokio::spawn(apiserver::peers::run(reg, ip, port));
     }
     let host = if args.bind_address.is_unspecified() {
         "127.0.0.1".to_string()
@@ -1092,12 +1094,19 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         router,
         shutdown: tx,
         serve,
+        peer,
     })
 }
 
 impl Running {
     /// Stop accepting connections.
     pub async fn stop(self) {
+        if let Some((reg, ip, port)) = &self.peer {
+            // As kube-apiserver's RemoveEndpoints at shutdown: agents drop this server at once.
+            if let Err(e) = apiserver::peers::remove(reg, ip, *port).await {
+                tracing::warn!(error = %e, "removing this server from default/kubernetes");
+            }
+        }
         let _ = self.shutdown.send(true);
         let _ = self.serve.await;
     }

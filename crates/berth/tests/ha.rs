@@ -151,6 +151,14 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
     let token = |s: &Server| std::fs::read_to_string(s.data_dir().join("token")).expect("token");
     assert_eq!(token(&servers[0]), token(&servers[2]));
 
+    // `default/kubernetes` names every live server (one port each here: they share 127.0.0.1).
+    let api_ports = |s: &Server| -> Option<usize> {
+        let ep = s.get_json(&["endpoints", "kubernetes"]);
+        Some(ep["subsets"].as_array()?.len())
+    };
+    eventually(30, "three servers in default/kubernetes", || {
+        (api_ports(&servers[1]) == Some(3)).then_some(())
+    });
     // Every server serves writes; the controllers run on one.
     let mut acked = Vec::new();
     for (i, s) in servers.iter().enumerate() {
@@ -202,6 +210,11 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
         "leader failover: {:.1}s from kill -9 to the new leader's pods",
         killed_at.elapsed().as_secs_f64()
     );
+
+    // The killed server's record expires (15 s): the Endpoints name the two that are left.
+    eventually(60, "the killed server leaves default/kubernetes", || {
+        (api_ports(a) == Some(2)).then_some(())
+    });
 
     // kill -9 one etcd member: writes go on (after the cluster notices, if it was the raft leader).
     etcd.kill_member(0);
