@@ -72,6 +72,10 @@ pub struct BootstrapData {
     /// The `EncryptionConfiguration` in force (`server/cred/encryption-config.json`), if any.
     #[serde(default)]
     pub encryption_config: Option<String>,
+    /// SHA-256 (hex, of the canonical JSON) of every configuration the cluster had before this one: a
+    /// server holding one of them missed a `secrets-encrypt` change and takes the current one.
+    #[serde(default)]
+    pub encryption_history: Vec<String>,
 }
 
 /// Where a server keeps the shared files.
@@ -157,6 +161,14 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
     crate::files::write_private(path, text.as_bytes()).map_err(io)
 }
 
+/// SHA-256 of a configuration's canonical JSON (its text when it is not JSON).
+fn config_hash(text: &str) -> String {
+    let canonical = serde_json::from_str::<serde_json::Value>(text)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| text.to_string());
+    format!("{:x}", sha2::Sha256::digest(canonical.as_bytes()))
+}
+
 fn same_json(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<serde_json::Value>(a),
@@ -208,6 +220,13 @@ pub async fn reconcile(
         serde_json::from_slice(&decrypt(token, &kv.value)?).map_err(|e| Error::Data(e.to_string()))?;
     let local_enc = read(&paths.encryption_config)?;
     match (&data.encryption_config, &local_enc) {
+        (Some(cluster), Some(local))
+            if !same_json(cluster, local) && data.encryption_history.contains(&config_hash(local)) =>
+        {
+            // An older configuration of this cluster: `secrets-encrypt` ran on another server since.
+            tracing::warn!(path = %paths.encryption_config.display(), "replaced by the cluster's newer encryption configuration");
+            write(&paths.encryption_config, cluster)?;
+        }
         (Some(cluster), Some(local)) if !same_json(cluster, local) => {
             return Err(Error::Mismatch(format!(
                 "{} differs from the cluster's encryption configuration (kept in the datastore): this \
@@ -266,6 +285,7 @@ fn local_data(paths: &Paths) -> Result<BootstrapData, Error> {
         client_admin_cert: need("admin.crt")?,
         client_admin_key: need("admin.key")?,
         encryption_config: read(&paths.encryption_config)?,
+        encryption_history: Vec::new(),
     })
 }
 
@@ -302,6 +322,11 @@ pub async fn save_encryption(store: &store::Store, token: &Token, config_json: &
             .ok_or_else(|| Error::Data("the cluster has no bootstrap record".into()))?;
         let mut data: BootstrapData =
             serde_json::from_slice(&decrypt(token, &kv.value)?).map_err(|e| Error::Data(e.to_string()))?;
+        if let Some(old) = data.encryption_config.take()
+            && !same_json(&old, config_json)
+        {
+            data.encryption_history.push(config_hash(&old));
+        }
         data.encryption_config = Some(config_json.to_string());
         let body = serde_json::to_vec(&data).map_err(|e| Error::Data(e.to_string()))?;
         match store.update(&key, encrypt(token, &body), kv.mod_revision).await {
@@ -384,6 +409,14 @@ mod tests {
         reconcile(&store, &t, &c, true).await.expect("join");
         assert!(same_json(
             &std::fs::read_to_string(&c.encryption_config).expect("c"),
+            &new.to_json().to_string()
+        ));
+        // A server restarted with the configuration from before the rotation takes the new one.
+        reconcile(&store, &t, &b, true)
+            .await
+            .expect("restart after a rotation elsewhere");
+        assert!(same_json(
+            &std::fs::read_to_string(&b.encryption_config).expect("b"),
             &new.to_json().to_string()
         ));
     }

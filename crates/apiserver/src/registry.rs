@@ -378,9 +378,13 @@ impl Registry {
     async fn install_encryption(&self, path: &std::path::Path, cfg: encryption::Config) -> ApiResult<()> {
         cfg.save(path).map_err(|e| ApiError::Internal(e.to_string()))?;
         if let Some(token) = &self.inner.config.cluster_token {
-            crate::cluster::save_encryption(&self.inner.store, token, &cfg.to_json().to_string())
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            crate::cluster::save_encryption(
+                &self.inner.store,
+                token,
+                &serde_json::to_string_pretty(&cfg.to_json()).unwrap_or_default(),
+            )
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         }
         *self
             .inner

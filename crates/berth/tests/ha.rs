@@ -112,6 +112,22 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
     ]);
     let secret = servers[2].get_json(&["secret", "shared"]);
     assert_eq!(secret["data"]["pw"], "aHVudGVyMg==");
+    // A key rotation on the first server reaches the datastore; the third, restarted with the key from
+    // before, takes the new configuration and reads the re-encrypted Secret.
+    let rotate = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["secrets-encrypt", "rotate", "--data-dir"])
+        .arg(servers[0].data_dir())
+        .output()
+        .expect("berth secrets-encrypt");
+    assert!(
+        rotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotate.stderr)
+    );
+    servers[2].restart();
+    assert_eq!(enc(&servers[0]), enc(&servers[2]));
+    let secret = servers[2].get_json(&["secret", "shared"]);
+    assert_eq!(secret["data"]["pw"], "aHVudGVyMg==");
     // A server that would disagree with the cluster refuses to start, saying why: another token, or its
     // own encryption key.
     let other_key = tempfile::tempdir().expect("dir");
