@@ -115,6 +115,8 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
+        // k3s's `etcd-snapshot save` asks its server likewise; the file lands in the server's snapshot dir.
+        .route("/v1-berth/snapshot/save", axum::routing::post(snapshot_save))
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(health))
@@ -127,6 +129,53 @@ async fn encrypt_status(State(state): State<AppState>) -> Response {
     match state.registry.encryption_status().await {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1-berth/snapshot/save?name=<file name>[&format=etcd]`: a snapshot of the store at one
+/// revision ([`store::snapshot::save`]), or etcd's own database snapshot ([`store::snapshot::save_etcd`]),
+/// into the server's snapshot directory; answers with its path, revision and size.
+async fn snapshot_save(State(state): State<AppState>, req: Request) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    drop(req);
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_string()
+    };
+    let name = param("name");
+    let etcd_format = match param("format").as_str() {
+        "" | "berth" => false,
+        "etcd" => true,
+        other => {
+            return ApiError::BadRequest(format!("unknown snapshot format {other:?} (berth or etcd)"))
+                .into_response();
+        }
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return ApiError::BadRequest(format!("invalid snapshot name {name:?}")).into_response();
+    }
+    let Some(dir) = state.registry.config().snapshot_dir.clone() else {
+        return ApiError::BadRequest("this server keeps no snapshots".into()).into_response();
+    };
+    let saved = if etcd_format {
+        store::snapshot::save_etcd(state.registry.store(), &dir, &name).await
+    } else {
+        store::snapshot::save(state.registry.store(), &dir, &name).await
+    };
+    match saved {
+        Ok(s) => json_response(
+            StatusCode::OK,
+            &json!({"path": s.path.display().to_string(), "revision": s.revision, "keys": s.keys, "size": s.size}),
+        ),
+        Err(e) => ApiError::Internal(format!("snapshot: {e}")).into_response(),
     }
 }
 

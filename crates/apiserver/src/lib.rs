@@ -12,12 +12,14 @@
 pub mod admission;
 pub mod alloc;
 pub mod cacher;
+pub mod cluster;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
 pub mod files;
 pub mod http;
 pub mod object;
+pub mod peers;
 pub mod protobuf;
 pub mod proxy;
 pub mod registry;

@@ -36,6 +36,11 @@ pub struct RegistryConfig {
     pub encryption_path: Option<PathBuf>,
     /// Serve lists from the watch cache ([`crate::cacher`], upstream's `--watch-cache`, on by default).
     pub watch_cache: bool,
+    /// The cluster token of servers sharing a datastore: a changed encryption configuration is also
+    /// stored in the cluster's bootstrap record ([`crate::cluster::save_encryption`]).
+    pub cluster_token: Option<crate::cluster::Token>,
+    /// Where `berth snapshot save` writes through `/v1-berth/snapshot/save` (`<data-dir>/snapshots`).
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -48,6 +53,8 @@ impl Default for RegistryConfig {
             encryption: None,
             encryption_path: None,
             watch_cache: true,
+            cluster_token: None,
+            snapshot_dir: None,
         }
     }
 }
@@ -326,13 +333,13 @@ impl Registry {
         let name = format!("key-{}", now().as_second());
         cfg.add_write_key(&name, "aescbc")
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        self.install_encryption(&path, cfg.clone())?;
+        self.install_encryption(&path, cfg.clone()).await?;
         self.reencrypt_locked().await?;
         // A write that encoded with the old key just before the switch may have landed after the first
         // pass listed its key: a second pass catches it before the old key goes.
         self.reencrypt_locked().await?;
         cfg.drop_old_keys();
-        self.install_encryption(&path, cfg)?;
+        self.install_encryption(&path, cfg).await?;
         drop(_guard);
         self.encryption_status().await
     }
@@ -362,14 +369,23 @@ impl Registry {
         }
         cfg.set_encrypting(on)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        self.install_encryption(&path, cfg)?;
+        self.install_encryption(&path, cfg).await?;
         self.reencrypt_locked().await?;
         drop(guard);
         self.encryption_status().await
     }
 
-    fn install_encryption(&self, path: &std::path::Path, cfg: encryption::Config) -> ApiResult<()> {
+    async fn install_encryption(&self, path: &std::path::Path, cfg: encryption::Config) -> ApiResult<()> {
         cfg.save(path).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Some(token) = &self.inner.config.cluster_token {
+            crate::cluster::save_encryption(
+                &self.inner.store,
+                token,
+                &serde_json::to_string_pretty(&cfg.to_json()).unwrap_or_default(),
+            )
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
         *self
             .inner
             .encryption

@@ -5,6 +5,7 @@
 
 mod etcd;
 mod examples;
+mod failover;
 mod jobs;
 mod network;
 mod restart;
@@ -33,7 +34,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
     /// Which figures: `control-plane`, `security` (encryption at rest and PodSecurity), `etcd` (the etcd
-    /// backend beside raw etcd puts; needs /usr/bin/etcd), `statefulset`,
+    /// backend beside raw etcd puts; needs /usr/bin/etcd), `failover` (leader failover time of two servers
+    /// on a 3-member etcd; not part of `all`), `statefulset`,
     /// `workloads` (a Deployment's creation and rollout beside a Parallel StatefulSet),
     /// `agent`, `network`, `jobs` (these three need root and
     /// /usr/bin/busybox; `network` compares with dnsmasq when installed) or `all` (`agent` and `network`
@@ -592,6 +594,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     if args.suite == "etcd" {
         return etcd::figures(&args).await;
+    }
+    if args.suite == "failover" {
+        return failover::figures().await;
     }
     let mut starts = Vec::new();
     for _ in 0..5 {

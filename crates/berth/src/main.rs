@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 mod bench;
+mod loadbalancer;
 
 /// Default data directory, as k3s's `/var/lib/rancher/k3s`.
 const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
@@ -74,12 +75,227 @@ enum Command {
         #[command(subcommand)]
         command: SecretsEncryptCommand,
     },
+    /// Snapshots of the cluster's store at one revision (k3s `etcd-snapshot`): `save` (through the running
+    /// server, or the embedded store directly while no server runs), `ls`, `restore` (into a fresh data dir
+    /// or an empty etcd, with the server stopped).
+    Snapshot(SnapshotArgs),
     /// Print the path of the admin kubeconfig.
     Kubeconfig {
         /// Data directory.
         #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR")]
         data_dir: PathBuf,
     },
+}
+
+/// `berth snapshot` flags (k3s's `etcd-snapshot` names).
+#[derive(Parser, Clone)]
+pub struct SnapshotArgs {
+    /// Data directory of the server.
+    #[arg(long, default_value = DEFAULT_DATA_DIR, env = "BERTH_DATA_DIR", global = true)]
+    data_dir: PathBuf,
+    /// Where snapshots are kept (default `<data-dir>/snapshots`, k3s's `db/snapshots`).
+    #[arg(long, alias = "etcd-snapshot-dir", global = true)]
+    snapshot_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: SnapshotCommand,
+}
+
+#[derive(Subcommand, Clone)]
+enum SnapshotCommand {
+    /// Take a snapshot now: `<name>-<node>-<unix time>` in the snapshot directory.
+    Save {
+        /// Name prefix (k3s's `--name`, default `on-demand`).
+        #[arg(long, default_value = "on-demand")]
+        name: String,
+        /// This node's name in the file name (default: the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// `berth`: every key at one revision, restorable into either backend by `berth snapshot
+        /// restore`; `etcd` (etcd datastore only): etcd's own database snapshot as k3s takes it, for
+        /// `etcdctl snapshot restore`.
+        #[arg(long, default_value = "berth", value_parser = ["berth", "etcd"])]
+        format: String,
+    },
+    /// List the snapshots in the snapshot directory.
+    #[command(alias = "list")]
+    Ls,
+    /// Restore a snapshot, with the server stopped: into the data dir's embedded store, which must not
+    /// exist yet (a fresh data dir), or with `--datastore-endpoint` into an etcd that holds no key.
+    Restore {
+        /// The snapshot file (a path, or a name in the snapshot directory).
+        file: PathBuf,
+        /// etcd client URLs, comma-separated (restore into etcd instead of the embedded store).
+        #[arg(long, env = "BERTH_DATASTORE_ENDPOINT")]
+        datastore_endpoint: Option<String>,
+        /// CA of the etcd servers.
+        #[arg(long, env = "BERTH_DATASTORE_CAFILE")]
+        datastore_cafile: Option<PathBuf>,
+        /// Client certificate for etcd.
+        #[arg(long, env = "BERTH_DATASTORE_CERTFILE")]
+        datastore_certfile: Option<PathBuf>,
+        /// Its key.
+        #[arg(long, env = "BERTH_DATASTORE_KEYFILE")]
+        datastore_keyfile: Option<PathBuf>,
+    },
+}
+
+/// The snapshot directory of a data dir (k3s's `<data-dir>/server/db/snapshots`).
+pub fn snapshot_dir(data_dir: &std::path::Path, flag: Option<&PathBuf>) -> PathBuf {
+    flag.cloned().unwrap_or_else(|| data_dir.join("snapshots"))
+}
+
+/// `berth snapshot …`.
+async fn snapshot(args: SnapshotArgs) -> Result<()> {
+    let dir = snapshot_dir(&args.data_dir, args.snapshot_dir.as_ref());
+    match args.command {
+        SnapshotCommand::Ls => {
+            println!("{:<50} {:>12} {:<30}", "Name", "Size", "Created");
+            for l in store::snapshot::list(&dir)? {
+                let created = jiff::Timestamp::try_from(l.modified)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                println!("{:<50} {:>12} {:<30}", l.name, l.size, created);
+            }
+            Ok(())
+        }
+        SnapshotCommand::Save {
+            name,
+            node_name,
+            format,
+        } => {
+            let node = node_name.unwrap_or_else(host_name);
+            let file = format!("{name}-{node}-{}", jiff::Timestamp::now().as_second());
+            let kc_path = args.data_dir.join("kubeconfig.yaml");
+            let via_server = async {
+                let kc = kube::config::Kubeconfig::read_from(&kc_path)?;
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+                let client = kube::Client::try_from(config)?;
+                let req = http::Request::post(format!("/v1-berth/snapshot/save?name={file}&format={format}"))
+                    .body(Vec::new())?;
+                anyhow::Ok(client.request_text(req).await?)
+            };
+            match via_server.await {
+                Ok(text) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).context("the server's answer")?;
+                    println!(
+                        "Snapshot {} saved (revision {}, {} keys, {} bytes).",
+                        v["path"].as_str().unwrap_or(&file),
+                        v["revision"],
+                        v["keys"],
+                        v["size"]
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    // No server answers: the embedded store can be read directly (its lock tells whether a
+                    // server still holds it).
+                    let path = args.data_dir.join("store");
+                    if !path.exists() || format != "berth" {
+                        return Err(e.context("asking the server for a snapshot"));
+                    }
+                    let store =
+                        store::Store::open_embedded(&path, store::Options::default()).map_err(|oe| {
+                            anyhow::anyhow!(
+                                "asking the server for a snapshot: {e:#}; opening {}: {oe}",
+                                path.display()
+                            )
+                        })?;
+                    let s = store::snapshot::save(&store, &dir, &file).await?;
+                    println!(
+                        "Snapshot {} saved (revision {}, {} keys).",
+                        s.path.display(),
+                        s.revision,
+                        s.keys
+                    );
+                    Ok(())
+                }
+            }
+        }
+        SnapshotCommand::Restore {
+            file,
+            datastore_endpoint,
+            datastore_cafile,
+            datastore_certfile,
+            datastore_keyfile,
+        } => {
+            let path = if file.exists() { file } else { dir.join(&file) };
+            let snap = store::snapshot::Snapshot::read(&path)?;
+            match datastore_endpoint {
+                None => {
+                    let target = args.data_dir.join("store");
+                    private_data_dir(&args.data_dir)?;
+                    store::snapshot::restore_embedded(&target, &snap).map_err(|e| match e {
+                        store::Error::AlreadyExists { .. } => anyhow::anyhow!(
+                            "{} exists: restore into a fresh data dir (or move the store away first)",
+                            target.display()
+                        ),
+                        e => e.into(),
+                    })?;
+                    println!(
+                        "Restored {} keys at revision {} into {}.",
+                        snap.kvs.len(),
+                        snap.revision,
+                        target.display()
+                    );
+                }
+                Some(endpoint) => {
+                    let config = store::EtcdConfig {
+                        ca_file: datastore_cafile,
+                        cert_file: datastore_certfile,
+                        key_file: datastore_keyfile,
+                        ..store::EtcdConfig::from_endpoint(&endpoint)
+                            .map_err(|e| anyhow::anyhow!("--datastore-endpoint: {e}"))?
+                    };
+                    let store = store::Store::open_etcd(config).await?;
+                    store::snapshot::restore_into(&store, &snap)
+                        .await
+                        .map_err(|e| match e {
+                            store::Error::AlreadyExists { key } => {
+                                anyhow::anyhow!(
+                                    "the datastore is not empty (it holds {key}): restore into an empty etcd"
+                                )
+                            }
+                            e => e.into(),
+                        })?;
+                    println!("Restored {} keys into {endpoint}.", snap.kvs.len());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Take a snapshot on `--snapshot-schedule-cron` and keep the newest `--snapshot-retention` scheduled
+/// ones (k3s's scheduled etcd snapshots: `etcd-snapshot-<node>-<unix time>`, 5 kept, every 12 hours).
+async fn scheduled_snapshots(
+    store: store::Store,
+    schedule: api::cron::Schedule,
+    dir: PathBuf,
+    node: String,
+    retention: usize,
+) {
+    let tz = jiff::tz::TimeZone::UTC;
+    loop {
+        let now = jiff::Timestamp::now();
+        let Some(next) = schedule.next_after(now, &tz) else {
+            return;
+        };
+        let wait = std::time::Duration::try_from(next.duration_since(now)).unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let prefix = format!("etcd-snapshot-{node}-");
+        let name = format!("{prefix}{}", jiff::Timestamp::now().as_second());
+        match store::snapshot::save(&store, &dir, &name).await {
+            Ok(s) => {
+                tracing::info!(path = %s.path.display(), revision = s.revision, keys = s.keys, "scheduled snapshot")
+            }
+            Err(e) => tracing::warn!(error = %e, "scheduled snapshot failed"),
+        }
+        match store::snapshot::prune(&dir, &prefix, retention) {
+            Ok(gone) if !gone.is_empty() => tracing::info!(?gone, "snapshots past retention removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "snapshot retention"),
+        }
+    }
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -201,7 +417,9 @@ fn image(data_dir: &std::path::Path, cmd: ImageCommand) -> Result<()> {
 /// `berth agent` flags, named as k3s names them.
 #[derive(Parser, Clone)]
 pub struct AgentArgs {
-    /// The server's URL (`https://host:6443`).
+    /// The server's URL (`https://host:6443`), or every server's, comma-separated: the agent reaches the
+    /// API through a local load balancer that moves to the next server when its server fails (k3s's
+    /// client-side load balancer).
     #[arg(long, env = "BERTH_URL")]
     pub server: String,
     /// The join token: the server's `<data-dir>/token` (`K10<CA hash>::server:<secret>`), or its plain
@@ -292,6 +510,17 @@ pub struct ServerArgs {
     /// its pods not ready (kube-controller-manager's `--node-monitor-grace-period`: `40s`, `2m`, `1m30s`).
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// How long the controllers' Lease is valid after its last renewal: a server that dies is replaced
+    /// as leader after about this long (kube-controller-manager's `--leader-elect-lease-duration`).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader tries to renew before it stops its controllers
+    /// (`--leader-elect-renew-deadline`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// Time between election attempts (`--leader-elect-retry-period`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_elect_retry_period: std::time::Duration,
     /// This node's InternalIP (default: `--bind-address`; with 0.0.0.0, the address of the interface of
     /// the default route, as k3s picks it). Other nodes route this node's pod slice and the cluster DNS
     /// through it.
@@ -316,6 +545,19 @@ pub struct ServerArgs {
     /// Cipher of a newly created encryption key: `aescbc` (k3s's default), `aesgcm` or `secretbox`.
     #[arg(long, default_value = "aescbc")]
     pub secrets_encryption_provider: String,
+    /// When to take scheduled snapshots, a five-field cron expression (k3s's
+    /// `--etcd-snapshot-schedule-cron`, every 12 hours by default).
+    #[arg(long, alias = "etcd-snapshot-schedule-cron", default_value = "0 */12 * * *")]
+    pub snapshot_schedule_cron: String,
+    /// How many scheduled snapshots to keep (k3s's `--etcd-snapshot-retention`).
+    #[arg(long, alias = "etcd-snapshot-retention", default_value_t = 5)]
+    pub snapshot_retention: usize,
+    /// Take no scheduled snapshots (k3s's `--etcd-disable-snapshots`).
+    #[arg(long, alias = "etcd-disable-snapshots")]
+    pub disable_snapshots: bool,
+    /// Where snapshots are kept (default `<data-dir>/snapshots`; k3s's `--etcd-snapshot-dir`).
+    #[arg(long, alias = "etcd-snapshot-dir")]
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 /// Where the encryption configuration lives (k3s's path under its data dir).
@@ -376,6 +618,7 @@ fn main() -> std::process::ExitCode {
             Err(e) => Err(anyhow::anyhow!("container exec: {e}")),
         },
         Command::SecretsEncrypt { data_dir, command } => run_async(secrets_encrypt(&data_dir, command)),
+        Command::Snapshot(args) => run_async(snapshot(args)),
         Command::Kubeconfig { data_dir } => {
             println!("{}", data_dir.join("kubeconfig.yaml").display());
             Ok(())
@@ -421,8 +664,26 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         ),
         None => (None, args.token.clone()),
     };
-    let url: http::Uri = args.server.parse().context("--server is not a URL")?;
-    let mut insecure = kube::Config::new(url.clone());
+    let urls: Vec<String> = args
+        .server
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let servers = urls
+        .iter()
+        .map(|u| loadbalancer::host_port(u).with_context(|| format!("--server {u}")))
+        .collect::<Result<Vec<_>>>()?;
+    let url: http::Uri = urls
+        .first()
+        .context("--server names no server")?
+        .parse()
+        .context("--server is not a URL")?;
+    // Every API connection goes through the local load balancer (k3s's), so it outlives any one server.
+    let lb = loadbalancer::LoadBalancer::start(servers)
+        .await
+        .context("starting the API load balancer")?;
+    let mut insecure = kube::Config::new(lb.url().parse()?);
     insecure.accept_invalid_certs = true;
     let ca = kube::Client::try_from(insecure)?
         .request_text(http::Request::get("/cacerts").body(Vec::new())?)
@@ -437,7 +698,7 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
     }
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: agent\n  user:\n    token: {password}\ncontexts:\n- name: berth\n  context: {{cluster: berth, user: agent}}\ncurrent-context: berth\n",
-        args.server,
+        lb.url(),
         base64::engine::general_purpose::STANDARD.encode(ca.as_bytes())
     );
     let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
@@ -447,6 +708,9 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         .apiserver_version()
         .await
         .context("the server refused the token")?;
+    // Learn every API server from the `default/kubernetes` Endpoints, as k3s's agent does.
+    let lb = std::sync::Arc::new(lb);
+    tokio::spawn(learn_servers(client.clone(), lb.clone()));
     let node_ip = match args.node_ip {
         Some(ip) => ip,
         None => local_ip_towards(&url).unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -468,13 +732,49 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
         },
     )
     .await?;
-    println!("berth agent {node} ({node_ip}) joined {}", args.server);
+    println!(
+        "berth agent {node} ({node_ip}) joined {} (through {})",
+        args.server,
+        lb.current()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
+}
+
+/// Keep the agent's load balancer listing every API server the `default/kubernetes` Endpoints name
+/// (kept by the servers, `apiserver::peers`), every 10 s.
+async fn learn_servers(client: kube::Client, lb: std::sync::Arc<loadbalancer::LoadBalancer>) {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let api = kube::Api::<Endpoints>::namespaced(client, "default");
+    loop {
+        if let Ok(ep) = api.get("kubernetes").await {
+            let servers: Vec<String> = ep
+                .subsets
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|s| {
+                    let port = s
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref() == Some("https"))
+                        .map_or(6443, |p| p.port);
+                    s.addresses
+                        .iter()
+                        .flatten()
+                        .map(move |a| format!("{}:{port}", a.ip))
+                })
+                .collect();
+            if !servers.is_empty() {
+                lb.update(servers);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    }
 }
 
 /// The local address this machine would use to reach `url`'s host (a UDP connect sends nothing).
@@ -533,6 +833,8 @@ pub struct Running {
     pub router: axum::Router,
     shutdown: tokio::sync::watch::Sender<bool>,
     serve: tokio::task::JoinHandle<()>,
+    /// This server's record in `default/kubernetes` (servers on a datastore), taken out at shutdown.
+    peer: Option<(apiserver::registry::Registry, String, u16)>,
 }
 
 /// The datastore `berth server` runs on: etcd with `--datastore-endpoint`, else the embedded store.
@@ -555,10 +857,32 @@ pub async fn open_store(args: &ServerArgs) -> Result<store::Store> {
     Ok(store)
 }
 
+/// The cluster's token: `--token`, else (servers sharing a datastore need one to share their bootstrap
+/// data) the one this server made on its first start, kept in `<data-dir>/server/token` as k3s keeps its
+/// own. `None` for an embedded store without `--token`.
+fn cluster_token(args: &ServerArgs) -> Result<Option<String>> {
+    if let Some(t) = &args.token {
+        return Ok(Some(t.clone()));
+    }
+    if args.datastore_endpoint.is_none() {
+        return Ok(None);
+    }
+    let path = args.data_dir.join("server").join("token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(Some(t.trim().to_string())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let t = uuid_like_secret();
+    write_file(&path, &t)?;
+    tracing::info!(path = %path.display(), "cluster token created: start the other servers with --token");
+    Ok(Some(t))
+}
+
 /// Start the store, API server and controllers; returns once the API answers.
 pub async fn start(args: &ServerArgs) -> Result<Running> {
     private_data_dir(&args.data_dir)?;
-    let encryption = encryption_config(args)?;
     let pod_security = match &args.pod_security_admission_config_file {
         Some(path) => {
             let text =
@@ -576,20 +900,31 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
             exempt_runtime_classes: Vec::new(),
         },
     };
-    let store = open_store(args).await?;
-    let reg_cfg = apiserver::registry::RegistryConfig {
-        service_cidr: args.service_cidr.clone(),
-        graceful_pod_deletion: !args.disable_agent,
-        admission: apiserver::admission::AdmissionConfig { pod_security },
-        encryption_path: encryption.as_ref().map(|(_, p)| p.clone()),
-        encryption: encryption.map(|(c, _)| c),
-        watch_cache: args.watch_cache,
-        ..Default::default()
+    let election = controllers::Election {
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
     };
-    let registry = apiserver::registry::Registry::new(store, reg_cfg);
-    apiserver::bootstrap(&registry, args.https_listen_port)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.status()))?;
+    election.validate().map_err(anyhow::Error::msg)?;
+    let store = open_store(args).await?;
+    let token = cluster_token(args)?;
+    // Servers sharing a datastore share the CA, the admin certificate and the encryption configuration
+    // through it (k3s's bootstrap data): a joining server takes them before it makes its certificates.
+    let bootstrap = match (&args.datastore_endpoint, &token) {
+        (Some(_), Some(t)) => {
+            let t = apiserver::cluster::Token(t.clone());
+            let paths = apiserver::cluster::Paths {
+                tls_dir: args.data_dir.join("tls"),
+                encryption_config: encryption_config_path(&args.data_dir),
+            };
+            let outcome = apiserver::cluster::reconcile(&store, &t, &paths, args.secrets_encryption)
+                .await
+                .context("the cluster's bootstrap data")?;
+            tracing::info!(?outcome, "bootstrap data");
+            Some((t, paths, outcome))
+        }
+        _ => None,
+    };
     let node = node_name(args);
     let first_service_ip = apiserver::alloc::nth_ip(&args.service_cidr, 1)
         .map(|i| i.to_string())
@@ -610,12 +945,65 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     }
     sans.push("kubernetes.default.svc".into());
     sans.push(format!("kubernetes.default.svc.{}", args.cluster_domain));
-    let pki = apiserver::tls::Pki::load_or_create(&args.data_dir.join("tls"), &sans)
+    let mut encryption = encryption_config(args)?;
+    let mut pki = apiserver::tls::Pki::load_or_create(&args.data_dir.join("tls"), &sans)
         .context("preparing certificates")?;
+    if let Some((t, paths, apiserver::cluster::Outcome::First)) = &bootstrap {
+        let published = apiserver::cluster::publish(&store, t, paths)
+            .await
+            .context("storing the cluster's bootstrap data")?;
+        if !published {
+            // Another server bootstrapped the cluster at the same moment: its files were taken.
+            encryption = encryption_config(args)?;
+            pki = apiserver::tls::Pki::load_or_create(&args.data_dir.join("tls"), &sans)
+                .context("preparing certificates")?;
+        }
+    }
+    let reg_cfg = apiserver::registry::RegistryConfig {
+        service_cidr: args.service_cidr.clone(),
+        graceful_pod_deletion: !args.disable_agent,
+        admission: apiserver::admission::AdmissionConfig { pod_security },
+        encryption_path: encryption.as_ref().map(|(_, p)| p.clone()),
+        encryption: encryption.map(|(c, _)| c),
+        watch_cache: args.watch_cache,
+        cluster_token: bootstrap.as_ref().map(|(t, _, _)| t.clone()),
+        snapshot_dir: Some(snapshot_dir(&args.data_dir, args.snapshot_dir.as_ref())),
+        ..Default::default()
+    };
+    let schedule = if args.disable_snapshots {
+        None
+    } else {
+        Some(
+            api::cron::parse(&args.snapshot_schedule_cron)
+                .map_err(|e| anyhow::anyhow!("--snapshot-schedule-cron: {e}"))?,
+        )
+    };
+    if let Some(schedule) = schedule {
+        tokio::spawn(scheduled_snapshots(
+            store.clone(),
+            schedule,
+            snapshot_dir(&args.data_dir, args.snapshot_dir.as_ref()),
+            node.clone(),
+            args.snapshot_retention,
+        ));
+    }
+    let registry = apiserver::registry::Registry::new(store, reg_cfg);
+    apiserver::bootstrap(&registry, args.https_listen_port)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.status()))?;
     let listener = tokio::net::TcpListener::bind((args.bind_address, args.https_listen_port))
         .await
         .with_context(|| format!("listening on {}:{}", args.bind_address, args.https_listen_port))?;
     let local = listener.local_addr()?;
+    let peer = args
+        .datastore_endpoint
+        .is_some()
+        .then(|| (registry.clone(), server_node_ip(args).to_string(), local.port()));
+    if let Some((reg, ip, port)) = peer.clone() {
+        // Servers sharing a datastore keep `default/kubernetes` naming the live ones (upstream's lease
+        // endpoint reconciler); agents learn every server from it.
+        tokio::spawn(apiserver::peers::run(reg, ip, port));
+    }
     let host = if args.bind_address.is_unspecified() {
         "127.0.0.1".to_string()
     } else {
@@ -631,8 +1019,8 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
     // A fresh secret per start that only this process and its own agent know.
     // The agents' kubelet APIs trust this token: the cluster token when there is one (remote agents know
     // it), else a fresh per-start secret only this process and its own agent share.
-    let kubelet_token = args.token.clone().unwrap_or_else(uuid_like_secret);
-    if let Some(t) = &args.token {
+    let kubelet_token = token.clone().unwrap_or_else(uuid_like_secret);
+    if let Some(t) = &token {
         write_file(&args.data_dir.join("token"), &join_token(&pki.ca_cert, t))?;
     }
     let state = apiserver::http::AppState {
@@ -648,7 +1036,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         listener,
         tls,
         router.clone(),
-        args.token.clone(),
+        token.clone(),
         async move {
             let _ = rx.wait_for(|v| *v).await;
         },
@@ -661,6 +1049,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         args.cluster_cidr.clone(),
         node.clone(),
         args.node_monitor_grace_period,
+        election,
     ));
     // Cluster DNS on `--cluster-dns`, an address of this host (needs root, as the pod network does).
     match args.cluster_dns {
@@ -701,12 +1090,19 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         router,
         shutdown: tx,
         serve,
+        peer,
     })
 }
 
 impl Running {
     /// Stop accepting connections.
     pub async fn stop(self) {
+        if let Some((reg, ip, port)) = &self.peer {
+            // As kube-apiserver's RemoveEndpoints at shutdown: agents drop this server at once.
+            if let Err(e) = apiserver::peers::remove(reg, ip, *port).await {
+                tracing::warn!(error = %e, "removing this server from default/kubernetes");
+            }
+        }
         let _ = self.shutdown.send(true);
         let _ = self.serve.await;
     }

@@ -1,10 +1,11 @@
 //! `berth server --datastore-endpoint` on a real etcd (issue 16, the datastore seam): the seed's `web`
 //! StatefulSet runs with real pods on a server whose store is etcd, and a second server process on the same
-//! etcd (its own data dir, port and certificates, no agent) serves the same cluster: it reads what the first
-//! wrote, and what it writes (a scale) is carried out by the first server's controllers and agent, which
-//! see it through their etcd watches. etcd is Debian's `etcd-server`, started by the test on loopback
-//! ports with HTTPS and client-certificate authentication (`--datastore-cafile/certfile/keyfile`), and
-//! killed (its data dir removed) on drop. Needs root (real pods) like `examples.rs`.
+//! etcd (its own data dir and port, the CA and token shared through etcd, no agent) serves the same
+//! cluster: it reads what the first wrote, and what it writes (a scale) is carried out by the first
+//! server's controllers and agent, which see it through their etcd watches. etcd is Debian's
+//! `etcd-server`, started by the test on loopback ports with HTTPS and client-certificate authentication
+//! (`--datastore-cafile/certfile/keyfile`), and killed (its data dir removed) on drop. Needs root (real
+//! pods) like `examples.rs`.
 
 mod common;
 
@@ -64,7 +65,10 @@ fn two_servers_on_one_etcd_serve_the_seed_web_set_and_each_others_writes() {
         tls.key.to_string_lossy().into_owned(),
     );
     let endpoint = etcd.endpoint();
+    // One --token for the servers of the cluster (it seals the shared CA in the datastore).
     let datastore = [
+        "--token",
+        "datastore-test",
         "--datastore-endpoint",
         endpoint.as_str(),
         "--datastore-cafile",

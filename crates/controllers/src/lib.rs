@@ -78,18 +78,70 @@ pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std
     tasks
 }
 
+/// The Lease timings, kube-controller-manager's `--leader-elect-lease-duration` (15 s),
+/// `--leader-elect-renew-deadline` (10 s) and `--leader-elect-retry-period` (2 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Election {
+    /// How long a Lease is valid after its last observed renewal.
+    pub lease_duration: std::time::Duration,
+    /// How long the holder keeps trying to renew before it stops leading.
+    pub renew_deadline: std::time::Duration,
+    /// Time between attempts.
+    pub retry_period: std::time::Duration,
+}
+
+impl Default for Election {
+    fn default() -> Self {
+        Election {
+            lease_duration: std::time::Duration::from_secs(15),
+            renew_deadline: std::time::Duration::from_secs(10),
+            retry_period: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
+impl Election {
+    /// Upstream's checks (`leaderelection.NewLeaderElector`): lease duration > renew deadline >
+    /// 1.2 × retry period (its jitter factor), none zero.
+    ///
+    /// # Errors
+    /// A message naming the flags that contradict each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retry_period.is_zero() {
+            return Err("--leader-elect-retry-period must be greater than zero".into());
+        }
+        if self.lease_duration <= self.renew_deadline {
+            return Err(
+                "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline".into(),
+            );
+        }
+        if self.renew_deadline.as_secs_f64() <= 1.2 * self.retry_period.as_secs_f64() {
+            return Err(
+                "--leader-elect-renew-deadline must be greater than 1.2 × --leader-elect-retry-period".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Run the controller set for ever, only while this server holds the Lease
-/// `kube-system/berth-controllers` (upstream's timings: 15 s lease, 10 s renew deadline, 2 s retry), so a
-/// second server process on the same datastore never runs a second copy. `identity` is stable across
-/// restarts of one server (its node name), so a single server takes its Lease back at once.
-/// `node_grace` is the node lifecycle controller's `--node-monitor-grace-period`.
+/// `kube-system/berth-controllers` (`election`: upstream's timings by default, 15 s lease, 10 s renew
+/// deadline, 2 s retry), so a second server process on the same datastore never runs a second copy.
+/// `identity` is stable across restarts of one server (its node name), so a single server takes its
+/// Lease back at once. `node_grace` is the node lifecycle controller's `--node-monitor-grace-period`.
 pub async fn run_elected(
     client: kube::Client,
     cluster_cidr: String,
     identity: String,
     node_grace: std::time::Duration,
+    election: Election,
 ) {
-    let cfg = leader::Config::new(LEASE_NAMESPACE, LEASE_NAME, &identity);
+    let cfg = leader::Config {
+        lease_duration: election.lease_duration,
+        renew_deadline: election.renew_deadline,
+        retry_period: election.retry_period,
+        ..leader::Config::new(LEASE_NAMESPACE, LEASE_NAME, &identity)
+    };
     let c = client.clone();
     leader::run(client, cfg, move || spawn_all_with(&c, &cluster_cidr, node_grace)).await;
 }

@@ -283,6 +283,30 @@ impl Embedded {
     }
 }
 
+/// Write a new store file at `path` holding `kvs` (with their revisions) at `revision`, with no history
+/// before it (compacted at `revision`): the embedded side of a snapshot restore.
+pub(crate) fn restore(path: &Path, revision: Revision, kvs: &[KeyValue]) -> Result<()> {
+    {
+        let store = Embedded::open(path, Options::default())?;
+        drop(store);
+    }
+    let db = Database::create(path).map_err(backend)?;
+    let tx = db.begin_write().map_err(backend)?;
+    {
+        let mut kv_table = tx.open_table(KV).map_err(backend)?;
+        for kv in kvs {
+            kv_table
+                .insert(kv.key.as_str(), codec::encode_kv(kv).as_slice())
+                .map_err(backend)?;
+        }
+        let mut meta = tx.open_table(META).map_err(backend)?;
+        meta.insert("revision", revision).map_err(backend)?;
+        meta.insert("compacted", revision).map_err(backend)?;
+    }
+    tx.commit().map_err(backend)?;
+    Ok(())
+}
+
 struct WatchState {
     shared: Arc<Shared>,
     rx: broadcast::Receiver<Arc<Event>>,

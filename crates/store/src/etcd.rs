@@ -223,6 +223,44 @@ impl Etcd {
         }
     }
 
+    /// A transaction, sent again while the chosen endpoint cannot be connected to: a write that failed
+    /// to connect never reached a member, so repeating it cannot apply it twice (clientv3's
+    /// `isSafeRetryMutableRPC` retries a mutating call only in that case). Any other failure — the
+    /// outcome unknown — is returned as is.
+    async fn txn(&self, txn: Txn) -> std::result::Result<etcd_client::TxnResponse, etcd_client::Error> {
+        let mut attempt = 0u64;
+        loop {
+            match self.kv().txn(txn.clone()).await {
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.code() == tonic::Code::Unavailable
+                        && s.message().contains("connect error")
+                        && attempt < 10 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// etcd's own database snapshot (the maintenance `Snapshot` stream of the member the client picks,
+    /// what `etcdctl snapshot save` writes), streamed into `out`; returns the bytes written.
+    pub(crate) async fn native_snapshot(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+        let mut stream = self
+            .client
+            .maintenance_client()
+            .snapshot()
+            .await
+            .map_err(etcd_err)?;
+        let mut n = 0u64;
+        while let Some(resp) = stream.message().await.map_err(etcd_err)? {
+            out.write_all(resp.blob()).map_err(crate::backend)?;
+            n += resp.blob().len() as u64;
+        }
+        Ok(n)
+    }
+
     pub(crate) async fn revision(&self) -> Result<Revision> {
         let resp = self
             .range(COMPACT_REV_KEY, Some(GetOptions::new().with_count_only()))
@@ -303,7 +341,7 @@ impl Etcd {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value.clone(), None)]);
-        let resp = self.kv().txn(txn).await.map_err(etcd_err)?;
+        let resp = self.txn(txn).await.map_err(etcd_err)?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.into() });
         }
@@ -351,7 +389,7 @@ impl Etcd {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.kv().txn(txn).await.map_err(etcd_err)?;
+        let resp = self.txn(txn).await.map_err(etcd_err)?;
         if !resp.succeeded() {
             return Err(Self::failed_compare(key, &resp));
         }
@@ -384,7 +422,7 @@ impl Etcd {
                 .and_then([del])
                 .or_else([TxnOp::get(key, None)]),
         };
-        let resp = self.kv().txn(txn).await.map_err(etcd_err)?;
+        let resp = self.txn(txn).await.map_err(etcd_err)?;
         if !resp.succeeded() {
             return Err(Self::failed_compare(key, &resp));
         }
@@ -445,7 +483,7 @@ impl Etcd {
             .when([Compare::version(COMPACT_REV_KEY, CompareOp::Equal, clock)])
             .and_then([TxnOp::put(COMPACT_REV_KEY, rev.to_string(), None)])
             .or_else([TxnOp::get(COMPACT_REV_KEY, None)]);
-        let resp = self.kv().txn(txn).await.map_err(etcd_err)?;
+        let resp = self.txn(txn).await.map_err(etcd_err)?;
         let current = header_revision(resp.header())?;
         if !resp.succeeded() {
             let their_clock = resp

@@ -45,7 +45,8 @@ pub async fn figures(args: &BenchArgs) -> Result<()> {
     let etcd = store::local_etcd::LocalEtcd::start().context("starting etcd")?;
     let endpoint = etcd.endpoint();
     let mut extra = CONTROL_PLANE_ARGS.to_vec();
-    extra.extend(["--datastore-endpoint", endpoint.as_str()]);
+    // One --token: the second server below joins the first one's cluster (shared CA in the datastore).
+    extra.extend(["--token", "bench-etcd", "--datastore-endpoint", endpoint.as_str()]);
     let (child, took, client) = start_server_with(&extra).await?;
     println!(
         "| etcd backend (1 member on loopback): server start to first successful request | {:.1} ms |",

@@ -28,7 +28,11 @@ impl Server {
 
     /// Start a server with extra flags.
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_on(tempfile::tempdir().expect("temp dir"), extra)
+    }
+
+    /// Start a server with extra flags on a data dir prepared beforehand (e.g. a restored snapshot).
+    pub fn start_on(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let cache = tempfile::tempdir().expect("temp dir");
         static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

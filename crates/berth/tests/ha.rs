@@ -1,0 +1,402 @@
+//! Several servers on one etcd cluster (issue 16, items 3 and 6): a 3-member etcd on loopback ports and
+//! three `berth server` processes sharing it with one `--token`. They share the CA through the datastore
+//! (one kubeconfig works against each), every one serves reads and writes, and the controller set runs on
+//! the Lease holder only. `kill -9` of the holder: another server takes the Lease (upstream's 15 s) and
+//! its controllers carry out new work (a Deployment's ReplicaSet and pods); `kill -9` of one etcd member:
+//! writes go on; every acknowledged write survives both. With root, a `berth agent` told of one server
+//! learns the other from the `default/kubernetes` Endpoints, keeps its pod running and keeps reporting
+//! through the other server when its server dies.
+//! Processes and temp dirs are removed on drop, whatever happens.
+
+mod common;
+
+use common::{Server, eventually};
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn etcd_or_skip() -> bool {
+    if store::local_etcd::available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("BERTH_TEST_ROOT").is_none(),
+        "BERTH_TEST_ROOT is set but this test needs /usr/bin/etcd (Debian etcd-server)"
+    );
+    eprintln!("skipped: needs /usr/bin/etcd (etcd-server)");
+    false
+}
+
+fn holder(s: &Server) -> Option<String> {
+    let out = s.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "berth-controllers",
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// `kubectl create configmap` through `s`; whether the server acknowledged it.
+fn write(s: &Server, name: &str) -> bool {
+    s.kubectl(&[
+        "create",
+        "configmap",
+        name,
+        "--from-literal=k=v",
+        "--request-timeout=30s",
+    ])
+    .status
+    .success()
+}
+
+#[test]
+fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() {
+    if !etcd_or_skip() {
+        return;
+    }
+    let mut etcd = store::local_etcd::LocalEtcd::cluster(3).expect("etcd cluster");
+    let endpoints = etcd.endpoints();
+    let flags = |name: &'static str| -> Vec<String> {
+        [
+            "--disable-agent",
+            "--node-name",
+            name,
+            "--token",
+            "ha-secret",
+            "--datastore-endpoint",
+            &endpoints,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let start = |name: &'static str, extra: &[&str]| {
+        let mut f = flags(name);
+        f.extend(extra.iter().map(|s| s.to_string()));
+        Server::start_with(&f.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // The first server encrypts Secrets; the others take its key from the datastore.
+    let mut servers = vec![
+        start("ha-0", &["--secrets-encryption"]),
+        start("ha-1", &[]),
+        start("ha-2", &[]),
+    ];
+
+    // One CA for the cluster, taken from the datastore by the joining servers: the first server's
+    // kubeconfig works against each of them.
+    let ca = |s: &Server| std::fs::read_to_string(s.data_dir().join("tls/ca.crt")).expect("ca");
+    assert_eq!(ca(&servers[0]), ca(&servers[1]));
+    assert_eq!(ca(&servers[0]), ca(&servers[2]));
+    for s in &servers[1..] {
+        let url = s.url();
+        let out = servers[0].ok(&["--server", &url, "get", "namespaces", "-o", "name"]);
+        assert!(out.contains("namespace/kube-system"), "{out}");
+    }
+    // A Secret encrypted by the first server reads back through the third, whose encryption
+    // configuration came from the datastore.
+    let enc = |s: &Server| {
+        std::fs::read_to_string(s.data_dir().join("server/cred/encryption-config.json")).expect("enc")
+    };
+    assert_eq!(enc(&servers[0]), enc(&servers[2]));
+    servers[0].ok(&[
+        "create",
+        "secret",
+        "generic",
+        "shared",
+        "--from-literal=pw=hunter2",
+    ]);
+    let secret = servers[2].get_json(&["secret", "shared"]);
+    assert_eq!(secret["data"]["pw"], "aHVudGVyMg==");
+    // A key rotation on the first server reaches the datastore; the third, restarted with the key from
+    // before, takes the new configuration and reads the re-encrypted Secret.
+    let rotate = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["secrets-encrypt", "rotate", "--data-dir"])
+        .arg(servers[0].data_dir())
+        .output()
+        .expect("berth secrets-encrypt");
+    assert!(
+        rotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotate.stderr)
+    );
+    servers[2].restart();
+    assert_eq!(enc(&servers[0]), enc(&servers[2]));
+    let secret = servers[2].get_json(&["secret", "shared"]);
+    assert_eq!(secret["data"]["pw"], "aHVudGVyMg==");
+    // A server that would disagree with the cluster refuses to start, saying why: another token, or its
+    // own encryption key.
+    let other_key = tempfile::tempdir().expect("dir");
+    let cred = other_key.path().join("server/cred");
+    std::fs::create_dir_all(&cred).expect("cred");
+    std::fs::write(
+        cred.join("encryption-config.json"),
+        enc(&servers[0]).replace(|c: char| c.is_ascii_digit(), "7"),
+    )
+    .expect("write");
+    let wrong_token = tempfile::tempdir().expect("dir");
+    for (dir, token, says) in [
+        (
+            &other_key,
+            "ha-secret",
+            "differs from the cluster's encryption configuration",
+        ),
+        (&wrong_token, "not-the-token", "different token"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--disable-agent", "--https-listen-port", "0"])
+            .args(["--token", token, "--datastore-endpoint", &endpoints])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth server");
+        let status = eventually(30, "the disagreeing server exits", || {
+            child.try_wait().ok().flatten()
+        });
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
+        assert!(!status.success() && err.contains(says), "{err}");
+    }
+    // The join token file names the shared CA's hash on every server.
+    let token = |s: &Server| std::fs::read_to_string(s.data_dir().join("token")).expect("token");
+    assert_eq!(token(&servers[0]), token(&servers[2]));
+
+    // `default/kubernetes` names every live server (one port each here: they share 127.0.0.1).
+    let api_ports = |s: &Server| -> Option<usize> {
+        let ep = s.get_json(&["endpoints", "kubernetes"]);
+        Some(ep["subsets"].as_array()?.len())
+    };
+    eventually(30, "three servers in default/kubernetes", || {
+        (api_ports(&servers[1]) == Some(3)).then_some(())
+    });
+    // Every server serves writes; the controllers run on one.
+    let mut acked = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let name = format!("before-{i}");
+        assert!(write(s, &name), "{}", s.log());
+        acked.push(name);
+    }
+    let first_holder = eventually(30, "a Lease holder", || holder(&servers[1]));
+    let idx = ["ha-0", "ha-1", "ha-2"]
+        .iter()
+        .position(|n| *n == first_holder)
+        .expect("holder is one of ours");
+
+    // kill -9 the holder while writes go on through the others.
+    servers[idx].kill9();
+    let killed_at = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != idx).collect();
+    let a = &servers[survivors[0]];
+    let b = &servers[survivors[1]];
+    for i in 0..10 {
+        let s = if i % 2 == 0 { a } else { b };
+        let name = format!("during-{i}");
+        if write(s, &name) {
+            acked.push(name);
+        }
+    }
+    assert!(acked.len() >= 13, "writes go on while the leader is gone");
+    a.ok(&[
+        "create",
+        "deployment",
+        "after-failover",
+        "--image=busybox:test",
+        "--replicas=2",
+    ]);
+    let new_holder = eventually(60, "another server takes the Lease", || {
+        holder(a).filter(|h| *h != first_holder)
+    });
+    assert!(["ha-0", "ha-1", "ha-2"].contains(&new_holder.as_str()));
+    // The new leader's controllers act: the Deployment's ReplicaSet and its pods appear.
+    eventually(
+        60,
+        "the new leader's Deployment and ReplicaSet controllers",
+        || {
+            let pods = b.ok(&["get", "pods", "-l", "app=after-failover", "-o", "name"]);
+            (pods.lines().count() == 2).then_some(())
+        },
+    );
+    eprintln!(
+        "leader failover: {:.1}s from kill -9 to the new leader's pods",
+        killed_at.elapsed().as_secs_f64()
+    );
+
+    // The killed server's record expires (15 s): the Endpoints name the two that are left.
+    eventually(60, "the killed server leaves default/kubernetes", || {
+        (api_ports(a) == Some(2)).then_some(())
+    });
+
+    // kill -9 one etcd member: writes go on (after the cluster notices, if it was the raft leader).
+    etcd.kill_member(0);
+    let mut failed = 0;
+    for i in 0..10 {
+        let s = if i % 2 == 0 { a } else { b };
+        let name = format!("etcd-down-{i}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if write(s, &name) {
+                acked.push(name);
+                break;
+            }
+            failed += 1;
+            assert!(
+                Instant::now() < deadline,
+                "writes stopped with one etcd member down: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    eprintln!("writes refused while etcd elected a new leader: {failed}");
+    b.ok(&["scale", "deployment", "after-failover", "--replicas=3"]);
+    eventually(60, "the scale is carried out with one etcd member down", || {
+        let pods = a.ok(&["get", "pods", "-l", "app=after-failover", "-o", "name"]);
+        (pods.lines().count() == 3).then_some(())
+    });
+
+    // Every acknowledged write is there, read through each surviving server.
+    for s in [a, b] {
+        let names = s.ok(&["get", "configmaps", "-o", "name"]);
+        for n in &acked {
+            assert!(names.contains(&format!("configmap/{n}\n")), "{n} lost: {names}");
+        }
+    }
+    // The killed server comes back on its data dir and serves the same objects.
+    servers[idx].restart();
+    let names = servers[idx].ok(&["get", "configmaps", "-o", "name"]);
+    assert!(names.contains("configmap/etcd-down-9"), "{names}");
+    servers[survivors[0]].ok(&["delete", "deployment", "after-failover"]);
+    drop(servers);
+    drop(etcd);
+}
+
+/// A `berth agent` on this machine (its own data dir), killed and its containers removed on drop.
+struct Agent {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        common::kill_containers(self.dir.path());
+    }
+}
+
+fn pod(s: &Server, name: &str) -> Option<Value> {
+    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn node_lease_renewed(s: &Server, node: &str) -> Option<String> {
+    let out = s.kubectl(&["get", "lease", "-n", "kube-node-lease", node, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["spec"]["renewTime"].as_str().map(str::to_string)
+}
+
+#[test]
+fn an_agent_learns_every_server_keeps_its_pods_and_reports_through_another_when_one_dies() {
+    if !common::can_run_containers() || !etcd_or_skip() {
+        return;
+    }
+    let etcd = store::local_etcd::LocalEtcd::start().expect("etcd");
+    let endpoint = etcd.endpoint();
+    let start = |name: &str| {
+        Server::start_with(&[
+            "--disable-agent",
+            "--node-name",
+            name,
+            "--token",
+            "lb-secret",
+            "--datastore-endpoint",
+            &endpoint,
+        ])
+    };
+    let mut first = start("lb-0");
+    let second = start("lb-1");
+    // The agent is told of the first server only: it learns the second from the `default/kubernetes`
+    // Endpoints the servers keep (k3s's agent load balancer does the same).
+    let servers = first.url();
+    let token = std::fs::read_to_string(first.data_dir().join("token")).expect("token");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = common::busybox_archive(dir.path()).expect("archive");
+    common::import_image(dir.path(), &archive);
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--server", &servers, "--token", token.trim()])
+        .args(["--node-name", "lb-node", "--node-ip", "127.0.0.1"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("berth agent");
+    let agent = Agent { child, dir };
+    let agent_log = || std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap_or_default();
+    let second_port = second.url().rsplit(':').next().expect("port").to_string();
+    eventually(60, "the agent learns the second server", || {
+        agent_log()
+            .lines()
+            .any(|l| l.contains("API servers") && l.contains(&format!(":{second_port}")))
+            .then_some(())
+    });
+
+    let spec = |name: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{
+            "nodeName":"lb-node","terminationGracePeriodSeconds":1,
+            "containers":[{{"name":"c","image":"busybox:test","command":["/bin/sh","-c","sleep 3600"]}}]}}}}"#
+        )
+    };
+    second.apply(&spec("steady"));
+    let running = |s: &Server, name: &str| {
+        let p = pod(s, name)?;
+        let c = &p["status"]["containerStatuses"][0];
+        c["state"]["running"]["startedAt"]
+            .as_str()
+            .map(|t| (t.to_string(), c["restartCount"].clone()))
+    };
+    let before = eventually(60, "steady Running on the agent", || running(&second, "steady"));
+
+    // The agent reaches the API through the first server in its list: kill it.
+    first.kill9();
+    let renewed = node_lease_renewed(&second, "lb-node").expect("node lease");
+    eventually(
+        60,
+        "the agent renews its node Lease through the other server",
+        || node_lease_renewed(&second, "lb-node").filter(|t| *t != renewed),
+    );
+    // New work reaches the agent through the other server, and the old pod was never restarted.
+    second.apply(&spec("after"));
+    eventually(
+        60,
+        "a new pod runs, the agent watching through the other server",
+        || running(&second, "after"),
+    );
+    assert_eq!(running(&second, "steady"), Some(before), "{}", agent_log());
+    assert!(agent_log().contains("switched"), "{}", agent_log());
+
+    second.ok(&["delete", "pod", "steady", "after", "--wait=false"]);
+    eventually(60, "the agent's pods gone", || {
+        second
+            .ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    drop(agent);
+    drop(second);
+    drop(first);
+    drop(etcd);
+}
