@@ -21,6 +21,8 @@ pub enum Subresource {
     PortForward,
     /// `namespaces/finalize`: update of `spec.finalizers` only.
     Finalize,
+    /// `pods/eviction`: create a `policy/v1 Eviction`, a delete that honours PodDisruptionBudgets.
+    Eviction,
 }
 
 impl Subresource {
@@ -35,6 +37,7 @@ impl Subresource {
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
             Subresource::Finalize => "finalize",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -47,7 +50,7 @@ impl Subresource {
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
-            Subresource::Binding => &["create"],
+            Subresource::Binding | Subresource::Eviction => &["create"],
             Subresource::Log => &["get"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => &["create", "get"],
             Subresource::Finalize => &["update"],
@@ -63,12 +66,13 @@ impl Subresource {
             Subresource::Exec => Some(("", "v1", "PodExecOptions")),
             Subresource::Attach => Some(("", "v1", "PodAttachOptions")),
             Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
+            Subresource::Eviction => Some(("policy", "v1", "Eviction")),
             Subresource::Status | Subresource::Finalize => None,
         }
     }
 }
 
-const ALL_SUBRESOURCES: [Subresource; 8] = [
+const ALL_SUBRESOURCES: [Subresource; 9] = [
     Subresource::Status,
     Subresource::Scale,
     Subresource::Binding,
@@ -77,6 +81,7 @@ const ALL_SUBRESOURCES: [Subresource; 8] = [
     Subresource::Attach,
     Subresource::PortForward,
     Subresource::Finalize,
+    Subresource::Eviction,
 ];
 
 /// One served resource.
@@ -179,7 +184,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         ["po"],
         ["all"],
-        [Status, Binding, Log, Exec, Attach, PortForward]
+        [Status, Binding, Eviction, Log, Exec, Attach, PortForward]
     ),
     res!(
         "",
@@ -258,6 +263,28 @@ pub static RESOURCES: &[Resource] = &[
         "serviceaccount",
         true,
         ["sa"],
+        [],
+        []
+    ),
+    res!(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        ["quota"],
+        [],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        ["limits"],
         [],
         []
     ),
@@ -371,6 +398,83 @@ pub static RESOURCES: &[Resource] = &[
         ["ev"],
         [],
         []
+    ),
+    res!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        ["hpa"],
+        ["all"],
+        [Status]
+    ),
+    res!(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        ["pdb"],
+        [],
+        [Status]
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+        ["netpol"],
+        [],
+        []
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        ["ing"],
+        [],
+        [Status]
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        false,
+        [],
+        [],
+        []
+    ),
+    res!(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        false,
+        ["pc"],
+        [],
+        []
+    ),
+    res!(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        "apiservice",
+        false,
+        [],
+        ["api-extensions"],
+        [Status]
     ),
 ];
 

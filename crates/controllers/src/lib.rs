@@ -10,6 +10,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -75,6 +76,8 @@ pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std
     tasks.push(supervise("daemonset", move || daemonset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("disruption", move || disruption::run(c.clone())));
     tasks
 }
 

@@ -6,6 +6,7 @@
 
 mod batch;
 mod defaults;
+mod kinds;
 mod meta;
 mod validate;
 
@@ -13,6 +14,7 @@ use crate::field::FieldError;
 use serde_json::{Value, json};
 
 pub use defaults::default;
+pub use kinds::HIGHEST_USER_PRIORITY;
 
 /// Opt-in annotation on a StatefulSet, value `"true"`: the storage request of its `volumeClaimTemplates`
 /// may be raised (never lowered), and the StatefulSet controller raises the request of every existing
@@ -26,6 +28,8 @@ fn has_generation(group: &str, kind: &str) -> bool {
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
             | ("batch", "Job" | "CronJob")
+            | ("policy", "PodDisruptionBudget")
+            | ("networking.k8s.io", "Ingress" | "NetworkPolicy")
             | (
                 "",
                 "Pod"
@@ -45,6 +49,10 @@ fn has_status(group: &str, kind: &str) -> bool {
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
             | ("batch", "Job" | "CronJob")
+            | ("policy", "PodDisruptionBudget")
+            | ("networking.k8s.io", "Ingress")
+            | ("autoscaling", "HorizontalPodAutoscaler")
+            | ("apiregistration.k8s.io", "APIService")
             | (
                 "",
                 "Pod"
@@ -54,6 +62,7 @@ fn has_status(group: &str, kind: &str) -> bool {
                     | "Namespace"
                     | "Node"
                     | "ReplicationController"
+                    | "ResourceQuota"
             )
     )
 }
@@ -71,6 +80,12 @@ fn status_integers(group: &str, kind: &str) -> &'static [&'static str] {
         ("apps", "StatefulSet") => &["replicas", "availableReplicas"],
         ("apps", "ReplicaSet") | ("", "ReplicationController") => &["replicas"],
         ("autoscaling", "HorizontalPodAutoscaler") => &["currentReplicas", "desiredReplicas"],
+        ("policy", "PodDisruptionBudget") => &[
+            "disruptionsAllowed",
+            "currentHealthy",
+            "desiredHealthy",
+            "expectedPods",
+        ],
         _ => &[],
     }
 }
@@ -212,6 +227,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errs = meta::validate_object_meta(group, kind, obj);
     validate::validate_kind(group, kind, obj, &mut errs);
     batch::validate(group, kind, obj, &mut errs);
+    kinds::validate(group, kind, obj, &mut errs);
     errs
 }
 
@@ -220,6 +236,7 @@ pub fn validate_update(group: &str, kind: &str, new: &Value, old: &Value) -> Vec
     let mut errs = validate(group, kind, new);
     validate::validate_update_kind(group, kind, new, old, &mut errs);
     batch::validate_update(group, kind, new, old, &mut errs);
+    kinds::validate_update(group, kind, new, old, &mut errs);
     errs
 }
 
