@@ -5,44 +5,31 @@
 //! `kubectl apply -f backup.yaml` of a `kubectl get -o yaml` list fails with "the server could not find the
 //! requested resource".
 //!
-//! Every served kind has a definition under upstream's name (`io.k8s.api.core.v1.ConfigMap`) carrying
-//! upstream's `x-kubernetes-group-version-kind`, so kubectl finds each kind. **Deviation:** the
-//! definitions carry no properties (kube-openapi reads a schema with neither `type` nor `properties` as
-//! an arbitrary value), so kubectl's client-side check accepts any fields and the server's strict
-//! decoding (`fieldValidation=Strict`, `api::schema`) stays the one judge of unknown fields, as it is for
-//! every non-List manifest already. The document is built once and cached in both encodings.
+//! Every served kind has a definition under upstream's name (`io.k8s.api.core.v1.ConfigMap`).
+//! **Deviation:** the definitions carry no schema and no `x-kubernetes-group-version-kind` yet. kubectl
+//! uses any v2 definition it finds by GVK for its client-side validation **and** to compute strategic
+//! merge patches (`kubectl apply` prefers it to its compiled-in types); a definition without the real
+//! schema makes those patches wrong (tried: a re-apply of an unchanged PodDisruptionBudget was
+//! "configured"). Without the extension kubectl finds no kind here, skips client-side validation and
+//! patches with its compiled-in types, as before; the server's strict decoding (`fieldValidation=Strict`,
+//! `api::schema`) stays the one judge of unknown fields, as for every non-List manifest. Serving
+//! k8s-openapi's generated schemas (its `schemars` feature) with the extensions is the next step.
+//! The document is built once and cached in both encodings.
 
 use api::resources::{RESOURCES, Resource};
 use prost::Message;
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
 
-/// The protobuf media type kubectl asks for.
-pub const PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
-
-/// gnostic `openapi.v2.Any` (only the YAML form is used).
-#[derive(Clone, PartialEq, Message)]
-struct PbAny {
-    #[prost(string, tag = "2")]
-    yaml: String,
-}
-
-/// gnostic `openapi.v2.NamedAny`.
-#[derive(Clone, PartialEq, Message)]
-struct NamedAny {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(message, optional, tag = "2")]
-    value: Option<PbAny>,
-}
+/// The protobuf media type of the response (kube-openapi's handler answers kubectl's
+/// `…spec.v2@v1.0+protobuf` with this spelling: Go's `mime` parser refuses the `@`).
+pub const PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// gnostic `openapi.v2.Schema` (the fields used here).
 #[derive(Clone, PartialEq, Message)]
 struct Schema {
     #[prost(string, tag = "4")]
     description: String,
-    #[prost(message, repeated, tag = "31")]
-    vendor_extension: Vec<NamedAny>,
 }
 
 /// gnostic `openapi.v2.NamedSchema`.
@@ -105,13 +92,10 @@ pub fn definition_name(r: &Resource) -> String {
 const TITLE: &str = "Kubernetes";
 const VERSION: &str = "v1.32.4";
 
-fn definitions() -> Vec<(String, Value)> {
+fn definitions() -> Vec<(String, String)> {
     RESOURCES
         .iter()
-        .map(|r| {
-            let gvk = json!([{"group": r.group, "kind": r.kind, "version": r.version}]);
-            (definition_name(r), gvk)
-        })
+        .map(|r| (definition_name(r), format!("{} {}", r.api_version(), r.kind)))
         .collect()
 }
 
@@ -120,11 +104,8 @@ pub fn json_document() -> &'static [u8] {
     static DOC: OnceLock<Vec<u8>> = OnceLock::new();
     DOC.get_or_init(|| {
         let mut defs = Map::new();
-        for (name, gvk) in definitions() {
-            defs.insert(
-                name.clone(),
-                json!({"description": name, "x-kubernetes-group-version-kind": gvk}),
-            );
+        for (name, description) in definitions() {
+            defs.insert(name, json!({"description": description}));
         }
         let doc = json!({"swagger": "2.0", "info": {"title": TITLE, "version": VERSION},
                          "paths": {}, "definitions": defs});
@@ -138,17 +119,8 @@ pub fn protobuf_document() -> &'static [u8] {
     DOC.get_or_init(|| {
         let additional_properties = definitions()
             .into_iter()
-            .map(|(name, gvk)| NamedSchema {
-                value: Some(Schema {
-                    description: name.clone(),
-                    // JSON is YAML: the extension's value as kube-openapi reads it.
-                    vendor_extension: vec![NamedAny {
-                        name: "x-kubernetes-group-version-kind".into(),
-                        value: Some(PbAny {
-                            yaml: gvk.to_string(),
-                        }),
-                    }],
-                }),
+            .map(|(name, description)| NamedSchema {
+                value: Some(Schema { description }),
                 name,
             })
             .collect();
@@ -172,13 +144,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_served_kind_has_a_definition_with_its_gvk() {
+    fn every_served_kind_has_a_definition() {
         let doc: Value = serde_json::from_slice(json_document()).expect("json");
         let cm = &doc["definitions"]["io.k8s.api.core.v1.ConfigMap"];
-        assert_eq!(
-            cm["x-kubernetes-group-version-kind"],
-            json!([{"group": "", "kind": "ConfigMap", "version": "v1"}])
-        );
+        assert_eq!(cm["description"], "v1 ConfigMap");
         assert!(doc["definitions"]["io.k8s.api.networking.v1.Ingress"].is_object());
         assert!(doc["definitions"]["io.k8s.api.policy.v1.PodDisruptionBudget"].is_object());
         let pb = Document::decode(protobuf_document()).expect("protobuf");
