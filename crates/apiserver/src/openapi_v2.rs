@@ -18,7 +18,7 @@
 
 use api::resources::{RESOURCES, Resource};
 use prost::Message;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use std::sync::OnceLock;
 
 /// The protobuf media type of the response (kube-openapi's handler answers kubectl's
@@ -142,6 +142,7 @@ pub fn protobuf_document() -> &'static [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn every_served_kind_has_a_definition() {
