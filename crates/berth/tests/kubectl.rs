@@ -708,8 +708,13 @@ fn the_kinds_a_helm_chart_renders_are_served_as_upstream() {
         hpa.contains("Deployment/web") && hpa.contains("cpu: <unknown>/80%"),
         "{hpa}"
     );
+    // The quota controller keeps status.used (nothing runs in the namespace: 0).
+    eventually(20, "the quota's status.used", || {
+        let q = s.get_json(&["quota", "q"]);
+        (q["status"]["used"]["pods"] == "0" && q["status"]["hard"]["pods"] == "10").then_some(())
+    });
     let quota = s.ok(&["get", "quota", "q"]);
-    assert!(quota.contains("limits.memory: "), "{quota}");
+    assert!(quota.contains("limits.memory: 0/8Gi"), "{quota}");
     // Upstream's built-in classes are there.
     let pcs = s.ok(&["get", "pc"]);
     assert!(
