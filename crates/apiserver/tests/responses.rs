@@ -185,6 +185,9 @@ async fn lists_from_the_cache_equal_lists_from_the_store() {
         if code == 200 {
             assert_eq!(v["metadata"]["name"], "c1");
             assert!(v["metadata"]["resourceVersion"].is_string());
+        }
+    }
+}
 
 async fn raw(r: &axum::Router, path: &str, accept: &str) -> (u16, bytes::Bytes) {
     let req = http::Request::builder()
