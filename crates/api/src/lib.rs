@@ -3,8 +3,8 @@
 //! Owns: field errors ([`field`]), the table of served resources ([`resources`]), per-kind
 //! defaulting and validation ([`strategy`]), label and field selectors ([`selector`]),
 //! server-side Table columns ([`table`]), strategic merge patch ([`patch`]), the Pod Security Standards
-//! checks ([`podsecurity`]) and resource
-//! quantities ([`quantity`]).
+//! checks ([`podsecurity`]), resource quantities ([`quantity`]), ResourceQuota arithmetic ([`quota`]) and
+//! LimitRange defaulting and limits ([`limits`]).
 //!
 //! Invariant: no I/O, no clock, no async. Time is passed in as a value.
 //! Objects travel as `serde_json::Value` (the wire form) so that one generic registry in
@@ -13,9 +13,11 @@
 pub mod cron;
 pub mod field;
 pub mod hostports;
+pub mod limits;
 pub mod patch;
 pub mod podsecurity;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod schema;
 pub mod selector;

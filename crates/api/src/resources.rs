@@ -23,6 +23,8 @@ pub enum Subresource {
     Finalize,
     /// `pods/ephemeralcontainers`: get, patch, update; writes only `spec.ephemeralContainers`.
     EphemeralContainers,
+    /// `pods/eviction`: create a `policy/v1 Eviction`, a delete that honours PodDisruptionBudgets.
+    Eviction,
 }
 
 impl Subresource {
@@ -38,6 +40,7 @@ impl Subresource {
             Subresource::PortForward => "portforward",
             Subresource::Finalize => "finalize",
             Subresource::EphemeralContainers => "ephemeralcontainers",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -52,7 +55,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale | Subresource::EphemeralContainers => {
                 &["get", "patch", "update"]
             }
-            Subresource::Binding => &["create"],
+            Subresource::Binding | Subresource::Eviction => &["create"],
             Subresource::Log => &["get"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => &["create", "get"],
             Subresource::Finalize => &["update"],
@@ -68,12 +71,13 @@ impl Subresource {
             Subresource::Exec => Some(("", "v1", "PodExecOptions")),
             Subresource::Attach => Some(("", "v1", "PodAttachOptions")),
             Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
+            Subresource::Eviction => Some(("policy", "v1", "Eviction")),
             Subresource::Status | Subresource::Finalize | Subresource::EphemeralContainers => None,
         }
     }
 }
 
-const ALL_SUBRESOURCES: [Subresource; 9] = [
+const ALL_SUBRESOURCES: [Subresource; 10] = [
     Subresource::Status,
     Subresource::Scale,
     Subresource::Binding,
@@ -83,6 +87,7 @@ const ALL_SUBRESOURCES: [Subresource; 9] = [
     Subresource::PortForward,
     Subresource::Finalize,
     Subresource::EphemeralContainers,
+    Subresource::Eviction,
 ];
 
 /// One served resource.
@@ -188,6 +193,7 @@ pub static RESOURCES: &[Resource] = &[
         [
             Status,
             Binding,
+            Eviction,
             Log,
             Exec,
             Attach,
@@ -272,6 +278,28 @@ pub static RESOURCES: &[Resource] = &[
         "serviceaccount",
         true,
         ["sa"],
+        [],
+        []
+    ),
+    res!(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        ["quota"],
+        [],
+        [Status]
+    ),
+    res!(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        ["limits"],
         [],
         []
     ),
@@ -385,6 +413,83 @@ pub static RESOURCES: &[Resource] = &[
         ["ev"],
         [],
         []
+    ),
+    res!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        ["hpa"],
+        ["all"],
+        [Status]
+    ),
+    res!(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        ["pdb"],
+        [],
+        [Status]
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+        ["netpol"],
+        [],
+        []
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        ["ing"],
+        [],
+        [Status]
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        false,
+        [],
+        [],
+        []
+    ),
+    res!(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        false,
+        ["pc"],
+        [],
+        []
+    ),
+    res!(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        "apiservice",
+        false,
+        [],
+        ["api-extensions"],
+        [Status]
     ),
 ];
 

@@ -4,7 +4,9 @@
 //! The schema is k8s-openapi's generated types: an object is decoded into the typed struct and encoded
 //! again; a key present in the input but absent after the round trip is a field the type does not have.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, storage};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, scheduling, storage,
+};
 use serde_json::Value;
 
 /// Why an object does not decode as its kind.
@@ -51,7 +53,18 @@ fn typed_round_trip(group: &str, kind: &str, obj: &Value) -> Option<Result<Value
         ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::v1::EndpointSlice>(obj),
         ("coordination.k8s.io", "Lease") => round_trip::<coordination::v1::Lease>(obj),
         ("events.k8s.io", "Event") => round_trip::<events::v1::Event>(obj),
-        ("autoscaling", "Scale") => round_trip::<k8s_openapi::api::autoscaling::v1::Scale>(obj),
+        ("autoscaling", "Scale") => round_trip::<autoscaling::v1::Scale>(obj),
+        ("", "ResourceQuota") => round_trip::<core::v1::ResourceQuota>(obj),
+        ("", "LimitRange") => round_trip::<core::v1::LimitRange>(obj),
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            round_trip::<autoscaling::v2::HorizontalPodAutoscaler>(obj)
+        }
+        ("policy", "PodDisruptionBudget") => round_trip::<policy::v1::PodDisruptionBudget>(obj),
+        ("policy", "Eviction") => round_trip::<policy::v1::Eviction>(obj),
+        ("networking.k8s.io", "NetworkPolicy") => round_trip::<networking::v1::NetworkPolicy>(obj),
+        ("networking.k8s.io", "Ingress") => round_trip::<networking::v1::Ingress>(obj),
+        ("networking.k8s.io", "IngressClass") => round_trip::<networking::v1::IngressClass>(obj),
+        ("scheduling.k8s.io", "PriorityClass") => round_trip::<scheduling::v1::PriorityClass>(obj),
         _ => return None,
     };
     Some(r)

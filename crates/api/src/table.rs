@@ -313,6 +313,49 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             age,
         ],
         ("coordination.k8s.io", "Lease") => vec![n, col("Holder", "string", 0), age],
+        ("policy", "PodDisruptionBudget") => vec![
+            n,
+            col("Min Available", "string", 0),
+            col("Max Unavailable", "string", 0),
+            col("Allowed Disruptions", "integer", 0),
+            age,
+        ],
+        ("networking.k8s.io", "NetworkPolicy") => vec![n, col("Pod-Selector", "string", 0), age],
+        ("networking.k8s.io", "Ingress") => vec![
+            n,
+            col("Class", "string", 0),
+            col("Hosts", "string", 0),
+            col("Address", "string", 0),
+            col("Ports", "string", 0),
+            age,
+        ],
+        ("networking.k8s.io", "IngressClass") => vec![
+            n,
+            col("Controller", "string", 0),
+            col("Parameters", "string", 0),
+            age,
+        ],
+        ("scheduling.k8s.io", "PriorityClass") => vec![
+            n,
+            col("Value", "integer", 0),
+            col("Global-Default", "boolean", 0),
+            age,
+            col("PreemptionPolicy", "string", 0),
+        ],
+        ("", "ResourceQuota") => vec![n, age, col("Request", "string", 0), col("Limit", "string", 0)],
+        ("", "LimitRange") => vec![n, col("Created At", "date", 0)],
+        ("autoscaling", "HorizontalPodAutoscaler") => vec![
+            n,
+            col("Reference", "string", 0),
+            col("Targets", "string", 0),
+            col("MinPods", "string", 0),
+            col("MaxPods", "integer", 0),
+            col("Replicas", "integer", 0),
+            age,
+        ],
+        ("apiregistration.k8s.io", "APIService") => {
+            vec![n, col("Service", "string", 0), col("Available", "string", 0), age]
+        }
         _ => vec![n, age],
     }
 }
@@ -1058,6 +1101,151 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: jiff::Timestamp) -> 
             ]
         }
         ("coordination.k8s.io", "Lease") => vec![name, json!(st(obj, "/spec/holderIdentity")), a],
+        ("policy", "PodDisruptionBudget") => {
+            let ios = |p: &str| match obj.pointer(p) {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => "N/A".to_string(),
+            };
+            vec![
+                name,
+                json!(ios("/spec/minAvailable")),
+                json!(ios("/spec/maxUnavailable")),
+                json!(int(obj, "/status/disruptionsAllowed")),
+                a,
+            ]
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            vec![name, json!(selector_string(obj.pointer("/spec/podSelector"))), a]
+        }
+        ("networking.k8s.io", "Ingress") => {
+            let class = match st(obj, "/spec/ingressClassName") {
+                "" => "<none>",
+                c => c,
+            };
+            let hosts: Vec<&str> = obj
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("host").and_then(Value::as_str))
+                .filter(|h| !h.is_empty())
+                .collect();
+            let hosts = match hosts.len() {
+                0 => "*".to_string(),
+                1..=3 => hosts.join(","),
+                n => format!("{} + {} more...", hosts[..3].join(","), n - 3),
+            };
+            let addrs: Vec<&str> = obj
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| {
+                    i.get("ip")
+                        .and_then(Value::as_str)
+                        .or_else(|| i.get("hostname").and_then(Value::as_str))
+                })
+                .collect();
+            let tls = obj
+                .pointer("/spec/tls")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty());
+            vec![
+                name,
+                json!(class),
+                json!(hosts),
+                json!(addrs.join(",")),
+                json!(if tls { "80, 443" } else { "80" }),
+                a,
+            ]
+        }
+        ("networking.k8s.io", "IngressClass") => {
+            let params = match obj.pointer("/spec/parameters") {
+                Some(p) if p.is_object() => {
+                    let kind = match st(p, "/apiGroup") {
+                        "" => st(p, "/kind").to_string(),
+                        g => format!("{}.{g}", st(p, "/kind")),
+                    };
+                    format!("{kind}/{}", st(p, "/name"))
+                }
+                _ => "<none>".to_string(),
+            };
+            vec![name, json!(st(obj, "/spec/controller")), json!(params), a]
+        }
+        ("scheduling.k8s.io", "PriorityClass") => vec![
+            name,
+            json!(int(obj, "/value")),
+            json!(obj.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+            a,
+            json!(match st(obj, "/preemptionPolicy") {
+                "" => "PreemptLowerPriority",
+                p => p,
+            }),
+        ],
+        ("", "ResourceQuota") => {
+            let (mut requests, mut limits) = (Vec::new(), Vec::new());
+            if let Some(hard) = obj.pointer("/spec/hard").and_then(Value::as_object) {
+                let mut keys: Vec<&String> = hard.keys().collect();
+                keys.sort();
+                for k in keys {
+                    let quantity = |v: Option<&Value>| match v {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Number(n)) => n.to_string(),
+                        _ => "0".to_string(),
+                    };
+                    let used = quantity(obj.pointer("/status/used").and_then(|u| u.get(k.as_str())));
+                    let cell = format!("{k}: {used}/{}", quantity(hard.get(k.as_str())));
+                    if k.starts_with("limits") {
+                        limits.push(cell);
+                    } else {
+                        requests.push(cell);
+                    }
+                }
+            }
+            vec![name, a, json!(requests.join(", ")), json!(limits.join(", "))]
+        }
+        ("", "LimitRange") => vec![name, json!(st(obj, "/metadata/creationTimestamp"))],
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            let reference = format!(
+                "{}/{}",
+                st(obj, "/spec/scaleTargetRef/kind"),
+                st(obj, "/spec/scaleTargetRef/name")
+            );
+            let min = obj
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<unset>".to_string(), |m| m.to_string());
+            vec![
+                name,
+                json!(reference),
+                json!(hpa_targets(obj)),
+                json!(min),
+                json!(int(obj, "/spec/maxReplicas")),
+                json!(int(obj, "/status/currentReplicas")),
+                a,
+            ]
+        }
+        ("apiregistration.k8s.io", "APIService") => {
+            let service = match obj.pointer("/spec/service") {
+                Some(svc) if svc.is_object() => {
+                    format!("{}/{}", st(svc, "/namespace"), st(svc, "/name"))
+                }
+                _ => "Local".to_string(),
+            };
+            let available = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"))
+                .map_or_else(
+                    || "Unknown".to_string(),
+                    |c| match (st(c, "/status"), st(c, "/reason")) {
+                        ("True", _) | (_, "") => st(c, "/status").to_string(),
+                        (s, r) => format!("{s} ({r})"),
+                    },
+                );
+            vec![name, json!(service), json!(available), a]
+        }
         _ => vec![name, a],
     }
 }
@@ -1082,6 +1270,87 @@ fn access_modes(modes: Option<&Value>) -> String {
         }
     }
     out.join(",")
+}
+
+/// The HPA `TARGETS` cell (upstream `formatHPAMetrics`): `cpu: 40%/80%`, `<unknown>` for a current value
+/// not known yet, `<none>` without metrics, at most 2 listed then `+ N more...`.
+fn hpa_targets(obj: &Value) -> String {
+    let specs = obj
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let statuses = obj
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut list = Vec::new();
+    for (i, m) in specs.iter().enumerate() {
+        let kind = st(m, "/type");
+        let key = match kind {
+            "Resource" => "resource",
+            "ContainerResource" => "containerResource",
+            "Pods" => "pods",
+            "Object" => "object",
+            "External" => "external",
+            _ => "",
+        };
+        let target = m
+            .pointer(&format!("/{key}/target"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let current = statuses
+            .get(i)
+            .and_then(|s| s.pointer(&format!("/{key}/current")))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let (cur, tgt) = if let Some(u) = target.get("averageUtilization").and_then(Value::as_i64) {
+            let c = current
+                .get("averageUtilization")
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<unknown>".to_string(), |c| format!("{c}%"));
+            (c, format!("{u}%"))
+        } else {
+            let field = ["averageValue", "value"]
+                .into_iter()
+                .find(|f| target.get(*f).is_some())
+                .unwrap_or("value");
+            let c = current
+                .get(field)
+                .and_then(Value::as_str)
+                .map_or_else(|| "<unknown>".to_string(), str::to_string);
+            let t = target
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            (
+                c,
+                if field == "averageValue" {
+                    format!("{t} (avg)")
+                } else {
+                    t
+                },
+            )
+        };
+        let cell = match kind {
+            "Resource" | "ContainerResource" => {
+                format!("{}: {cur}/{tgt}", st(m, &format!("/{key}/name")))
+            }
+            _ => format!("{cur}/{tgt}"),
+        };
+        list.push(cell);
+    }
+    if list.len() > 2 {
+        let more = list.len() - 2;
+        format!("{} + {more} more...", list[..2].join(", "))
+    } else {
+        list.join(", ")
+    }
 }
 
 #[cfg(test)]

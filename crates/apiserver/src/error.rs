@@ -56,6 +56,14 @@ pub enum ApiError {
     Internal(String),
     /// 409 `Conflict` for server-side apply, with one cause per conflicting field.
     ApplyConflict(Subject, Vec<(String, String)>),
+    /// 429 `TooManyRequests` with `(reason, message)` causes (upstream `NewTooManyRequests`, as a refused
+    /// eviction answers).
+    TooManyRequests {
+        /// The message.
+        message: String,
+        /// `(reason, message)` of each cause.
+        causes: Vec<(String, String)>,
+    },
 }
 
 impl ApiError {
@@ -77,6 +85,7 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -175,6 +184,17 @@ impl ApiError {
             ApiError::Unauthorized => ("Unauthorized", "Unauthorized".to_string(), None),
             ApiError::Unavailable(m) => ("ServiceUnavailable", m.clone(), None),
             ApiError::NotAcceptable(m) => ("NotAcceptable", m.clone(), None),
+            ApiError::TooManyRequests { message, causes } => {
+                let causes: Vec<Value> = causes
+                    .iter()
+                    .map(|(reason, message)| json!({"reason": reason, "message": message}))
+                    .collect();
+                (
+                    "TooManyRequests",
+                    message.clone(),
+                    Some(json!({"causes": causes})),
+                )
+            }
             ApiError::Internal(_) => (
                 "InternalError",
                 "an internal error occurred; see the server log".to_string(),

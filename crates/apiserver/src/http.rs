@@ -238,7 +238,17 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
             });
         }
         "/openapi/v3" => return Ok(json_response(StatusCode::OK, &discovery::openapi_index())),
-        "/openapi/v2" => return Err(ApiError::NotFound(Default::default())),
+        "/openapi/v2" => {
+            let (ctype, body) = if accept.contains("protobuf") {
+                (
+                    crate::openapi_v2::PROTOBUF,
+                    crate::openapi_v2::protobuf_document(),
+                )
+            } else {
+                ("application/json", crate::openapi_v2::json_document())
+            };
+            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response());
+        }
         p if p.starts_with("/openapi/v3/") => {
             let doc = discovery::parse_openapi_path(&p["/openapi/v3/".len()..])
                 .and_then(|(g, v)| discovery::openapi_group_version(&g, &v));
@@ -441,6 +451,14 @@ async fn dispatch_inner(state: AppState, req: Request) -> ApiResult<Response> {
         }
         (_, Some(name), Some(Subresource::Scale)) => {
             crate::scale::handle(reg, &target, name, &method, &content_type, body, &write).await
+        }
+        (&Method::POST, Some(name), Some(Subresource::Eviction)) => {
+            let eviction = decode_body(&content_type, body, &target).await?;
+            crate::eviction::evict(reg, &target, name, &eviction, write.dry_run).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         (&Method::POST, Some(name), Some(Subresource::Binding)) => {
             let binding = decode_body(&content_type, body, &target).await?;
@@ -689,6 +707,26 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
+/// A `DeleteOptions` body (JSON form) as the registry's options.
+pub(crate) fn delete_options_from(v: &Value) -> DeleteOptions {
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let propagation_policy = text("/propagationPolicy").or_else(|| {
+        v.get("orphanDependents")
+            .and_then(Value::as_bool)
+            .map(|o| if o { "Orphan" } else { "Background" }.to_string())
+    });
+    DeleteOptions {
+        grace_period_seconds: v.get("gracePeriodSeconds").and_then(Value::as_i64),
+        propagation_policy,
+        precondition_uid: text("/preconditions/uid"),
+        precondition_resource_version: text("/preconditions/resourceVersion"),
+        dry_run: v
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|d| d == "All")),
+    }
+}
+
 async fn delete_options(content_type: &str, body: Body, q: &Query) -> ApiResult<DeleteOptions> {
     let bytes = read_body(body).await?;
     let mut opts = DeleteOptions::default();
@@ -700,30 +738,7 @@ async fn delete_options(content_type: &str, body: Body, q: &Query) -> ApiResult<
             serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
         };
-        opts.grace_period_seconds = v.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.propagation_policy = v
-            .get("propagationPolicy")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if opts.propagation_policy.is_none() {
-            opts.propagation_policy = match v.get("orphanDependents").and_then(Value::as_bool) {
-                Some(true) => Some("Orphan".into()),
-                Some(false) => Some("Background".into()),
-                None => None,
-            };
-        }
-        opts.precondition_uid = v
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        opts.precondition_resource_version = v
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        opts.dry_run = v
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|d| d == "All"));
+        opts = delete_options_from(&v);
     }
     if let Some(g) = q.int("gracePeriodSeconds").map_err(ApiError::BadRequest)? {
         opts.grace_period_seconds = Some(g);

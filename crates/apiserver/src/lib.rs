@@ -16,9 +16,11 @@ pub mod cluster;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
+pub mod eviction;
 pub mod files;
 pub mod http;
 pub mod object;
+pub mod openapi_v2;
 pub mod peers;
 pub mod protobuf;
 pub mod proxy;
@@ -71,7 +73,30 @@ pub async fn bootstrap(reg: &Registry, https_port: u16) -> Result<(), error::Api
         "provisioner": api::wellknown::LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete",
         "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true});
     match reg.create(sc_res, None, sc, &WriteOptions::default()).await {
-        Ok(_) | Err(error::ApiError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e),
+        Ok(_) | Err(error::ApiError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e),
     }
+    // Upstream's built-in PriorityClasses (`pkg/registry/scheduling/rest` AddSystemPriorityClasses).
+    let pc_res = api::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or_else(|| error::ApiError::Internal("priorityclasses".into()))?;
+    for (name, value, description) in [
+        (
+            "system-node-critical",
+            2_000_001_000_i64,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ] {
+        let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description});
+        match reg.create(pc_res, None, pc, &WriteOptions::default()).await {
+            Ok(_) | Err(error::ApiError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -639,6 +639,14 @@ pub fn decode(bytes: &[u8], target: &Target) -> ApiResult<Value> {
             }
             json!({"metadata": object_meta(&c.metadata), "spec": spec})
         }
+        "Eviction" => {
+            let e = k8s_pb::api::policy::v1::Eviction::decode(raw.as_slice()).map_err(dec)?;
+            let mut o = json!({"metadata": object_meta(&e.metadata)});
+            if let Some(d) = &e.delete_options {
+                o["deleteOptions"] = delete_options_json(d);
+            }
+            o
+        }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "protobuf bodies for kind {other} are not supported; send application/json"
@@ -657,6 +665,10 @@ pub fn decode(bytes: &[u8], target: &Target) -> ApiResult<Value> {
 pub fn decode_delete_options(bytes: &[u8]) -> ApiResult<Value> {
     let (_, _, raw) = envelope(bytes)?;
     let d = meta::DeleteOptions::decode(raw.as_slice()).map_err(|e| bad(format!("DeleteOptions: {e}")))?;
+    Ok(delete_options_json(&d))
+}
+
+fn delete_options_json(d: &meta::DeleteOptions) -> Value {
     let mut o = Map::new();
     put(
         &mut o,
@@ -674,7 +686,7 @@ pub fn decode_delete_options(bytes: &[u8]) -> ApiResult<Value> {
     if !d.dry_run.is_empty() {
         o.insert("dryRun".into(), json!(d.dry_run));
     }
-    Ok(Value::Object(o))
+    Value::Object(o)
 }
 
 #[cfg(test)]

@@ -816,6 +816,22 @@ impl Registry {
             })
     }
 
+    /// [`Registry::update`] as a boxed future, for writes made from inside the admission chain (which
+    /// `update` itself runs): its signature, not its body, tells the compiler the future is `Send`, which
+    /// breaks the type cycle (ResourceQuota's status writes).
+    #[allow(clippy::type_complexity)]
+    pub fn update_boxed<'a>(
+        &'a self,
+        res: &'static Resource,
+        ns: Option<&'a str>,
+        name: &'a str,
+        sub: Option<Subresource>,
+        obj: Value,
+        opts: &'a WriteOptions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<Value>> + Send + 'a>> {
+        Box::pin(self.update(res, ns, name, sub, obj, opts))
+    }
+
     /// The common tail of update and patch: strategy, validation, no-op detection, CAS write, and the
     /// finalizer check that completes a pending deletion.
     #[allow(clippy::too_many_arguments)]

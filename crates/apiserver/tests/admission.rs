@@ -168,3 +168,98 @@ async fn pod_security_refuses_pods_warns_for_workloads_and_collects_warnings_per
     r.expect("status update");
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+/// Priority: the class resolves to the pod's priority; an unknown class is refused as upstream.
+#[tokio::test]
+async fn priority_resolves_the_class_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let reg = registry(dir.path(), Default::default()).await;
+    let pods = res("", "v1", "pods");
+    let pod = |class: &str| {
+        json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": class,
+               "containers": [{"name": "c", "image": "x"}]}})
+    };
+    let created = reg
+        .create(
+            pods,
+            Some("default"),
+            pod("system-cluster-critical"),
+            &WriteOptions::default(),
+        )
+        .await
+        .expect("built-in class");
+    assert_eq!(created["spec"]["priority"], 2_000_000_000);
+    assert_eq!(created["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    let e = reg
+        .create(pods, Some("default"), pod("nope"), &WriteOptions::default())
+        .await
+        .expect_err("unknown class");
+    assert_eq!(
+        message(&e),
+        "pods \"p\" is forbidden: no PriorityClass with name nope was found"
+    );
+}
+
+/// LimitRanger defaults container resources and refuses out-of-range ones; ResourceQuota charges new
+/// pods and refuses the one that would exceed it, with upstream's messages.
+#[tokio::test]
+async fn limit_ranges_default_and_quotas_refuse_what_exceeds_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let reg = registry(dir.path(), Default::default()).await;
+    let opts = WriteOptions::default();
+    let lr = json!({"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container",
+        "default": {"cpu": "500m", "memory": "128Mi"}, "defaultRequest": {"cpu": "100m", "memory": "64Mi"},
+        "max": {"cpu": "1"}}]}});
+    reg.create(res("", "v1", "limitranges"), Some("default"), lr, &opts)
+        .await
+        .expect("limitrange");
+    let q = json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "2", "requests.cpu": "1"}}});
+    reg.create(res("", "v1", "resourcequotas"), Some("default"), q, &opts)
+        .await
+        .expect("quota");
+    let pods = res("", "v1", "pods");
+    let pod = |name: &str, limits: Value| {
+        json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x",
+               "resources": {"limits": limits}}]}})
+    };
+    let p = reg
+        .create(pods, Some("default"), pod("a", json!({})), &opts)
+        .await
+        .expect("defaulted pod");
+    assert_eq!(p["spec"]["containers"][0]["resources"]["requests"]["cpu"], "100m");
+    assert_eq!(
+        p["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "128Mi"
+    );
+    assert!(
+        p["metadata"]["annotations"]["kubernetes.io/limit-ranger"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("LimitRanger plugin set: cpu, memory request for container c")),
+        "{p}"
+    );
+    let e = reg
+        .create(pods, Some("default"), pod("big", json!({"cpu": "2"})), &opts)
+        .await
+        .expect_err("over the max");
+    assert_eq!(
+        message(&e),
+        "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+    );
+    let quota = reg
+        .get(res("", "v1", "resourcequotas"), Some("default"), "q")
+        .await
+        .expect("quota");
+    assert_eq!(quota["status"]["used"]["pods"], "1");
+    assert_eq!(quota["status"]["used"]["requests.cpu"], "100m");
+    reg.create(pods, Some("default"), pod("b", json!({})), &opts)
+        .await
+        .expect("second pod fits");
+    let e = reg
+        .create(pods, Some("default"), pod("c", json!({})), &opts)
+        .await
+        .expect_err("third pod exceeds");
+    assert_eq!(
+        message(&e),
+        "pods \"c\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
+    );
+}

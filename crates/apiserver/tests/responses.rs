@@ -188,3 +188,47 @@ async fn lists_from_the_cache_equal_lists_from_the_store() {
         }
     }
 }
+
+async fn raw(r: &axum::Router, path: &str, accept: &str) -> (u16, bytes::Bytes) {
+    let req = http::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("accept", accept)
+        .body(Body::empty())
+        .expect("request");
+    let resp = apiserver::server::in_process::<Body>(r.clone())
+        .oneshot(req)
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.expect("body").to_bytes())
+}
+
+/// Issue 15 item 17: every discovery document, legacy and aggregated, is the same bytes on every call
+/// (clients that cache discovery by its bytes, or diff it, see no change when nothing changed).
+#[tokio::test]
+async fn discovery_documents_are_byte_stable_between_calls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let r = router(dir.path()).await;
+    let aggregated = apiserver::discovery::AGGREGATED_CONTENT_TYPE;
+    let mut paths = vec![
+        "/api".to_string(),
+        "/apis".to_string(),
+        "/api/v1".to_string(),
+        "/openapi/v3".to_string(),
+    ];
+    for (g, v) in api::resources::groups() {
+        paths.push(format!("/apis/{g}/{v}"));
+        paths.push(format!("/apis/{g}"));
+    }
+    for path in &paths {
+        for accept in ["application/json", aggregated] {
+            let (code, first) = raw(&r, path, accept).await;
+            assert_eq!(code, 200, "{path}");
+            for _ in 0..3 {
+                let (_, again) = raw(&r, path, accept).await;
+                assert_eq!(first, again, "{path} with Accept {accept} changed between calls");
+            }
+        }
+    }
+}

@@ -555,3 +555,185 @@ fn sigterm_shuts_the_server_down_cleanly() {
     s.restart();
     s.ok(&["get", "ns", "kube-system"]);
 }
+
+/// Issue 15 item 14b: the everyday backup-and-restore round trip with kubectl's default client-side
+/// validation, which reads `/openapi/v2` for a `kind: List`.
+#[test]
+fn backup_and_restore_of_a_list_validates_through_openapi_v2() {
+    let s = Server::start();
+    s.ok(&["create", "configmap", "one", "--from-literal=a=1"]);
+    s.ok(&["create", "configmap", "two", "--from-literal=b=2"]);
+    let backup = s.ok(&["get", "cm", "-o", "yaml"]);
+    assert!(backup.contains("kind: List"), "{backup}");
+    let file = s.dir.path().join("backup.yaml");
+    std::fs::write(&file, &backup).expect("write backup");
+    s.ok(&["delete", "cm", "one", "two"]);
+    let file = file.to_string_lossy().into_owned();
+    let out = s.ok(&["apply", "-f", &file]);
+    assert!(
+        out.contains("configmap/one created") && out.contains("configmap/two created"),
+        "{out}"
+    );
+    assert_eq!(s.get_json(&["cm", "two"])["data"]["b"], "2");
+    // (Applying the same backup again is a 409, as upstream: it carries the deleted objects'
+    // resourceVersions.) The document is served as JSON too.
+    let doc: Value = serde_json::from_str(&s.ok(&["get", "--raw", "/openapi/v2"])).expect("json");
+    assert_eq!(
+        doc["definitions"]["io.k8s.api.apps.v1.StatefulSet"]["description"],
+        "apps/v1 StatefulSet"
+    );
+}
+
+const CHART_KINDS: &str = r#"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: db}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: db}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}}]
+    ports: [{protocol: TCP, port: 5432}]
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: nginx}
+spec: {controller: k8s.io/ingress-nginx}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: web.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: db-critical}
+value: 100000
+description: databases first
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: q}
+spec:
+  hard: {pods: "10", requests.cpu: "4", limits.memory: 8Gi}
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {name: lr}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 256Mi}
+    defaultRequest: {cpu: 100m, memory: 64Mi}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {namespace: kube-system, name: metrics-server}
+"#;
+
+/// Issue 15 item 14: the kinds a stateful Helm chart renders are accepted, stored, listed with upstream's
+/// columns and validated with every bad field named.
+#[test]
+fn the_kinds_a_helm_chart_renders_are_served_as_upstream() {
+    let s = Server::start();
+    let out = s.apply(CHART_KINDS);
+    for line in [
+        "poddisruptionbudget.policy/db created",
+        "networkpolicy.networking.k8s.io/db created",
+        "ingressclass.networking.k8s.io/nginx created",
+        "ingress.networking.k8s.io/web created",
+        "priorityclass.scheduling.k8s.io/db-critical created",
+        "horizontalpodautoscaler.autoscaling/web created",
+        "resourcequota/q created",
+        "limitrange/lr created",
+        "apiservice.apiregistration.k8s.io/v1beta1.metrics.k8s.io created",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    // (A PodDisruptionBudget re-applies as "configured": kubectl's patch always carries its selector,
+    // whose patch strategy is `replace` in policy/v1.)
+    let again = s.apply(CHART_KINDS);
+    assert!(
+        again.contains("networkpolicy.networking.k8s.io/db unchanged")
+            && again.contains("ingress.networking.k8s.io/web unchanged")
+            && again.contains("horizontalpodautoscaler.autoscaling/web unchanged"),
+        "{again}"
+    );
+    for (what, header) in [
+        ("pdb", "MIN AVAILABLE   MAX UNAVAILABLE   ALLOWED DISRUPTIONS"),
+        ("netpol", "POD-SELECTOR"),
+        ("ing", "CLASS   HOSTS             ADDRESS   PORTS"),
+        ("ingressclass", "CONTROLLER"),
+        ("pc", "GLOBAL-DEFAULT"),
+        ("hpa", "REFERENCE"),
+        ("quota", "REQUEST"),
+        ("limits", "CREATED AT"),
+        ("apiservice", "SERVICE"),
+    ] {
+        let table = s.ok(&["get", what]);
+        assert!(table.contains(header), "{what}: {table}");
+    }
+    let hpa = s.ok(&["get", "hpa", "web"]);
+    assert!(
+        hpa.contains("Deployment/web") && hpa.contains("cpu: <unknown>/80%"),
+        "{hpa}"
+    );
+    // The quota controller keeps status.used (nothing runs in the namespace: 0).
+    eventually(20, "the quota's status.used", || {
+        let q = s.get_json(&["quota", "q"]);
+        (q["status"]["used"]["pods"] == "0" && q["status"]["hard"]["pods"] == "10").then_some(())
+    });
+    let quota = s.ok(&["get", "quota", "q"]);
+    assert!(quota.contains("limits.memory: 0/8Gi"), "{quota}");
+    // Upstream's built-in classes are there.
+    let pcs = s.ok(&["get", "pc"]);
+    assert!(
+        pcs.contains("system-cluster-critical") && pcs.contains("system-node-critical"),
+        "{pcs}"
+    );
+    // Every bad field named in one 422.
+    let err = s.fails_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: bad}\nspec: {minAvailable: 1, maxUnavailable: \"150%\"}\n",
+    );
+    assert!(
+        err.contains("minAvailable and maxUnavailable cannot be both set")
+            && err.contains("spec.maxUnavailable: Invalid value: \"150%\": must not be greater than 100%"),
+        "{err}"
+    );
+    let err = s.fails_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: bad}\nspec: {scaleTargetRef: {kind: Deployment, name: x}, minReplicas: 4, maxReplicas: 2}\n",
+    );
+    assert!(err.contains("spec.maxReplicas"), "{err}");
+}

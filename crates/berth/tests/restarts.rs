@@ -135,8 +135,8 @@ fn twenty_restarts_at_random_moments_lose_no_pod_volume_or_file() {
     }
     let mut s = common::server_with_busybox("storm");
     s.apply(&std::fs::read_to_string(common::seed("seed-storage-local.yaml")).expect("class"));
-    // `--validate=false`: kubectl validates a `kind: List` through OpenAPI v2, which Berth does not serve yet.
-    let out = s.with_stdin(&["create", "--validate=false", "-f", "-"], &other_claims());
+    // A `kind: List`: kubectl validates it through OpenAPI v2 (`/openapi/v2`).
+    let out = s.with_stdin(&["create", "-f", "-"], &other_claims());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     s.apply(SET);
     eventually(240, "40 pods Ready", || {

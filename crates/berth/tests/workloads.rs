@@ -360,3 +360,121 @@ fn kill_9_in_the_middle_of_a_rollout_finishes_it_without_surge_violations() {
     s.ok(&["delete", "deployment", "roll"]);
     s.wait_pods_gone(90);
 }
+
+const DRAINED: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 2
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: main
+        image: busybox:test
+        command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  maxUnavailable: 1
+  selector: {matchLabels: {app: web}}
+"#;
+
+/// Issue 15 item 14: the real `kubectl drain` cordons the node and evicts its pods through `pods/eviction`,
+/// which honours the PodDisruptionBudget the disruption controller keeps: with one node the evicted pod
+/// cannot come back Ready, so the second eviction is refused with 429 until the budget allows it. Every
+/// drain has a `--timeout`, so the test cannot hang.
+#[test]
+fn kubectl_drain_evicts_within_the_disruption_budget() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = common::server_with_busybox("drain-node");
+    s.apply(DRAINED);
+    eventually(90, "two Ready pods and a budget allowing one disruption", || {
+        let b = s.get_json(&["pdb", "web"]);
+        let st = &b["status"];
+        (live_pods(&s).iter().filter(|p| ready(p)).count() == 2
+            && st["disruptionsAllowed"] == 1
+            && st["currentHealthy"] == 2
+            && st["desiredHealthy"] == 1
+            && st["expectedPods"] == 2)
+            .then_some(())
+    });
+    let table = s.ok(&["get", "pdb", "web"]);
+    assert!(
+        table.contains("MIN AVAILABLE") && table.contains("ALLOWED DISRUPTIONS"),
+        "{table}"
+    );
+    let uids = |s: &Server| -> BTreeSet<String> {
+        items(s, "pods")
+            .iter()
+            .map(|p| p["metadata"]["uid"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let before = uids(&s);
+    let out = s.kubectl(&[
+        "drain",
+        "drain-node",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=25s",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the budget lets only one pod go: {text}");
+    assert!(text.contains("node/drain-node cordoned"), "{text}");
+    assert!(
+        text.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{text}"
+    );
+    assert!(text.contains("evicted"), "one pod was evicted: {text}");
+    assert_eq!(s.get_json(&["node", "drain-node"])["spec"]["unschedulable"], true);
+    let after = uids(&s);
+    assert_eq!(
+        before.intersection(&after).count(),
+        1,
+        "exactly one pod was evicted (and recreated, unschedulable): {before:?} {after:?}"
+    );
+    assert_eq!(s.get_json(&["pdb", "web"])["status"]["disruptionsAllowed"], 0);
+    // The budget allows two now: the second eviction goes through and the drain finishes.
+    s.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxUnavailable":2}}"#,
+    ]);
+    eventually(30, "the budget recomputed", || {
+        let b = s.get_json(&["pdb", "web"]);
+        (b["status"]["observedGeneration"] == b["metadata"]["generation"]
+            && b["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) >= 1)
+            .then_some(())
+    });
+    let out = s.ok(&[
+        "drain",
+        "drain-node",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains("drained"), "{out}");
+    assert!(
+        before.intersection(&uids(&s)).next().is_none(),
+        "every original pod evicted"
+    );
+    s.ok(&["delete", "statefulset", "web"]);
+    s.ok(&["delete", "pods", "--all", "--grace-period=0", "--force"]);
+    s.wait_pods_gone(60);
+}

@@ -10,6 +10,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -17,6 +18,7 @@ pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod scheduler;
 pub mod servicelb;
 pub mod statefulset;
@@ -75,6 +77,10 @@ pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std
     tasks.push(supervise("daemonset", move || daemonset::run(c.clone())));
     let c = client.clone();
     tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("disruption", move || disruption::run(c.clone())));
+    let c = client.clone();
+    tasks.push(supervise("resourcequota", move || resourcequota::run(c.clone())));
     tasks
 }
 

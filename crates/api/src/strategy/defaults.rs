@@ -43,6 +43,66 @@ pub fn default(group: &str, kind: &str, obj_value: &mut Value) {
             set_default(spec, "volumeMode", json!("Filesystem"));
         }
         ("", "Secret") => set_default(o, "type", json!("Opaque")),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            set_default(o, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            // Upstream `autoscaling/v2` SetDefaults_HorizontalPodAutoscaler: one replica at least, and
+            // 80% average CPU utilization when no metric is given.
+            let spec = child(o, "spec");
+            set_default(spec, "minReplicas", json!(1));
+            if spec
+                .get("metrics")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                spec.insert(
+                    "metrics".into(),
+                    json!([{"type": "Resource", "resource": {"name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+                );
+            }
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            // Upstream SetDefaults_NetworkPolicy: Ingress always, Egress when egress rules are given;
+            // ports default to TCP.
+            let spec = child(o, "spec");
+            for dir in ["ingress", "egress"] {
+                for rule in spec
+                    .get_mut(dir)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    for port in rule
+                        .get_mut("ports")
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(p) = port.as_object_mut() {
+                            set_default(p, "protocol", json!("TCP"));
+                        }
+                    }
+                }
+            }
+            if spec
+                .get("policyTypes")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                let egress = spec
+                    .get("egress")
+                    .and_then(Value::as_array)
+                    .is_some_and(|e| !e.is_empty());
+                let types = if egress {
+                    json!(["Ingress", "Egress"])
+                } else {
+                    json!(["Ingress"])
+                };
+                spec.insert("policyTypes".into(), types);
+            }
+        }
         ("", "ServiceAccount") | ("", "ConfigMap") | ("", "Namespace") | ("", "Event") | ("", "Node") => {}
         ("storage.k8s.io", "StorageClass") => {
             set_default(o, "reclaimPolicy", json!("Delete"));

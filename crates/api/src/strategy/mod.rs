@@ -7,6 +7,7 @@
 mod batch;
 mod defaults;
 pub mod ephemeral;
+mod kinds;
 mod meta;
 mod validate;
 
@@ -14,6 +15,7 @@ use crate::field::FieldError;
 use serde_json::{Value, json};
 
 pub use defaults::default;
+pub use kinds::HIGHEST_USER_PRIORITY;
 
 /// Opt-in annotation on a StatefulSet, value `"true"`: the storage request of its `volumeClaimTemplates`
 /// may be raised (never lowered), and the StatefulSet controller raises the request of every existing
@@ -27,6 +29,8 @@ fn has_generation(group: &str, kind: &str) -> bool {
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
             | ("batch", "Job" | "CronJob")
+            | ("policy", "PodDisruptionBudget")
+            | ("networking.k8s.io", "Ingress" | "NetworkPolicy")
             | (
                 "",
                 "Pod"
@@ -46,6 +50,10 @@ fn has_status(group: &str, kind: &str) -> bool {
         (group, kind),
         ("apps", "StatefulSet" | "Deployment" | "ReplicaSet" | "DaemonSet")
             | ("batch", "Job" | "CronJob")
+            | ("policy", "PodDisruptionBudget")
+            | ("networking.k8s.io", "Ingress")
+            | ("autoscaling", "HorizontalPodAutoscaler")
+            | ("apiregistration.k8s.io", "APIService")
             | (
                 "",
                 "Pod"
@@ -55,6 +63,7 @@ fn has_status(group: &str, kind: &str) -> bool {
                     | "Namespace"
                     | "Node"
                     | "ReplicationController"
+                    | "ResourceQuota"
             )
     )
 }
@@ -72,6 +81,12 @@ fn status_integers(group: &str, kind: &str) -> &'static [&'static str] {
         ("apps", "StatefulSet") => &["replicas", "availableReplicas"],
         ("apps", "ReplicaSet") | ("", "ReplicationController") => &["replicas"],
         ("autoscaling", "HorizontalPodAutoscaler") => &["currentReplicas", "desiredReplicas"],
+        ("policy", "PodDisruptionBudget") => &[
+            "disruptionsAllowed",
+            "currentHealthy",
+            "desiredHealthy",
+            "expectedPods",
+        ],
         _ => &[],
     }
 }
@@ -213,6 +228,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errs = meta::validate_object_meta(group, kind, obj);
     validate::validate_kind(group, kind, obj, &mut errs);
     batch::validate(group, kind, obj, &mut errs);
+    kinds::validate(group, kind, obj, &mut errs);
     errs
 }
 
@@ -221,6 +237,7 @@ pub fn validate_update(group: &str, kind: &str, new: &Value, old: &Value) -> Vec
     let mut errs = validate(group, kind, new);
     validate::validate_update_kind(group, kind, new, old, &mut errs);
     batch::validate_update(group, kind, new, old, &mut errs);
+    kinds::validate_update(group, kind, new, old, &mut errs);
     errs
 }
 

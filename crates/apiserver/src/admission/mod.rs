@@ -4,11 +4,15 @@
 //! change the object (mutating), refuse the request with an [`ApiError`], or add warnings that reach the
 //! client as `Warning: 299 - "…"` headers ([`warn`], upstream `warning.AddWarning` on the request context).
 //!
-//! Plugins: [`lifecycle`] (NamespaceLifecycle), [`storageclass`] (DefaultStorageClass),
-//! [`tolerations`] (DefaultTolerationSeconds) and [`podsecurity`] (PodSecurity).
+//! Plugins: [`lifecycle`] (NamespaceLifecycle), [`limitranger`] (LimitRanger), [`priority`] (Priority),
+//! [`storageclass`] (DefaultStorageClass), [`tolerations`] (DefaultTolerationSeconds), [`podsecurity`]
+//! (PodSecurity) and [`quota`] (ResourceQuota).
 
 pub mod lifecycle;
+pub mod limitranger;
 pub mod podsecurity;
+pub mod priority;
+pub mod quota;
 pub mod storageclass;
 pub mod tolerations;
 
@@ -67,6 +71,12 @@ pub enum Plugin {
     DefaultTolerationSeconds,
     /// `PodSecurity`: the Pod Security Standards of the namespace's labels.
     PodSecurity(podsecurity::PodSecurity),
+    /// `LimitRanger`: default container resources, refuse pods and claims outside the LimitRanges.
+    LimitRanger,
+    /// `Priority`: resolve a pod's PriorityClass to its priority.
+    Priority,
+    /// `ResourceQuota`: charge new objects to their namespace's quotas.
+    ResourceQuota,
 }
 
 impl Plugin {
@@ -77,6 +87,9 @@ impl Plugin {
             Plugin::DefaultStorageClass => "DefaultStorageClass",
             Plugin::DefaultTolerationSeconds => "DefaultTolerationSeconds",
             Plugin::PodSecurity(_) => "PodSecurity",
+            Plugin::LimitRanger => "LimitRanger",
+            Plugin::Priority => "Priority",
+            Plugin::ResourceQuota => "ResourceQuota",
         }
     }
 }
@@ -97,19 +110,23 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// The default chain: NamespaceLifecycle, DefaultStorageClass and DefaultTolerationSeconds mutate;
-    /// NamespaceLifecycle and
-    /// PodSecurity validate.
+    /// The default chain: NamespaceLifecycle, LimitRanger, DefaultStorageClass, Priority and
+    /// DefaultTolerationSeconds mutate; NamespaceLifecycle, LimitRanger, PodSecurity and ResourceQuota
+    /// (last, so only requests every other plugin let through are charged) validate.
     pub fn new(config: &AdmissionConfig) -> Chain {
         Chain {
             mutating: vec![
                 Plugin::NamespaceLifecycle,
+                Plugin::LimitRanger,
                 Plugin::DefaultStorageClass,
+                Plugin::Priority,
                 Plugin::DefaultTolerationSeconds,
             ],
             validating: vec![
                 Plugin::NamespaceLifecycle,
+                Plugin::LimitRanger,
                 Plugin::PodSecurity(podsecurity::PodSecurity::new(config.pod_security.clone())),
+                Plugin::ResourceQuota,
             ],
         }
     }
@@ -124,7 +141,9 @@ impl Chain {
                 Plugin::NamespaceLifecycle => lifecycle::admit(reg, attrs, obj).await?,
                 Plugin::DefaultStorageClass => storageclass::admit(reg, attrs, obj).await?,
                 Plugin::DefaultTolerationSeconds => tolerations::admit(attrs, obj),
-                Plugin::PodSecurity(_) => {}
+                Plugin::LimitRanger => limitranger::admit(reg, attrs, obj).await?,
+                Plugin::Priority => priority::admit(reg, attrs, obj).await?,
+                Plugin::PodSecurity(_) | Plugin::ResourceQuota => {}
             }
         }
         Ok(())
@@ -139,7 +158,9 @@ impl Chain {
             match p {
                 Plugin::NamespaceLifecycle => lifecycle::validate(attrs)?,
                 Plugin::PodSecurity(ps) => ps.validate(reg, attrs, obj).await?,
-                Plugin::DefaultStorageClass | Plugin::DefaultTolerationSeconds => {}
+                Plugin::LimitRanger => limitranger::validate(reg, attrs, obj).await?,
+                Plugin::ResourceQuota => quota::validate(reg, attrs, obj).await?,
+                Plugin::DefaultStorageClass | Plugin::DefaultTolerationSeconds | Plugin::Priority => {}
             }
         }
         Ok(())

@@ -192,6 +192,18 @@ impl Server {
         child.wait_with_output().expect("kubectl output")
     }
 
+    /// Run kubectl with `input` on stdin expecting failure; returns stderr.
+    #[track_caller]
+    pub fn fails_with_stdin(&self, args: &[&str], input: &str) -> String {
+        let out = self.with_stdin(args, input);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Apply a manifest from a string; panics on failure; returns stdout.
     #[track_caller]
     pub fn apply(&self, manifest: &str) -> String {
