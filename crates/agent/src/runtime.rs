@@ -316,12 +316,18 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     // them: the shim joins the container's devices cgroup itself and leaves it when the container ends.
     // Only where `nodev` alone is not enough (see `Security::needs_device_cgroup`).
     let mut devices = None;
-    if let Some(spec) = spec
-        .as_ref()
-        .filter(|s| s.security.needs_device_cgroup() && !s.cgroup.is_empty())
-    {
+    if let Some(spec) = spec.as_ref().filter(|s| s.security.needs_device_cgroup()) {
         devices = crate::cgroup::restrict_devices(&spec.cgroup, std::process::id())
             .map_err(|e| std::io::Error::other(format!("device cgroup: {e}")))?;
+        if devices.is_none() {
+            // Fail closed: without device rules such a container could reach the host's devices
+            // (cgroup v2 needs a BPF device program, which Berth does not load yet).
+            return Err(std::io::Error::other(
+                "an unprivileged container with CAP_SYS_ADMIN needs device rules, and this host has no \
+                 cgroup v1 devices controller (cgroup v2 device programs are not supported yet): \
+                 drop CAP_SYS_ADMIN or run it privileged",
+            ));
+        }
     }
     let [child_in, child_out, child_err] = ends.child;
     // The exec fence: its write end goes to the init and closes when the workload is exec'd (or the
