@@ -8,7 +8,7 @@
 mod common;
 
 use base64::Engine;
-use common::{Server, eventually};
+use common::{Server, eventually, pod};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,13 +24,6 @@ fn manifest(example: &str) -> String {
         .join(format!("{example}.yaml"))
         .to_string_lossy()
         .into_owned()
-}
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
 }
 
 fn is_ready(p: &Value) -> bool {

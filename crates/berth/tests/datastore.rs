@@ -9,28 +9,8 @@
 
 mod common;
 
-use common::{Server, eventually};
-use serde_json::Value;
+use common::{Server, eventually, ready_ip};
 use std::io::{Read, Write};
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
-}
-
-fn ready_ip(s: &Server, name: &str) -> String {
-    eventually(120, &format!("{name} Running and Ready"), || {
-        let p = pod(s, name)?;
-        let ready = p["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        (ready && p["metadata"]["deletionTimestamp"].is_null())
-            .then(|| p["status"]["podIP"].as_str().map(str::to_string))?
-    })
-}
 
 /// The first line of nginx's answer to `GET /` on the pod's address (retried while nginx starts).
 fn http_status(ip: &str) -> String {
@@ -85,8 +65,8 @@ fn two_servers_on_one_etcd_serve_the_seed_web_set_and_each_others_writes() {
     for f in ["seed-storage-local.yaml", "seed-web.yaml"] {
         first.ok(&["apply", "-f", &common::seed(f).to_string_lossy()]);
     }
-    let ip0 = ready_ip(&first, "web-0");
-    let ip1 = ready_ip(&first, "web-1");
+    let ip0 = ready_ip(&first, "web-0", 120);
+    let ip1 = ready_ip(&first, "web-1", 120);
     assert!(http_status(&ip0).starts_with("HTTP/1."));
     assert!(http_status(&ip1).starts_with("HTTP/1."));
 
@@ -117,7 +97,7 @@ fn two_servers_on_one_etcd_serve_the_seed_web_set_and_each_others_writes() {
 
     // A write through the second server is carried out by the first one's controllers and agent.
     second.ok(&["scale", "sts", "web", "--replicas=3"]);
-    let ip2 = ready_ip(&first, "web-2");
+    let ip2 = ready_ip(&first, "web-2", 120);
     assert!(http_status(&ip2).starts_with("HTTP/1."));
     assert_eq!(
         second.get_json(&["pod", "web-2"])["status"]["podIP"],

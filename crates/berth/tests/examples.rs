@@ -7,28 +7,9 @@
 
 mod common;
 
-use common::{Server, eventually};
+use common::{Server, eventually, pod, ready_ip};
 use serde_json::Value;
 use std::io::{Read, Write};
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
-}
-
-fn ready_ip(s: &Server, name: &str) -> String {
-    eventually(90, &format!("{name} Running and Ready"), || {
-        let p = pod(s, name)?;
-        let ready = p["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        (ready && p["metadata"]["deletionTimestamp"].is_null())
-            .then(|| p["status"]["podIP"].as_str().map(str::to_string))?
-    })
-}
 
 /// GET / from a pod's address on port 80: (status line, body). The seed's pods have no readiness probe,
 /// so (as upstream) one is Ready as soon as its container runs, a moment before nginx listens: connecting
@@ -57,8 +38,8 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
     }
 
     // Order: web-1 is created only once web-0 is Running and Ready.
-    let ip0 = ready_ip(&s, "web-0");
-    let ip1 = ready_ip(&s, "web-1");
+    let ip0 = ready_ip(&s, "web-0", 90);
+    let ip1 = ready_ip(&s, "web-1", 90);
     let created = |n: &str| {
         pod(&s, n).expect("pod")["metadata"]["creationTimestamp"]
             .as_str()
@@ -93,7 +74,7 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
 
     // A deleted pod comes back with the same name and the same volume.
     s.ok(&["delete", "pod", "web-0"]);
-    let ip0 = ready_ip(&s, "web-0");
+    let ip0 = ready_ip(&s, "web-0", 90);
     assert_eq!(get(&ip0).1, "page of web-0\n");
     assert_eq!(s.ok(&["exec", "web-0", "--", "hostname"]), "web-0\n");
 
@@ -116,8 +97,8 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
     });
     assert!(s.ok(&["get", "pvc", "-o", "name"]).contains("www-web-1"));
     s.ok(&["scale", "sts", "web", "--replicas=2"]);
-    let ip0 = ready_ip(&s, "web-0");
-    let ip1 = ready_ip(&s, "web-1");
+    let ip0 = ready_ip(&s, "web-0", 90);
+    let ip1 = ready_ip(&s, "web-1", 90);
     assert_eq!(get(&ip0).1, "page of web-0\n");
     assert_eq!(get(&ip1).1, "page of web-1\n");
     // The headless Service's endpoints name each pod by its stable hostname, at its current address.
@@ -173,7 +154,7 @@ fn the_seed_web_statefulset_runs_nginx_with_stable_identity_and_storage() {
         "NXDOMAIN"
     );
     s.ok(&["delete", "pod", "web-0"]);
-    let ip0 = ready_ip(&s, "web-0");
+    let ip0 = ready_ip(&s, "web-0", 90);
     eventually(10, "web-0.nginx answers the new address", || {
         lookup("web-1", "web-0.nginx")
             .contains(&format!("Address: {ip0}"))
@@ -236,7 +217,7 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
         s.ok(&["apply", "-f", &common::seed(f).to_string_lossy()]);
     }
     for p in ["greet-0", "greet-1", "greet-2"] {
-        ready_ip(&s, p);
+        ready_ip(&s, p, 90);
     }
     let node_port = s.get_json(&["service", "greet"])["spec"]["ports"][0]["nodePort"]
         .as_u64()
@@ -293,7 +274,7 @@ fn the_seed_greet_statefulset_answers_on_its_node_port_and_service_name() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no visit count in {body:?}"))
     };
-    let ip0 = ready_ip(&s, "greet-0");
+    let ip0 = ready_ip(&s, "greet-0", 90);
     let before = visits(&s.ok(&["exec", "greet-0", "--", "wget", "-qO-", "http://127.0.0.1:8080/"]));
     s.kill9();
     let mut c = std::net::TcpStream::connect((ip0.as_str(), 8080)).expect("greet-0 while the server is down");

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Server, eventually};
+use common::{Server, eventually, pod};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -288,14 +288,6 @@ impl Drop for Agent {
         let _ = self.child.wait();
         common::kill_containers(self.dir.path());
     }
-}
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
 }
 
 fn node_lease_renewed(s: &Server, node: &str) -> Option<String> {

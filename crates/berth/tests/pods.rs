@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Server, eventually};
+use common::{Server, eventually, pod};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -49,13 +49,6 @@ spec:
   - metadata: {name: data}
     spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}
 "#;
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
-}
 
 fn ready(p: &Value) -> bool {
     p["status"]["conditions"]

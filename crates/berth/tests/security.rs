@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{Server, eventually, seed};
+use common::{Server, berth, eventually, seed};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 /// What the restricted policy says about the seed's `web` pods (one container `nginx`, no security
 /// context), exactly as upstream's PodSecurity admission words it.
@@ -230,21 +229,6 @@ fn mode(p: &Path) -> u32 {
 fn store_contains(data_dir: &Path, needle: &str) -> bool {
     let bytes = std::fs::read(data_dir.join("store")).expect("store file");
     bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-fn berth(data_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("run berth");
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -5,25 +5,10 @@
 
 mod common;
 
-use common::{Server, eventually};
+use common::{Server, berth, eventually};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-fn berth(args: &[&str], data_dir: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("berth");
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
@@ -55,14 +40,14 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
         (acked.lock().expect("lock").len() >= 5).then_some(())
     });
     let before: Vec<String> = acked.lock().expect("lock").clone();
-    let out = berth(&["snapshot", "save", "--name", "test"], s.data_dir());
+    let out = berth(s.data_dir(), &["snapshot", "save", "--name", "test"]);
     assert!(out.contains("saved"), "{out}");
     eventually(60, "writes after the save", || {
         (acked.lock().expect("lock").len() >= before.len() + 5).then_some(())
     });
     stop.store(true, Ordering::SeqCst);
     writer.join().expect("writer");
-    let ls = berth(&["snapshot", "ls"], s.data_dir());
+    let ls = berth(s.data_dir(), &["snapshot", "ls"]);
     let file = ls
         .lines()
         .find_map(|l| l.split_whitespace().next().filter(|n| n.starts_with("test-")))
@@ -73,8 +58,8 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
     // Restore into a fresh data dir; a server there has every object acknowledged before the save.
     let fresh = tempfile::tempdir().expect("dir");
     let out = berth(
-        &["snapshot", "restore", path.to_str().expect("path")],
         fresh.path(),
+        &["snapshot", "restore", path.to_str().expect("path")],
     );
     assert!(out.contains("Restored"), "{out}");
     // A second restore into the same dir is refused: the store exists.
@@ -106,6 +91,7 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
         let endpoint = etcd.endpoint();
         let dir = tempfile::tempdir().expect("dir");
         let out = berth(
+            dir.path(),
             &[
                 "snapshot",
                 "restore",
@@ -113,7 +99,6 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
                 "--datastore-endpoint",
                 &endpoint,
             ],
-            dir.path(),
         );
         assert!(out.contains("Restored"), "{out}");
         let on_etcd = Server::start_on(dir, &["--disable-agent", "--datastore-endpoint", &endpoint]);
@@ -125,7 +110,7 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
             );
         }
         // On etcd the server also takes etcd's own database snapshot (k3s's format).
-        let out = berth(&["snapshot", "save", "--format", "etcd"], on_etcd.data_dir());
+        let out = berth(on_etcd.data_dir(), &["snapshot", "save", "--format", "etcd"]);
         assert!(out.contains("saved"), "{out}");
         drop(on_etcd);
         drop(etcd);

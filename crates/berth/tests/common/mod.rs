@@ -446,6 +446,44 @@ pub fn busybox_archive(dir: &Path) -> Option<PathBuf> {
     agent::image::busybox_archive(dir).ok()
 }
 
+/// The pod as `kubectl get pod <name> -o json` shows it; `None` when kubectl fails (it does not exist).
+pub fn pod(s: &Server, name: &str) -> Option<serde_json::Value> {
+    let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("json"))
+}
+
+/// Wait up to `secs` for the pod to be Ready (and not being deleted); its `status.podIP`.
+pub fn ready_ip(s: &Server, name: &str, secs: u64) -> String {
+    eventually(secs, &format!("{name} Running and Ready"), || {
+        let p = pod(s, name)?;
+        let ready = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (ready && p["metadata"]["deletionTimestamp"].is_null())
+            .then(|| p["status"]["podIP"].as_str().map(str::to_string))?
+    })
+}
+
+/// Run `berth <args> --data-dir <data_dir>` (the CLI beside a server: snapshots, secrets-encrypt) and
+/// return its stdout; panics with its stderr when it fails.
+pub fn berth(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run berth");
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Poll `f` every 50 ms until it returns Some, or panic after `secs` seconds with `what`.
 #[track_caller]
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
