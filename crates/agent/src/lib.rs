@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod capacity;
 pub mod cgroup;
+pub mod devicefilter;
 pub mod image;
 pub mod kubelet;
 pub mod network;

@@ -316,16 +316,25 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     // them: the shim joins the container's devices cgroup itself and leaves it when the container ends.
     // Only where `nodev` alone is not enough (see `Security::needs_device_cgroup`).
     let mut devices = None;
+    let mut devices_v2 = None;
     if let Some(spec) = spec.as_ref().filter(|s| s.security.needs_device_cgroup()) {
-        devices = crate::cgroup::restrict_devices(&spec.cgroup, std::process::id())
-            .map_err(|e| std::io::Error::other(format!("device cgroup: {e}")))?;
+        if !crate::devicefilter::forced() {
+            devices = crate::cgroup::restrict_devices(&spec.cgroup, std::process::id())
+                .map_err(|e| std::io::Error::other(format!("device cgroup: {e}")))?;
+        }
         if devices.is_none() {
-            // Fail closed: without device rules such a container could reach the host's devices
-            // (cgroup v2 needs a BPF device program, which Berth does not load yet).
+            // No v1 devices controller (cgroup v2): runc's BPF device program on the container's
+            // cgroup of the unified hierarchy, with the same allow-list. The shim enters that cgroup
+            // only to spawn the init, which stays behind the program.
+            devices_v2 = crate::devicefilter::enter(&spec.cgroup)
+                .map_err(|e| std::io::Error::other(format!("device program: {e}")))?;
+        }
+        if devices.is_none() && devices_v2.is_none() {
+            // Fail closed: without device rules such a container could reach the host's devices.
             return Err(std::io::Error::other(
-                "an unprivileged container with CAP_SYS_ADMIN needs device rules, and this host has no \
-                 cgroup v1 devices controller (cgroup v2 device programs are not supported yet): \
-                 drop CAP_SYS_ADMIN or run it privileged",
+                "an unprivileged container with CAP_SYS_ADMIN needs device rules, and this host has \
+                 neither a cgroup v1 devices controller nor a cgroup v2 hierarchy: drop CAP_SYS_ADMIN \
+                 or run it privileged",
             ));
         }
     }
@@ -349,7 +358,11 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         init.env(crate::userns::HANDOFF_ENV, h.env_value());
         pid_pipe = Some((h, r));
     }
-    let mut child = init.spawn()?;
+    let spawned = init.spawn();
+    if let Some(d) = &devices_v2 {
+        d.leave();
+    }
+    let mut child = spawned?;
     // The builder holds our copies of the child's stdio ends: the log ends only once they are closed.
     drop(init);
     drop(fence_w);
@@ -410,6 +423,10 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     if let Some(d) = devices {
         crate::cgroup::leave_devices(std::process::id());
         crate::cgroup::remove(&[d]);
+    }
+    if let Some(d) = devices_v2 {
+        d.leave();
+        crate::cgroup::remove(std::slice::from_ref(&d.dir));
     }
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;

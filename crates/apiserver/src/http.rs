@@ -35,6 +35,11 @@ pub struct AppState {
     /// The cluster CA certificate (PEM), served unauthenticated at `/cacerts` for joining agents, as k3s
     /// does (agents check it against the hash in their `K10…` token).
     pub ca_pem: String,
+    /// What a server joining with `--server <this server> --token …` needs to reach the cluster's
+    /// datastore (k3s's `/v1-k3s/server-bootstrap`): `{"datastoreEndpoint", "datastoreCA",
+    /// "datastoreCert", "datastoreKey"}` (PEMs, or null), served to the token's holders only. `None` on the
+    /// embedded store, which one server alone can use.
+    pub server_bootstrap: Option<Value>,
 }
 
 /// The version Berth advertises: minor 32, so the kubectl dispatcher runs its built-in kubectl 1.32
@@ -112,6 +117,21 @@ pub fn router(state: AppState) -> Router {
                 match state.registry.reencrypt().await {
                     Ok(n) => json_response(StatusCode::OK, &json!({"reencrypted": n})),
                     Err(e) => e.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/v1-berth/server-bootstrap",
+            get(|State(state): State<AppState>| async move {
+                match &state.server_bootstrap {
+                    Some(v) => json_response(StatusCode::OK, v),
+                    None => ApiError::BadRequest(
+                        "this server runs the embedded store, which only one server can use: servers \
+                         share a cluster through an external datastore (start the first one with \
+                         --datastore-endpoint)"
+                            .into(),
+                    )
+                    .into_response(),
                 }
             }),
         )

@@ -19,6 +19,7 @@ fn router(dir: &std::path::Path) -> axum::Router {
         server_address: "127.0.0.1:6443".into(),
         kubelet_token: "fuzz".into(),
         ca_pem: String::new(),
+        server_bootstrap: None,
     })
 }
 

@@ -18,6 +18,7 @@ async fn router(dir: &std::path::Path) -> axum::Router {
         server_address: "127.0.0.1:6443".into(),
         kubelet_token: "unused".into(),
         ca_pem: String::new(),
+        server_bootstrap: None,
     })
 }
 

@@ -487,6 +487,12 @@ pub struct ServerArgs {
     /// Shared secret accepted as a bearer token (and used by agents to join).
     #[arg(long, env = "BERTH_TOKEN")]
     pub token: Option<String>,
+    /// Join the cluster of this server (`https://first:6443`, k3s's flag): its datastore endpoint and
+    /// client credentials come from it (`/v1-berth/server-bootstrap`, authenticated by `--token`, its CA
+    /// checked against a `K10…` token's hash), then the CA and keys from the datastore as for any server.
+    /// Kept under `<data-dir>/server/datastore/`, so a restart works while that server is down.
+    #[arg(long, env = "BERTH_URL", conflicts_with = "datastore_endpoint")]
+    pub server: Option<String>,
     /// This node's name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -652,18 +658,154 @@ fn join_token(ca_pem: &str, token: &str) -> String {
     format!("K10{:x}::server:{token}", sha2::Sha256::digest(ca_pem.as_bytes()))
 }
 
-/// Join a server as a node agent (`berth agent --server URL --token T`), the k3s way: fetch the CA from
-/// `/cacerts`, check it against a `K10…` token's hash, then talk HTTPS with the token as bearer.
-async fn agent_main(args: AgentArgs) -> Result<()> {
-    use base64::Engine;
-    use sha2::Digest;
-    let (hash, password) = match args.token.strip_prefix("K10").and_then(|r| r.split_once("::")) {
+/// A join token's parts: `K10<CA hash>::<user>:<password>` → (hash, password); a plain token is its
+/// own password (k3s's token formats).
+fn split_token(token: &str) -> (Option<String>, String) {
+    match token.strip_prefix("K10").and_then(|r| r.split_once("::")) {
         Some((hash, cred)) => (
             Some(hash.to_string()),
             cred.split_once(':').map_or(cred, |(_, p)| p).to_string(),
         ),
-        None => (None, args.token.clone()),
+        None => (None, token.to_string()),
+    }
+}
+
+/// A client of the server at `url` with `password` as bearer, trusting the CA it serves at `/cacerts`
+/// once that matches the token's `hash` (k3s's join; a plain token trusts it on first use).
+///
+/// # Errors
+/// The server is unreachable, its CA does not match, or it refuses the token.
+async fn token_client(url: &str, hash: Option<&str>, password: &str) -> Result<kube::Client> {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut insecure = kube::Config::new(url.parse()?);
+    insecure.accept_invalid_certs = true;
+    let ca = kube::Client::try_from(insecure)?
+        .request_text(http::Request::get("/cacerts").body(Vec::new())?)
+        .await
+        .context("fetching the server's CA from /cacerts")?;
+    match hash {
+        Some(h) if format!("{:x}", sha2::Sha256::digest(ca.as_bytes())) != h => {
+            bail!("the server's CA does not match the token's hash: refusing to join")
+        }
+        Some(_) => {}
+        None => tracing::warn!("plain token: the server's CA is trusted on first use (a K10… token pins it)"),
+    }
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\nusers:\n- name: agent\n  user:\n    token: {password}\ncontexts:\n- name: berth\n  context: {{cluster: berth, user: agent}}\ncurrent-context: berth\n",
+        base64::engine::general_purpose::STANDARD.encode(ca.as_bytes())
+    );
+    let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    client
+        .apiserver_version()
+        .await
+        .context("the server refused the token")?;
+    Ok(client)
+}
+
+/// The datastore files a joined server keeps: `(bootstrap key, file name)`.
+const JOINED_FILES: [(&str, &str); 3] = [
+    ("datastoreCA", "ca.crt"),
+    ("datastoreCert", "client.crt"),
+    ("datastoreKey", "client.key"),
+];
+
+/// `berth server --server URL --token T`: `args` with the datastore of the server at URL (its
+/// `/v1-berth/server-bootstrap`), as k3s's joining server takes its bootstrap from the first one. The
+/// answer is kept under `<data-dir>/server/datastore/` and used when that server cannot be reached
+/// (a restart while it is down); a refused token is never passed over.
+///
+/// # Errors
+/// No `--token`; the server refuses, runs the embedded store, or cannot be reached and nothing is kept.
+async fn join_datastore(args: &ServerArgs) -> Result<ServerArgs> {
+    let url = args.server.as_deref().context("--server")?;
+    let token = args
+        .token
+        .as_deref()
+        .context("--server needs --token (the cluster's token, or the first server's <data-dir>/token)")?;
+    let (hash, password) = split_token(token);
+    let dir = args.data_dir.join("server").join("datastore");
+    let kept = dir.join("bootstrap.json");
+    let fetched = async {
+        let client = token_client(url, hash.as_deref(), &password).await?;
+        let text = client
+            .request_text(http::Request::get("/v1-berth/server-bootstrap").body(Vec::new())?)
+            .await
+            .with_context(|| format!("asking {url} for its datastore"))?;
+        anyhow::Ok(text)
+    }
+    .await;
+    let text = match fetched {
+        Ok(text) => {
+            write_file(&kept, &text)?;
+            text
+        }
+        Err(e) if kept.exists() && !format!("{e:#}").contains("refused the token") => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "joining {url}: using the datastore kept from the last join"
+            );
+            std::fs::read_to_string(&kept).with_context(|| format!("reading {}", kept.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("joining the cluster of {url}")),
     };
+    let info: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{url}'s server bootstrap"))?;
+    let mut joined = args.clone();
+    joined.token = Some(password);
+    joined.datastore_endpoint = Some(
+        info["datastoreEndpoint"]
+            .as_str()
+            .context("the server bootstrap names no datastore")?
+            .to_string(),
+    );
+    for (key, file) in JOINED_FILES {
+        let path = match info[key].as_str() {
+            Some(pem) => {
+                let path = dir.join(file);
+                write_file(&path, pem)?;
+                Some(path)
+            }
+            None => None,
+        };
+        match key {
+            "datastoreCA" => joined.datastore_cafile = path,
+            "datastoreCert" => joined.datastore_certfile = path,
+            _ => joined.datastore_keyfile = path,
+        }
+    }
+    tracing::info!(%url, endpoint = joined.datastore_endpoint.as_deref().unwrap_or(""), "joined: the cluster's datastore");
+    Ok(joined)
+}
+
+/// What this server hands a joining one (see [`join_datastore`]): its datastore endpoint and the
+/// PEMs of its datastore flags. `None` on the embedded store.
+fn server_bootstrap(args: &ServerArgs) -> Result<Option<serde_json::Value>> {
+    let Some(endpoint) = &args.datastore_endpoint else {
+        return Ok(None);
+    };
+    let mut v = serde_json::json!({"datastoreEndpoint": endpoint});
+    for ((key, _), path) in JOINED_FILES.iter().zip([
+        &args.datastore_cafile,
+        &args.datastore_certfile,
+        &args.datastore_keyfile,
+    ]) {
+        v[*key] = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .into(),
+            None => serde_json::Value::Null,
+        };
+    }
+    Ok(Some(v))
+}
+
+/// Join a server as a node agent (`berth agent --server URL --token T`), the k3s way: fetch the CA from
+/// `/cacerts`, check it against a `K10…` token's hash, then talk HTTPS with the token as bearer.
+async fn agent_main(args: AgentArgs) -> Result<()> {
+    let (hash, password) = split_token(&args.token);
     let urls: Vec<String> = args
         .server
         .split(',')
@@ -683,31 +825,7 @@ async fn agent_main(args: AgentArgs) -> Result<()> {
     let lb = loadbalancer::LoadBalancer::start(servers)
         .await
         .context("starting the API load balancer")?;
-    let mut insecure = kube::Config::new(lb.url().parse()?);
-    insecure.accept_invalid_certs = true;
-    let ca = kube::Client::try_from(insecure)?
-        .request_text(http::Request::get("/cacerts").body(Vec::new())?)
-        .await
-        .context("fetching the server's CA from /cacerts")?;
-    match hash {
-        Some(h) if format!("{:x}", sha2::Sha256::digest(ca.as_bytes())) != h => {
-            bail!("the server's CA does not match the token's hash: refusing to join")
-        }
-        Some(_) => {}
-        None => tracing::warn!("plain token: the server's CA is trusted on first use (a K10… token pins it)"),
-    }
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: agent\n  user:\n    token: {password}\ncontexts:\n- name: berth\n  context: {{cluster: berth, user: agent}}\ncurrent-context: berth\n",
-        lb.url(),
-        base64::engine::general_purpose::STANDARD.encode(ca.as_bytes())
-    );
-    let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(config)?;
-    client
-        .apiserver_version()
-        .await
-        .context("the server refused the token")?;
+    let client = token_client(&lb.url(), hash.as_deref(), &password).await?;
     // Learn every API server from the `default/kubernetes` Endpoints, as k3s's agent does.
     let lb = std::sync::Arc::new(lb);
     tokio::spawn(learn_servers(client.clone(), lb.clone()));
@@ -883,6 +1001,13 @@ fn cluster_token(args: &ServerArgs) -> Result<Option<String>> {
 /// Start the store, API server and controllers; returns once the API answers.
 pub async fn start(args: &ServerArgs) -> Result<Running> {
     private_data_dir(&args.data_dir)?;
+    let joined;
+    let args = if args.server.is_some() {
+        joined = join_datastore(args).await?;
+        &joined
+    } else {
+        args
+    };
     let pod_security = match &args.pod_security_admission_config_file {
         Some(path) => {
             let text =
@@ -1028,6 +1153,7 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         server_address: format!("{host}:{}", local.port()),
         kubelet_token: kubelet_token.clone(),
         ca_pem: pki.ca_cert.clone(),
+        server_bootstrap: server_bootstrap(args)?,
     };
     let router = apiserver::http::router(state);
     let tls = pki.server_config().context("tls")?;

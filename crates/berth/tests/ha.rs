@@ -81,11 +81,26 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
         Server::start_with(&f.iter().map(String::as_str).collect::<Vec<_>>())
     };
     // The first server encrypts Secrets; the others take its key from the datastore.
-    let mut servers = vec![
-        start("ha-0", &["--secrets-encryption"]),
-        start("ha-1", &[]),
-        start("ha-2", &[]),
-    ];
+    let mut servers = vec![start("ha-0", &["--secrets-encryption"]), start("ha-1", &[])];
+    // The third joins through the first server alone, as k3s's `--server https://first:6443 --token …`:
+    // the datastore comes from it, its CA pinned by the first server's K10 token.
+    let k10 = std::fs::read_to_string(servers[0].data_dir().join("token")).expect("token file");
+    let first = servers[0].url();
+    servers.push(Server::start_with(&[
+        "--disable-agent",
+        "--node-name",
+        "ha-2",
+        "--token",
+        k10.trim(),
+        "--server",
+        &first,
+    ]));
+    assert!(
+        servers[2]
+            .data_dir()
+            .join("server/datastore/bootstrap.json")
+            .exists()
+    );
 
     // One CA for the cluster, taken from the datastore by the joining servers: the first server's
     // kubeconfig works against each of them.
@@ -163,6 +178,20 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
         std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
         assert!(!status.success() && err.contains(says), "{err}");
     }
+    // `--server` to a server on the embedded store (which one server alone can use) is refused, saying
+    // why.
+    let solo = Server::start_with(&["--disable-agent", "--token", "solo"]);
+    let joiner = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--disable-agent", "--https-listen-port", "0"])
+        .args(["--token", "solo", "--server", &solo.url()])
+        .arg("--data-dir")
+        .arg(joiner.path())
+        .output()
+        .expect("berth server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("embedded store"), "{err}");
+    drop(solo);
     // The join token file names the shared CA's hash on every server.
     let token = |s: &Server| std::fs::read_to_string(s.data_dir().join("token")).expect("token");
     assert_eq!(token(&servers[0]), token(&servers[2]));

@@ -507,6 +507,68 @@ fn pods_get_the_walls_a_containerd_cluster_gives_and_privileged_pods_do_not() {
     drop(disk);
 }
 
+/// The cgroup v2 device program (issue 14 item 1, `agent::devicefilter`), forced on this host with
+/// `BERTH_DEVICE_CGROUP=v2` where a v1 devices controller would otherwise be used: a pod given
+/// `CAP_SYS_ADMIN` mounts a tmpfs without `nodev` and makes a node of a host disk there, and still
+/// cannot open it; `/dev/null` still works, for the workload and for `kubectl exec` alike.
+#[test]
+fn a_cap_sys_admin_pod_behind_the_v2_device_program_cannot_open_host_devices() {
+    if !common::can_run_containers() {
+        return;
+    }
+    if agent::devicefilter::unified_root().is_none() {
+        eprintln!("skipped: no cgroup v2 hierarchy on this host");
+        return;
+    }
+    let s = Server::start_with_env(&["--node-name", "node-bpf"], &[("BERTH_DEVICE_CGROUP", "v2")]);
+    let archive = common::busybox_archive(s.data_dir()).expect("busybox archive");
+    common::import_image(s.data_dir(), &archive);
+    let disk = Loop::new(s.data_dir()).expect("a loop device");
+    s.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: sysadmin}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:test
+    command: [sh, -c, "echo hi > /dev/null && trap 'exit 0' TERM; while true; do sleep 1; done"]
+    securityContext: {capabilities: {add: [SYS_ADMIN]}}
+"#,
+    );
+    eventually(60, "sysadmin Running", || running(&s, "sysadmin"));
+    let script = format!(
+        "mkdir -p /tmp/d && mount -t tmpfs none /tmp/d && mknod /tmp/d/disk b {} {} && echo MADE && \
+         echo ok > /dev/null && echo NULL-OK && head -c 16 /tmp/d/disk",
+        disk.major, disk.minor
+    );
+    let (ok, out) = sh(&s, "sysadmin", &script);
+    assert!(
+        !ok && out.contains("MADE") && out.contains("NULL-OK") && !out.contains("BERTH-HOST-DISK"),
+        "a CAP_SYS_ADMIN pod behind the device program: {out}\n{}",
+        shim_logs(&s)
+    );
+    assert!(out.contains("not permitted"), "{out}");
+    let uid = s.get_json(&["pod", "sysadmin"])["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let cgroup = agent::devicefilter::unified_root()
+        .expect("unified")
+        .join("berth")
+        .join(&uid);
+    assert!(cgroup.exists(), "{} made", cgroup.display());
+    s.ok(&["delete", "pods", "--all", "--wait=false"]);
+    s.wait_pods_gone(60);
+    // The container's cgroup (and with it the program) goes with the container.
+    eventually(10, "the pod's v2 cgroup removed", || {
+        (!cgroup.exists()).then_some(())
+    });
+    drop(disk);
+}
+
 /// `--seccomp-default` (the kubelet's flag): a pod without `seccompProfile` gets `RuntimeDefault`; one
 /// that asks for `Unconfined` keeps it.
 #[test]

@@ -8,7 +8,8 @@
 //!   container's init);
 //! - `fork(2)` without `exec` in the single-threaded shim and init of a pod in a user namespace (the
 //!   namespace holder and the container's PID 1), as runc's `nsexec` clones its children: a fresh
-//!   `exec` of the 220 MB `berth` costs milliseconds per start.
+//!   `exec` of the 220 MB `berth` costs milliseconds per start;
+//! - `bpf(2)`, to load and attach the cgroup v2 device program (`crate::devicefilter`).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -144,4 +145,63 @@ pub(crate) fn fork_single_threaded() -> std::io::Result<nix::unistd::ForkResult>
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` takes no pointers and never returns; it is async-signal-safe and valid in any state.
     unsafe { libc::_exit(code) }
+}
+
+/// `bpf(2)` with `attr` as a zero-padded `union bpf_attr` (the kernel takes a shorter attr when the rest
+/// would be zero); the commands used read the attr and write nothing back. Returns the call's result.
+fn bpf(cmd: libc::c_long, attr: &[u64]) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, initialised buffer of the size given for the duration of the call, and
+    // any pointers inside it (program, license) are the caller's borrowed, live buffers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_ptr(),
+            std::mem::size_of_val(attr) as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `BPF_PROG_LOAD` of a program of `prog_type`; `insns` (`struct bpf_insn` array) and `license` stay
+/// borrowed for the call. Returns the program's descriptor.
+pub(crate) fn bpf_prog_load(
+    prog_type: u32,
+    insns: &[u8],
+    license: &std::ffi::CStr,
+) -> std::io::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    // prog_type | insn_cnt, insns, license, log_level | log_size, log_buf, kern_version | prog_flags.
+    let attr = [
+        u64::from(prog_type) | (((insns.len() / 8) as u64) << 32),
+        insns.as_ptr() as u64,
+        license.as_ptr() as u64,
+        0,
+        0,
+        0,
+    ];
+    let fd = bpf(BPF_PROG_LOAD, &attr)?;
+    // SAFETY: a successful BPF_PROG_LOAD returns a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_PROG_ATTACH` of `prog` to `target` (a cgroup directory) as `attach_type` with `flags`.
+pub(crate) fn bpf_prog_attach(
+    target: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> std::io::Result<()> {
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    // target_fd | attach_bpf_fd, attach_type | attach_flags, replace_bpf_fd.
+    let attr = [
+        u64::from(target.as_raw_fd() as u32) | (u64::from(prog.as_raw_fd() as u32) << 32),
+        u64::from(attach_type) | (u64::from(flags) << 32),
+        0,
+    ];
+    bpf(BPF_PROG_ATTACH, &attr).map(drop)
 }

@@ -15,6 +15,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     cache: tempfile::TempDir,
     args: Vec<String>,
+    /// Extra environment of the server process.
+    env: Vec<(String, String)>,
     /// This server's cluster DNS address (each test server has its own, so parallel tests never answer
     /// each other's pods).
     pub dns: String,
@@ -33,6 +35,15 @@ impl Server {
 
     /// Start a server with extra flags on a data dir prepared beforehand (e.g. a restored snapshot).
     pub fn start_on(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::start_full(dir, extra, &[])
+    }
+
+    /// Start a server with extra flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_full(tempfile::tempdir().expect("temp dir"), extra, env)
+    }
+
+    fn start_full(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let cache = tempfile::tempdir().expect("temp dir");
         static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -47,6 +58,7 @@ impl Server {
             dir,
             cache,
             args,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             dns,
         };
         s.spawn();
@@ -67,6 +79,7 @@ impl Server {
             .arg(self.dir.path())
             .args(["--https-listen-port", "0"])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
