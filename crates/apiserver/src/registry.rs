@@ -78,6 +78,9 @@ struct Inner {
     rotation_lock: tokio::sync::Mutex<()>,
     /// The watch cache of each resource listed so far, by key prefix.
     caches: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::cacher::Cacher>>>,
+    /// The revision of this server's last write, per resource prefix: what a lister read waits for the
+    /// watch cache to have seen (read-your-own-writes without a round trip to the store).
+    written: std::sync::Mutex<std::collections::HashMap<String, Revision>>,
 }
 
 /// Options of a write, from the query string.
@@ -186,6 +189,7 @@ impl Registry {
                 encryption,
                 rotation_lock: tokio::sync::Mutex::new(()),
                 caches: Default::default(),
+                written: Default::default(),
             }),
         }
     }
@@ -491,6 +495,69 @@ impl Registry {
         self.cacher(res)?.get(&object::key(res, ns, name))
     }
 
+    /// What an admission plugin reads, as upstream's plugins read their informers' listers: the
+    /// objects of `res` in `ns` (all namespaces with `None`) from the watch cache as it stands (any
+    /// recent state, no wait for the store's current revision), else a consistent list from the store
+    /// (cache disabled or not ready yet). Saves every create the store round trips a consistent read
+    /// costs (on etcd, one range request for the revision and the wait for the cache to reach it).
+    ///
+    /// # Errors
+    /// As [`Registry::list`], when the store is read.
+    pub async fn lister_list(&self, res: &'static Resource, ns: Option<&str>) -> ApiResult<Vec<Value>> {
+        if let Some(cacher) = self.lister_cache(res).await
+            && let Some(page) = cacher.page(&object::prefix(res, ns), 0, |_| true, |c| c.value.clone())
+        {
+            return Ok(page.items);
+        }
+        Ok(self.list(res, ns, &ListOptions::default()).await?.items)
+    }
+
+    /// Note a write of `res` acknowledged at `revision` (see [`Registry::lister_cache`]).
+    fn note_write(&self, res: &'static Resource, revision: Revision) {
+        let mut written = self
+            .inner
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = written.entry(object::prefix(res, None)).or_default();
+        *at = (*at).max(revision);
+    }
+
+    /// The watch cache of `res` once it has seen this server's last write of `res` (so a lister read
+    /// follows every write this server acknowledged, as a client of one API server expects; writes through
+    /// other servers show up as the cache follows the store, as in upstream's informers). `None` when
+    /// the cache is disabled, not ready, or not caught up within [`crate::cacher::FRESH_TIMEOUT`].
+    async fn lister_cache(&self, res: &'static Resource) -> Option<Arc<crate::cacher::Cacher>> {
+        let cacher = self.cacher(res)?;
+        let target = self
+            .inner
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&object::prefix(res, None))
+            .copied()
+            .unwrap_or(0);
+        cacher
+            .fresh(target, crate::cacher::FRESH_TIMEOUT)
+            .await
+            .then_some(cacher)
+    }
+
+    /// One object as an admission plugin reads it (see [`Registry::lister_list`]): from the watch cache
+    /// when it holds it, else from the store, so an object created a moment ago is still found, as
+    /// upstream's NamespaceLifecycle falls back to a live lookup when its lister misses.
+    ///
+    /// # Errors
+    /// As [`Registry::get`] (404 when the store does not hold it either).
+    pub async fn lister_get(&self, res: &'static Resource, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        if let Some(cacher) = self.lister_cache(res).await
+            && let Some(v) = cacher.get(&object::key(res, ns, name))
+        {
+            return Ok(v);
+        }
+        self.get(res, ns, name).await
+    }
+
     /// A watch of `res` (in `ns`) from after revision `after`, served from the watch cache's window when
     /// it can ([`crate::cacher::Cacher::watch`]); `None` when the store must serve it.
     pub fn cached_watch(&self, res: &'static Resource, ns: Option<&str>, after: i64) -> Option<store::Watch> {
@@ -734,6 +801,7 @@ impl Registry {
         let key = object::key(res, ns, &name);
         match self.inner.store.create(&key, self.encode(&key, &obj)?).await {
             Ok(kv) => {
+                self.note_write(res, kv.mod_revision);
                 meta_mut(&mut obj).insert(
                     "resourceVersion".into(),
                     Value::String(kv.mod_revision.to_string()),
@@ -975,6 +1043,7 @@ impl Registry {
             let key = object::key(res, ns, name);
             return match self.inner.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(deleted) => {
+                    self.note_write(res, deleted.mod_revision);
                     meta_mut(&mut obj).insert(
                         "resourceVersion".into(),
                         Value::String(deleted.mod_revision.to_string()),
@@ -992,6 +1061,7 @@ impl Registry {
             .await
         {
             Ok(new_kv) => {
+                self.note_write(res, new_kv.mod_revision);
                 meta_mut(&mut obj).insert(
                     "resourceVersion".into(),
                     Value::String(new_kv.mod_revision.to_string()),
@@ -1151,6 +1221,7 @@ impl Registry {
                     .await
                 {
                     Ok(new_kv) => {
+                        self.note_write(res, new_kv.mod_revision);
                         meta_mut(&mut obj).insert(
                             "resourceVersion".into(),
                             Value::String(new_kv.mod_revision.to_string()),
@@ -1167,6 +1238,7 @@ impl Registry {
             let key = object::key(res, ns, name);
             match self.inner.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(deleted) => {
+                    self.note_write(res, deleted.mod_revision);
                     let mut gone = old;
                     meta_mut(&mut gone).insert(
                         "resourceVersion".into(),

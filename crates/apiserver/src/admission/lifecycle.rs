@@ -22,7 +22,8 @@ pub async fn admit(reg: &Registry, attrs: &Attributes<'_>, obj: &mut Value) -> A
     };
     let ns_res = api::resources::find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::Internal("no namespaces resource".into()))?;
-    match reg.get(ns_res, None, ns).await {
+    // The namespace as upstream's plugin reads it: its lister, a live lookup on a miss.
+    match reg.lister_get(ns_res, None, ns).await {
         Err(ApiError::NotFound(_)) => Err(ApiError::NotFound(subject(ns_res, ns))),
         Err(e) => Err(e),
         Ok(ns_obj) if object::is_deleting(&ns_obj) => Err(ApiError::Forbidden(

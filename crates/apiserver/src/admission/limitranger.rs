@@ -5,13 +5,14 @@
 
 use super::{Attributes, Operation};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::{ListOptions, Registry, subject};
+use crate::registry::{Registry, subject};
 use serde_json::{Value, json};
 
 async fn ranges(reg: &Registry, ns: &str) -> ApiResult<Vec<Value>> {
     let res = api::resources::find("", "v1", "limitranges")
         .ok_or_else(|| ApiError::Internal("no limitranges resource".into()))?;
-    Ok(reg.list(res, Some(ns), &ListOptions::default()).await?.items)
+    // Upstream's plugin reads a lister (informer cache).
+    reg.lister_list(res, Some(ns)).await
 }
 
 fn applies(attrs: &Attributes<'_>) -> bool {

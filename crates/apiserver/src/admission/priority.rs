@@ -6,13 +6,14 @@
 
 use super::{Attributes, Operation};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::{ListOptions, Registry, subject};
+use crate::registry::{Registry, subject};
 use serde_json::{Value, json};
 
 async fn classes(reg: &Registry) -> ApiResult<Vec<Value>> {
     let res = api::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
         .ok_or_else(|| ApiError::Internal("no priorityclasses resource".into()))?;
-    Ok(reg.list(res, None, &ListOptions::default()).await?.items)
+    // Upstream's plugin reads a lister (informer cache).
+    reg.lister_list(res, None).await
 }
 
 /// Resolve a new pod's priority; refuse a second global default class.

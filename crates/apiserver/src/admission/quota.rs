@@ -32,8 +32,14 @@ pub async fn validate(reg: &Registry, attrs: &Attributes<'_>, obj: &Value) -> Ap
     }
     let forbidden = |why: String| ApiError::Forbidden(subject(attrs.resource, crate::object::name(obj)), why);
     // Upstream retries a quota write that lost a race (its evaluator re-reads the quotas).
-    for _ in 0..10 {
-        let quotas = reg.list(res, Some(ns), &ListOptions::default()).await?.items;
+    for attempt in 0..10 {
+        // The first read from the lister (upstream's quota accessor reads its informer), a retry after
+        // a lost race from the store.
+        let quotas = if attempt == 0 {
+            reg.lister_list(res, Some(ns)).await?
+        } else {
+            reg.list(res, Some(ns), &ListOptions::default()).await?.items
+        };
         let mut writes = Vec::new();
         for q in &quotas {
             if !api::quota::scopes_match(q, attrs.resource.plural, obj) {
