@@ -1,7 +1,9 @@
 //! `berth snapshot` (issue 16 item 5, k3s's `etcd-snapshot`): a snapshot saved through the running server
 //! while writes go on is one revision of the store; restored into a fresh data dir (and, with etcd
 //! installed, into an empty etcd), a server started on it has every object acknowledged before the save.
-//! A scheduled snapshot (`--snapshot-schedule-cron`) lands in `<data-dir>/snapshots`.
+//! A scheduled snapshot (`--snapshot-schedule-cron`) lands in `<data-dir>/snapshots`. With root, a
+//! snapshot saved while a StatefulSet scales and a Deployment rolls restores to a cluster whose
+//! workloads converge with freshly started pods.
 
 mod common;
 
@@ -125,4 +127,126 @@ fn a_snapshot_taken_during_writes_restores_every_acknowledged_object() {
             .then_some(())
     });
     drop(restored);
+}
+
+/// Issue 16 item 6: a snapshot saved while a StatefulSet scales up and a Deployment rolls out, with real
+/// pods, restored as a machine's replacement would be (the old server and its containers gone, a fresh
+/// data dir, the same node name): the restored cluster's set and Deployment converge, every pod running
+/// a container started after the restore. Needs root (real containers).
+#[test]
+fn a_snapshot_taken_while_workloads_change_restores_to_a_cluster_whose_sets_converge() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let mut old = Server::start_with(&["--node-name", "snap-node"]);
+    let kept = tempfile::tempdir().expect("dir");
+    let archive = common::busybox_archive(kept.path()).expect("busybox archive");
+    common::import_image(old.data_dir(), &archive);
+    let manifest = |replicas: u32, version: u32| {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  serviceName: web
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox:test
+        command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+        readinessProbe: {{exec: {{command: ["true"]}}, periodSeconds: 1}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox:test
+        command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+        env: [{{name: VERSION, value: "{version}"}}]
+"#
+        )
+    };
+    old.apply(&manifest(2, 1));
+    let ready =
+        |s: &Server, kind: &str, name: &str| s.get_json(&[kind, name])["status"]["readyReplicas"].as_i64();
+    eventually(90, "the first workloads Ready", || {
+        (ready(&old, "sts", "web") == Some(2) && ready(&old, "deploy", "api") == Some(3)).then_some(())
+    });
+    // Change both and save while the controllers are at work.
+    old.apply(&manifest(4, 2));
+    eventually(30, "the changes under way", || {
+        let st = old.get_json(&["sts", "web"])["status"].clone();
+        (st["replicas"].as_i64() > Some(2)).then_some(())
+    });
+    let out = berth(old.data_dir(), &["snapshot", "save", "--name", "busy"]);
+    assert!(out.contains("saved"), "{out}");
+    let path = std::fs::read_dir(old.data_dir().join("snapshots"))
+        .expect("snapshots")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("busy-"))
+        .expect("the snapshot")
+        .path();
+    let snapshot = kept.path().join("busy.snapshot");
+    std::fs::copy(&path, &snapshot).expect("copy");
+    // The machine is lost: its server and every container gone.
+    old.kill9();
+    common::kill_containers(old.data_dir());
+    drop(old);
+
+    let fresh = tempfile::tempdir().expect("dir");
+    let out = berth(
+        fresh.path(),
+        &["snapshot", "restore", snapshot.to_str().expect("path")],
+    );
+    assert!(out.contains("Restored"), "{out}");
+    common::import_image(fresh.path(), &archive);
+    let restored_at = jiff::Timestamp::now();
+    let s = Server::start_on(fresh, &["--node-name", "snap-node"]);
+    // Converged: the set at 4 and the Deployment at 3, all on the new template, each pod's container
+    // started by this server (not a status left over from before the snapshot).
+    let fresh_pods = |selector: &str| -> Option<usize> {
+        let list = s.get_json(&["pods", "-l", selector]);
+        let items = list["items"].as_array()?;
+        let started_here = items.iter().all(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["containerStatuses"][0]["ready"] == true
+                && p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t.as_second() >= restored_at.as_second() - 1)
+        });
+        started_here.then_some(items.len())
+    };
+    eventually(120, "the restored cluster converges", || {
+        let st = s.get_json(&["sts", "web"])["status"].clone();
+        let dp = s.get_json(&["deploy", "api"])["status"].clone();
+        (fresh_pods("app=web") == Some(4)
+            && st["readyReplicas"] == 4
+            && st["updatedReplicas"] == 4
+            && fresh_pods("app=api") == Some(3)
+            && dp["updatedReplicas"] == 3
+            && dp["availableReplicas"] == 3)
+            .then_some(())
+    });
+    // The pods are real: a command runs in each.
+    for name in s.ok(&["get", "pods", "-o", "name"]).lines() {
+        s.ok(&["exec", name, "--", "true"]);
+    }
+    s.ok(&["delete", "sts", "web"]);
+    s.ok(&["delete", "deploy", "api"]);
+    s.wait_pods_gone(60);
 }
