@@ -25,8 +25,9 @@ pub struct RegistryConfig {
     pub service_cidr: String,
     /// Inclusive NodePort range (upstream default 30000-32767).
     pub node_port_range: (u16, u16),
-    /// Whether pods bound to a node are deleted gracefully (the node agent confirms). With
-    /// `--disable-agent` nothing would ever confirm, so pods are removed at once.
+    /// Whether every pod bound to a node is deleted gracefully (the node agent confirms), as upstream.
+    /// `false` (`--disable-agent`): only pods bound to a registered Node are (a remote `berth agent`
+    /// confirms); a pod bound to a name no agent registered is removed at once (nothing would confirm).
     pub graceful_pod_deletion: bool,
     /// The admission chain's settings (PodSecurity defaults and exemptions).
     pub admission: admission::AdmissionConfig,
@@ -510,6 +511,15 @@ impl Registry {
             return Ok(page.items);
         }
         Ok(self.list(res, ns, &ListOptions::default()).await?.items)
+    }
+
+    /// Whether a Node named `name` is registered (from the watch cache as a lister reads it, else the
+    /// store).
+    async fn node_registered(&self, name: &str) -> bool {
+        match api::resources::find("", "v1", "nodes") {
+            Some(nodes) => self.lister_get(nodes, None, name).await.is_ok(),
+            None => false,
+        }
     }
 
     /// Note a write of `res` acknowledged at `revision` (see [`Registry::lister_cache`]).
@@ -1132,11 +1142,19 @@ impl Registry {
             // Graceful deletion of pods (upstream `pkg/registry/core/pod/strategy.go` CheckGracefulDelete):
             // a pod on a node waits for its node agent; an unscheduled or finished pod goes at once.
             let mut graceful = false;
-            if res.kind == "Pod" && res.group.is_empty() && self.inner.config.graceful_pod_deletion {
-                let scheduled = obj
+            if res.kind == "Pod" && res.group.is_empty() {
+                let node = obj
                     .pointer("/spec/nodeName")
                     .and_then(Value::as_str)
-                    .is_some_and(|n| !n.is_empty());
+                    .filter(|n| !n.is_empty());
+                let scheduled = match node {
+                    None => false,
+                    Some(_) if self.inner.config.graceful_pod_deletion => true,
+                    // Servers without an agent of their own (several servers, remote agents) still
+                    // wait for a registered node's agent: removing the pod at once would let its
+                    // replacement (the same StatefulSet ordinal) start while it still runs there.
+                    Some(n) => self.node_registered(n).await,
+                };
                 let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
                 let terminal = phase == "Succeeded" || phase == "Failed";
                 let grace = opts.grace_period_seconds.unwrap_or_else(|| {

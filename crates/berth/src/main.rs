@@ -462,8 +462,9 @@ pub struct ServerArgs {
     /// Also write the admin kubeconfig to this path.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
-    /// Do not run a node agent on this machine: no Node is registered, so pods are not scheduled and
-    /// WaitForFirstConsumer claims are not provisioned; pods are deleted at once instead of gracefully.
+    /// Do not run a node agent on this machine: no Node is registered here, so without remote agents
+    /// pods are not scheduled and WaitForFirstConsumer claims are not provisioned; a pod bound to no
+    /// registered Node is deleted at once instead of gracefully (one on a remote agent's Node waits for it).
     #[arg(long)]
     pub disable_agent: bool,
     /// External datastore: etcd client URLs, comma-separated (`https://etcd1:2379,https://etcd2:2379`;

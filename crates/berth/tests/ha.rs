@@ -597,6 +597,7 @@ spec:
     std::thread::sleep(Duration::from_millis(500));
     let events = rec.events();
     let mut live: std::collections::HashMap<String, String> = Default::default();
+    let mut terminating = std::collections::HashSet::new();
     let mut updated_order = Vec::new();
     for e in &events {
         let (kind, obj) = (e["type"].as_str().unwrap_or(""), &e["object"]);
@@ -604,11 +605,20 @@ spec:
         let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
         match kind {
             "DELETED" => {
+                // Deleted gracefully: Terminating first, gone once the node's agent has stopped it
+                // (servers without an agent of their own still wait for the registered node's).
+                assert!(
+                    terminating.contains(&uid),
+                    "{name} ({uid}) removed without a graceful Terminating phase"
+                );
                 if live.get(&name) == Some(&uid) {
                     live.remove(&name);
                 }
             }
             _ => {
+                if !obj["metadata"]["deletionTimestamp"].is_null() {
+                    terminating.insert(uid.clone());
+                }
                 if let Some(old) = live.get(&name) {
                     assert_eq!(
                         old, &uid,

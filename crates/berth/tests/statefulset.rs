@@ -425,7 +425,8 @@ fn an_orphaned_set_recreated_adopts_its_running_pods_and_revision_without_replac
 /// one pod per ordinal); the administrator's `out-of-service` taint lets it go, and the ordinal is
 /// created again. The lost node is a Node object with no kubelet behind it, so its heartbeat stops as
 /// soon as the test stops writing it; the server runs its own agent (on another node) because only then
-/// are pods deleted gracefully, as on a real cluster (with `--disable-agent` they go at once).
+/// are pods deleted gracefully, as on a real cluster (with `--disable-agent` a pod on a node no agent
+/// registered goes at once).
 #[test]
 fn a_lost_node_is_tainted_and_its_statefulset_pod_moves_only_after_out_of_service() {
     if !common::can_run_containers() {
