@@ -7,7 +7,8 @@
 //! learns the other from the `default/kubernetes` Endpoints, keeps its pod running and keeps reporting
 //! through the other server when its server dies. A third server joins with `--server <first> --token`
 //! alone. With root, `kill -9` of the Lease holder in the middle of a StatefulSet's rolling update: the
-//! rollout completes under the next leader and a watch never shows two pods of one ordinal.
+//! rollout completes under the next leader and a watch never shows two pods of one ordinal; and the
+//! seed's `web` set and `examples/etcd` run unchanged on three servers with a remote agent.
 //! Processes and temp dirs are removed on drop, whatever happens.
 
 mod common;
@@ -644,6 +645,129 @@ spec:
     survivor.ok(&["delete", "sts", "roll"]);
     eventually(60, "the set's pods gone", || {
         survivor
+            .ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    drop(agent);
+    drop(servers);
+    drop(etcd);
+}
+
+/// Issue 16 item 6: the seed's `web` StatefulSet and `examples/etcd`, their manifests unchanged, on three
+/// servers sharing a 3-member etcd, with their pods on a remote `berth agent`: web-0 and web-1 come up
+/// in order with their claims, and the three etcd members form a healthy cluster through their stable
+/// DNS names (served by a server's cluster DNS). Needs root and the Debian mirror, as `examples.rs` and
+/// `databases.rs`.
+#[test]
+fn the_seed_web_set_and_the_etcd_example_run_on_three_servers() {
+    if !common::can_run_containers() || !etcd_or_skip() {
+        return;
+    }
+    let etcd = store::local_etcd::LocalEtcd::cluster(3).expect("etcd cluster");
+    let endpoints = etcd.endpoints();
+    let start = |name: &str| {
+        Server::start_with(&[
+            "--disable-agent",
+            "--node-name",
+            name,
+            "--token",
+            "examples-secret",
+            "--datastore-endpoint",
+            &endpoints,
+        ])
+    };
+    let servers = [start("ex-0"), start("ex-1"), start("ex-2")];
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let token = std::fs::read_to_string(servers[0].data_dir().join("token")).expect("token");
+    let dir = tempfile::tempdir().expect("dir");
+    common::build_and_import_into(dir.path(), "web", None);
+    common::build_and_import_into(dir.path(), "etcd", None);
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--server", &urls.join(","), "--token", token.trim()])
+        .args(["--node-name", "ex-node", "--node-ip", "127.0.0.1"])
+        .args(["--cluster-dns", &servers[0].dns])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("berth agent");
+    let agent = Agent { child, dir };
+    let agent_log = || std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap_or_default();
+
+    // Each manifest through another server.
+    for f in ["seed-storage-local.yaml", "seed-web.yaml"] {
+        servers[1].ok(&["apply", "-f", &common::seed(f).to_string_lossy()]);
+    }
+    let etcd_manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/etcd/etcd.yaml");
+    servers[2].ok(&["apply", "-f", &etcd_manifest.to_string_lossy()]);
+
+    let ready = |s: &Server, name: &str| {
+        pod(s, name).is_some_and(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+    };
+    eventually(120, "web-0 and web-1 Ready", || {
+        (ready(&servers[0], "web-0") && ready(&servers[0], "web-1")).then_some(())
+    });
+    assert_eq!(servers[2].ok(&["exec", "web-1", "--", "hostname"]), "web-1\n");
+    let claims = servers[0].ok(&["get", "pvc", "-o", "name"]);
+    assert!(
+        claims.contains("persistentvolumeclaim/www-web-0")
+            && claims.contains("persistentvolumeclaim/www-web-1"),
+        "{claims}"
+    );
+    eventually(120, "the etcd members Ready", || {
+        ["etcd-0", "etcd-1", "etcd-2"]
+            .iter()
+            .all(|m| ready(&servers[1], m))
+            .then_some(())
+    });
+    eventually(60, "a healthy etcd cluster", || {
+        let out = servers[1].kubectl(&[
+            "exec",
+            "etcd-0",
+            "--",
+            "etcdctl",
+            "endpoint",
+            "health",
+            "--cluster",
+        ]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ["etcd-0", "etcd-1", "etcd-2"]
+            .iter()
+            .all(|m| text.contains(&format!("http://{m}.etcd:2379 is healthy")))
+            .then_some(())
+    });
+    servers[0].ok(&["exec", "etcd-2", "--", "etcdctl", "put", "k", "v"]);
+    assert_eq!(
+        servers[2].ok(&[
+            "exec",
+            "etcd-0",
+            "--",
+            "etcdctl",
+            "get",
+            "k",
+            "--print-value-only"
+        ]),
+        "v\n",
+        "{}",
+        agent_log()
+    );
+
+    servers[0].ok(&["delete", "sts", "web", "etcd"]);
+    eventually(90, "the examples' pods gone", || {
+        servers[0]
             .ok(&["get", "pods", "-o", "name"])
             .trim()
             .is_empty()

@@ -433,8 +433,13 @@ pub fn import_image(data_dir: &Path, archive: &Path) -> String {
 /// Build `examples/<example>/build.sh`'s image archive and import it into the server's node. Builds
 /// sharing the default .deb cache run one at a time; `cache` gives one its own.
 pub fn build_and_import(s: &Server, example: &str, cache: Option<&Path>) {
+    build_and_import_into(s.data_dir(), example, cache);
+}
+
+/// [`build_and_import`] into the image store of the data dir `dir` (a `berth agent`'s).
+pub fn build_and_import_into(dir: &Path, example: &str, cache: Option<&Path>) {
     static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let archive = s.data_dir().join(format!("{example}.tar"));
+    let archive = dir.join(format!("{example}.tar"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut build = Command::new(root.join("examples").join(example).join("build.sh"));
     build.arg(&archive);
@@ -451,7 +456,7 @@ pub fn build_and_import(s: &Server, example: &str, cache: Option<&Path>) {
         "build {example}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    import_image(s.data_dir(), &archive);
+    import_image(dir, &archive);
 }
 
 /// The busybox test image archive (`agent::image::busybox_archive`); `None` without `/usr/bin/busybox`.
