@@ -345,27 +345,72 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     // of a user namespace must not hold it).
     let (fence_r, fence_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-    crate::userns::keep_across_exec(&fence_w)?;
-    let mut init = Command::new(me);
-    init.env(EXEC_FENCE_ENV, fence_w.as_raw_fd().to_string());
-    init.arg("container-init")
-        .arg(dir)
-        .stdin(std::process::Stdio::from(child_in))
-        .stdout(std::process::Stdio::from(child_out))
-        .stderr(std::process::Stdio::from(child_err));
+    // The init is a forked child of this single-threaded shim where nothing is handed over to a user
+    // namespace (runc's nsexec clones its init likewise): a fresh `exec` of the 270 MB `berth` costs
+    // milliseconds of every start. A pod in a user namespace, or a shim that has a thread, execs it.
+    let forked = if handoff.is_none() {
+        match crate::security::sys::fork_single_threaded() {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(fence_r);
+                let code = match forked_init(dir, [child_in, child_out, child_err], fence_w) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("berth: container init: {e}");
+                        1
+                    }
+                };
+                crate::security::sys::exit_now(code)
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                // Our copies of the child's stdio ends (the log ends only once they are closed) and of
+                // the fence's write end.
+                drop([child_in, child_out, child_err]);
+                drop(fence_w);
+                Ok(Init::Forked(child))
+            }
+            Err(e) => Err((e, [child_in, child_out, child_err], fence_w)),
+        }
+    } else {
+        Err((
+            std::io::Error::other("user namespace"),
+            [child_in, child_out, child_err],
+            fence_w,
+        ))
+    };
     let mut pid_pipe = None;
-    if let Some((h, r)) = handoff {
-        init.env(crate::userns::HANDOFF_ENV, h.env_value());
-        pid_pipe = Some((h, r));
-    }
-    let spawned = init.spawn();
-    if let Some(d) = &devices_v2 {
-        d.leave();
-    }
-    let mut child = spawned?;
-    // The builder holds our copies of the child's stdio ends: the log ends only once they are closed.
-    drop(init);
-    drop(fence_w);
+    let mut child = match forked {
+        Ok(init) => {
+            if let Some(d) = &devices_v2 {
+                d.leave();
+            }
+            init
+        }
+        Err((why, [child_in, child_out, child_err], fence_w)) => {
+            tracing::debug!(reason = %why, "container init: exec instead of fork");
+            crate::userns::keep_across_exec(&fence_w)?;
+            let mut init = Command::new(me);
+            init.env(EXEC_FENCE_ENV, fence_w.as_raw_fd().to_string());
+            init.arg("container-init")
+                .arg(dir)
+                .stdin(std::process::Stdio::from(child_in))
+                .stdout(std::process::Stdio::from(child_out))
+                .stderr(std::process::Stdio::from(child_err));
+            if let Some((h, r)) = handoff {
+                init.env(crate::userns::HANDOFF_ENV, h.env_value());
+                pid_pipe = Some((h, r));
+            }
+            let spawned = init.spawn();
+            if let Some(d) = &devices_v2 {
+                d.leave();
+            }
+            let child = spawned?;
+            // The builder holds our copies of the child's stdio ends: the log ends only once they are
+            // closed.
+            drop(init);
+            drop(fence_w);
+            Init::Spawned(child)
+        }
+    };
     // The workload's pid: the init's own, or (user namespace) the one the init reports; the
     // descriptors handed over are closed here once the init has them.
     let workload = match pid_pipe {
@@ -418,7 +463,7 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     let listener = crate::stdio::listen(dir);
     crate::stdio::serve(ends.shim, listener, &mut log);
     let _ = std::fs::remove_file(dir.join("attach.sock"));
-    let status = child.wait()?;
+    let code = child.wait()?;
     crate::cgroup::remove(&cgroups);
     if let Some(d) = devices {
         crate::cgroup::leave_devices(std::process::id());
@@ -428,10 +473,6 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
         d.leave();
         crate::cgroup::remove(std::slice::from_ref(&d.dir));
     }
-    let code = status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        128 + status.signal().unwrap_or(9)
-    });
     write_atomic(
         &dir.join("exit"),
         format!("{code} {}", jiff::Timestamp::now()).as_bytes(),
@@ -541,6 +582,52 @@ fn inside_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
     Ok(out)
 }
 
+/// The container's init process as the shim started it.
+enum Init {
+    /// A forked child (no exec of `berth`).
+    Forked(nix::unistd::Pid),
+    /// `berth container-init`, exec'd.
+    Spawned(std::process::Child),
+}
+
+impl Init {
+    fn id(&self) -> u32 {
+        match self {
+            Init::Forked(pid) => u32::try_from(pid.as_raw()).unwrap_or_default(),
+            Init::Spawned(c) => c.id(),
+        }
+    }
+
+    fn kill(&mut self) -> std::io::Result<()> {
+        match self {
+            Init::Forked(pid) => nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from),
+            Init::Spawned(c) => c.kill(),
+        }
+    }
+
+    /// Wait for it; its exit code, or 128 + the signal that ended it (as a shell reports it).
+    fn wait(&mut self) -> std::io::Result<i32> {
+        match self {
+            Init::Forked(pid) => loop {
+                match nix::sys::wait::waitpid(*pid, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            Init::Spawned(c) => {
+                let status = c.wait()?;
+                Ok(status.code().unwrap_or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    128 + status.signal().unwrap_or(9)
+                }))
+            }
+        }
+    }
+}
+
 /// The environment variable naming the init's end of the shim's exec fence (see `shim_main`).
 const EXEC_FENCE_ENV: &str = "BERTH_EXEC_FENCE";
 
@@ -559,6 +646,31 @@ pub fn init_main(dir: &Path) -> std::io::Result<()> {
     }
     // A pod in a user namespace: the shim's handoff makes this the first stage (see `stage1_main`).
     let handoff = crate::userns::Handoff::inherited();
+    init_run(dir, fence, handoff)
+}
+
+/// The init as a forked child of the shim (see `shim_main`): the container's stdio on 0-2, the fence
+/// (close-on-exec, so the workload's exec closes it), then [`init_run`].
+fn forked_init(
+    dir: &Path,
+    stdio: [std::os::fd::OwnedFd; 3],
+    fence: std::os::fd::OwnedFd,
+) -> std::io::Result<()> {
+    let [stdin, stdout, stderr] = stdio;
+    nix::unistd::dup2_stdin(&stdin).map_err(err("stdin"))?;
+    nix::unistd::dup2_stdout(&stdout).map_err(err("stdout"))?;
+    nix::unistd::dup2_stderr(&stderr).map_err(err("stderr"))?;
+    drop((stdin, stdout, stderr));
+    init_run(dir, Some(fence), None)
+}
+
+/// The container's init, PID 1 of its namespace, whether exec'd ([`init_main`]) or forked: builds its
+/// root and execs the workload.
+fn init_run(
+    dir: &Path,
+    fence: Option<std::os::fd::OwnedFd>,
+    handoff: Option<crate::userns::Handoff>,
+) -> std::io::Result<()> {
     let spec: ContainerSpec = serde_json::from_slice(&std::fs::read(dir.join("spec.json"))?)
         .map_err(|e| std::io::Error::other(format!("spec.json: {e}")))?;
     if let Some(h) = handoff {
