@@ -600,8 +600,9 @@ impl Init {
 
     fn kill(&mut self) -> std::io::Result<()> {
         match self {
-            Init::Forked(pid) => nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from),
+            Init::Forked(pid) => {
+                nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            }
             Init::Spawned(c) => c.kill(),
         }
     }
