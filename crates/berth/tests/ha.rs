@@ -64,25 +64,7 @@ fn three_servers_on_a_three_member_etcd_survive_the_leader_and_an_etcd_member() 
     }
     let mut etcd = store::local_etcd::LocalEtcd::cluster(3).expect("etcd cluster");
     let endpoints = etcd.endpoints();
-    let flags = |name: &'static str| -> Vec<String> {
-        [
-            "--disable-agent",
-            "--node-name",
-            name,
-            "--token",
-            "ha-secret",
-            "--datastore-endpoint",
-            &endpoints,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let start = |name: &'static str, extra: &[&str]| {
-        let mut f = flags(name);
-        f.extend(extra.iter().map(|s| s.to_string()));
-        Server::start_with(&f.iter().map(String::as_str).collect::<Vec<_>>())
-    };
+    let start = |name: &str, extra: &[&str]| ha_server(name, "ha-secret", &endpoints, extra);
     // The first server encrypts Secrets; the others take its key from the datastore.
     let mut servers = vec![start("ha-0", &["--secrets-encryption"]), start("ha-1", &[])];
     // The third joins through the first server alone, as k3s's `--server https://first:6443 --token …`:
@@ -314,6 +296,45 @@ struct Agent {
     dir: tempfile::TempDir,
 }
 
+impl Agent {
+    /// `berth agent --server <servers> --token <token> --node-name <node> --node-ip 127.0.0.1 <extra>` on
+    /// `dir` (its image store prepared by the caller), its log in `<dir>/agent.log`.
+    fn start(dir: tempfile::TempDir, servers: &str, token: &str, node: &str, extra: &[&str]) -> Agent {
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["agent", "--server", servers, "--token", token.trim()])
+            .args(["--node-name", node, "--node-ip", "127.0.0.1"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("berth agent");
+        Agent { child, dir }
+    }
+
+    /// The agent's log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// A server of a cluster on `endpoints` (etcd) with `token`, without an agent of its own.
+fn ha_server(name: &str, token: &str, endpoints: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--disable-agent",
+        "--node-name",
+        name,
+        "--token",
+        token,
+        "--datastore-endpoint",
+        endpoints,
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -335,17 +356,7 @@ fn an_agent_learns_every_server_keeps_its_pods_and_reports_through_another_when_
     }
     let etcd = store::local_etcd::LocalEtcd::start().expect("etcd");
     let endpoint = etcd.endpoint();
-    let start = |name: &str| {
-        Server::start_with(&[
-            "--disable-agent",
-            "--node-name",
-            name,
-            "--token",
-            "lb-secret",
-            "--datastore-endpoint",
-            &endpoint,
-        ])
-    };
+    let start = |name: &str| ha_server(name, "lb-secret", &endpoint, &[]);
     let mut first = start("lb-0");
     let second = start("lb-1");
     // The agent is told of the first server only: it learns the second from the `default/kubernetes`
@@ -356,21 +367,11 @@ fn an_agent_learns_every_server_keeps_its_pods_and_reports_through_another_when_
     let dir = tempfile::tempdir().expect("dir");
     let archive = common::busybox_archive(dir.path()).expect("archive");
     common::import_image(dir.path(), &archive);
-    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--server", &servers, "--token", token.trim()])
-        .args(["--node-name", "lb-node", "--node-ip", "127.0.0.1"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("berth agent");
-    let agent = Agent { child, dir };
-    let agent_log = || std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap_or_default();
+    let agent = Agent::start(dir, &servers, &token, "lb-node", &[]);
     let second_port = second.url().rsplit(':').next().expect("port").to_string();
     eventually(60, "the agent learns the second server", || {
-        agent_log()
+        agent
+            .log()
             .lines()
             .any(|l| l.contains("API servers") && l.contains(&format!(":{second_port}")))
             .then_some(())
@@ -408,8 +409,8 @@ fn an_agent_learns_every_server_keeps_its_pods_and_reports_through_another_when_
         "a new pod runs, the agent watching through the other server",
         || running(&second, "after"),
     );
-    assert_eq!(running(&second, "steady"), Some(before), "{}", agent_log());
-    assert!(agent_log().contains("switched"), "{}", agent_log());
+    assert_eq!(running(&second, "steady"), Some(before), "{}", agent.log());
+    assert!(agent.log().contains("switched"), "{}", agent.log());
 
     second.ok(&["delete", "pod", "steady", "after", "--wait=false"]);
     eventually(60, "the agent's pods gone", || {
@@ -486,21 +487,15 @@ fn a_rolling_update_completes_across_a_leader_kill_with_one_pod_per_ordinal() {
     let etcd = store::local_etcd::LocalEtcd::cluster(3).expect("etcd cluster");
     let endpoints = etcd.endpoints();
     let start = |name: &str| {
-        Server::start_with(&[
-            "--disable-agent",
-            "--node-name",
-            name,
-            "--token",
-            "roll-secret",
-            "--datastore-endpoint",
-            &endpoints,
+        let quick = [
             "--leader-elect-lease-duration",
             "4s",
             "--leader-elect-renew-deadline",
             "3s",
             "--leader-elect-retry-period",
             "500ms",
-        ])
+        ];
+        ha_server(name, "roll-secret", &endpoints, &quick)
     };
     let mut servers = vec![start("roll-0"), start("roll-1"), start("roll-2")];
     let urls: Vec<String> = servers.iter().map(Server::url).collect();
@@ -508,18 +503,7 @@ fn a_rolling_update_completes_across_a_leader_kill_with_one_pod_per_ordinal() {
     let dir = tempfile::tempdir().expect("dir");
     let archive = common::busybox_archive(dir.path()).expect("archive");
     common::import_image(dir.path(), &archive);
-    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--server", &urls.join(","), "--token", token.trim()])
-        .args(["--node-name", "roll-node", "--node-ip", "127.0.0.1"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("berth agent");
-    let agent = Agent { child, dir };
-    let agent_log = || std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap_or_default();
+    let agent = Agent::start(dir, &urls.join(","), &token, "roll-node", &[]);
 
     servers[0].apply(
         r#"
@@ -639,7 +623,7 @@ spec:
         updated_order,
         ["roll-2", "roll-1", "roll-0"],
         "reverse ordinal order; agent: {}",
-        agent_log()
+        agent.log()
     );
     drop(rec);
     survivor.ok(&["delete", "sts", "roll"]);
@@ -667,36 +651,15 @@ fn the_seed_web_set_and_the_etcd_example_run_on_three_servers() {
     }
     let etcd = store::local_etcd::LocalEtcd::cluster(3).expect("etcd cluster");
     let endpoints = etcd.endpoints();
-    let start = |name: &str| {
-        Server::start_with(&[
-            "--disable-agent",
-            "--node-name",
-            name,
-            "--token",
-            "examples-secret",
-            "--datastore-endpoint",
-            &endpoints,
-        ])
-    };
+    let start = |name: &str| ha_server(name, "examples-secret", &endpoints, &[]);
     let servers = [start("ex-0"), start("ex-1"), start("ex-2")];
     let urls: Vec<String> = servers.iter().map(Server::url).collect();
     let token = std::fs::read_to_string(servers[0].data_dir().join("token")).expect("token");
     let dir = tempfile::tempdir().expect("dir");
     common::build_and_import_into(dir.path(), "web", None);
     common::build_and_import_into(dir.path(), "etcd", None);
-    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--server", &urls.join(","), "--token", token.trim()])
-        .args(["--node-name", "ex-node", "--node-ip", "127.0.0.1"])
-        .args(["--cluster-dns", &servers[0].dns])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("berth agent");
-    let agent = Agent { child, dir };
-    let agent_log = || std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap_or_default();
+    let dns = ["--cluster-dns", servers[0].dns.as_str()];
+    let agent = Agent::start(dir, &urls.join(","), &token, "ex-node", &dns);
 
     // Each manifest through another server.
     for f in ["seed-storage-local.yaml", "seed-web.yaml"] {
@@ -762,7 +725,7 @@ fn the_seed_web_set_and_the_etcd_example_run_on_three_servers() {
         ]),
         "v\n",
         "{}",
-        agent_log()
+        agent.log()
     );
 
     servers[0].ok(&["delete", "sts", "web", "etcd"]);
