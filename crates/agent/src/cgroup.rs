@@ -213,6 +213,15 @@ pub fn leave_devices(pid: u32) {
     }
 }
 
+/// The unified (v2) hierarchy: `/sys/fs/cgroup` on a v2 host, `/sys/fs/cgroup/unified` on a hybrid one.
+pub fn unified_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("cgroup.controllers").exists())
+        .map(Path::to_path_buf)
+}
+
 /// Put `me` into every `berth/…` cgroup that process `pid` is in (v1 controllers and v2), as runc exec
 /// joins an exec'd process to its container's cgroups. Best effort.
 pub fn join(pid: &str, me: u32) {
@@ -228,11 +237,10 @@ pub fn join(pid: &str, me: u32) {
         }
         let base = if controllers.is_empty() {
             // v2: the unified hierarchy, alone or beside v1 (hybrid).
-            if root.join("unified/cgroup.procs").exists() {
-                root.join("unified")
-            } else {
-                root.to_path_buf()
-            }
+            let Some(unified) = unified_root() else {
+                continue;
+            };
+            unified
         } else if controllers.starts_with("name=") {
             continue;
         } else {

@@ -5,9 +5,9 @@
 //! rules), so on a hybrid host both apply.
 //!
 //! The program allows exactly [`crate::cgroup::DEVICE_RULES`] (one allow-list for v1 and v2) and denies
-//! everything else. It is assembled with `rbpf`'s instruction builder; the unit tests run it in `rbpf`'s
-//! interpreter against the kernel's context layout, and `tests/isolation.rs`-style root tests attach it
-//! to a real cgroup; `tests/isolation.rs` runs a `CAP_SYS_ADMIN` pod behind it.
+//! everything else. It is assembled with `rbpf`'s instruction builder. The unit tests run it in `rbpf`'s
+//! interpreter against the kernel's context layout and, as root, attach it to a real cgroup;
+//! `tests/isolation.rs` runs a `CAP_SYS_ADMIN` pod behind it.
 
 use rbpf::insn_builder::{Arch, BpfCode, Cond, Instruction, IntoBytes, MemSize, Source};
 use std::os::fd::{AsFd, OwnedFd};
@@ -172,15 +172,6 @@ pub fn forced() -> bool {
     std::env::var_os("BERTH_DEVICE_CGROUP").is_some_and(|v| v == "v2")
 }
 
-/// The unified (v2) hierarchy: `/sys/fs/cgroup` on a v2 host, `/sys/fs/cgroup/unified` on a hybrid one.
-pub fn unified_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.join("cgroup.controllers").exists())
-        .map(Path::to_path_buf)
-}
-
 /// Load [`program`] of [`crate::cgroup::DEVICE_RULES`] and attach it to the cgroup v2 directory `dir`
 /// (`BPF_CGROUP_DEVICE`, `BPF_F_ALLOW_MULTI` as runc, so programs of ancestors still apply too).
 /// The attachment lives as long as the cgroup: the returned descriptor may be dropped.
@@ -249,7 +240,7 @@ impl Drop for Entered {
 /// # Errors
 /// When the cgroup cannot be made, the program not attached or the process not moved.
 pub fn enter(rel: &str) -> std::io::Result<Option<Entered>> {
-    let Some(root) = unified_root() else {
+    let Some(root) = crate::cgroup::unified_root() else {
         return Ok(None);
     };
     let dir = root.join("berth").join(rel);
@@ -349,11 +340,11 @@ mod tests {
     /// `/dev/null` and cannot open a node of the host's first block device (root, unified hierarchy).
     #[test]
     fn the_attached_program_keeps_a_process_from_opening_other_devices() {
-        if !nix::unistd::Uid::effective().is_root() || unified_root().is_none() {
+        if !nix::unistd::Uid::effective().is_root() || crate::cgroup::unified_root().is_none() {
             eprintln!("skipped: needs root and a unified cgroup hierarchy");
             return;
         }
-        let root = unified_root().unwrap();
+        let root = crate::cgroup::unified_root().unwrap();
         let dir = root.join(format!("berth-devtest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         struct Rm(PathBuf);

@@ -211,7 +211,9 @@ pub fn teardown(uid: &str, pod_dir: &Path) -> std::io::Result<()> {
     let veth = veth_name(uid);
     if let Ok(index) = nix::net::if_::if_nametoindex(veth.as_str()) {
         // Deleting one end deletes the pair.
-        let _ = on_netlink(move |h| async move { h.link().del(index).execute().await.map_err(netlink_err) });
+        let _ = on_netlink(None, move |h| async move {
+            h.link().del(index).execute().await.map_err(netlink_err)
+        });
     }
     let pin = netns_path(pod_dir);
     if crate::capacity::mounted_source(&pin).is_some() {
@@ -237,14 +239,18 @@ fn netlink_err(e: rtnetlink::Error) -> std::io::Error {
     std::io::Error::other(format!("netlink: {e}"))
 }
 
-/// Run `f` with an rtnetlink handle of this (the agent's) network namespace, on a thread of its own
-/// with a current-thread runtime (the callers are synchronous).
-fn on_netlink<F, Fut>(f: F) -> std::io::Result<()>
+/// Run `f` with an rtnetlink handle, on a thread of its own with a current-thread runtime (the callers
+/// are synchronous). With `netns`, the thread first enters that network namespace, so its netlink socket
+/// belongs there; the thread ends with it (no other thread changes namespace).
+fn on_netlink<F, Fut>(netns: Option<std::fs::File>, f: F) -> std::io::Result<()>
 where
     F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = std::io::Result<()>>,
 {
     std::thread::spawn(move || -> std::io::Result<()> {
+        if let Some(ns) = netns {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()?;
@@ -258,96 +264,93 @@ where
     .map_err(|_| std::io::Error::other("netlink thread panicked"))?
 }
 
+/// A link's index in the calling thread's network namespace.
+fn index(name: &str) -> std::io::Result<u32> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| std::io::Error::other(format!("link {name}: {e}")))
+}
+
 /// The link work of [`Bridge::setup`], as `ip link add <veth> type veth peer name eth0 netns <pin>`,
 /// `ip link set <veth> master <bridge> up`, `ip neigh flush to <ip>` on the host, then in the pod's
 /// namespace `ip link set lo up`, `ip link set eth0 up`, `ip addr replace <ip>/<len> dev eth0` and
-/// `ip route replace default via <gateway> dev eth0` (the CNI bridge plugin's steps). One thread: its
-/// first netlink socket belongs to the agent's namespace; then it enters the pod's, and the second one
-/// belongs there (the thread ends with it; no other thread changes namespace).
+/// `ip route replace default via <gateway> dev eth0` (the CNI bridge plugin's steps): one netlink
+/// thread in the agent's namespace, one in the pod's.
 fn plumb(p: Plumbing) -> std::io::Result<()> {
     use futures::TryStreamExt;
     use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
     use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
     use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
     use std::os::fd::AsRawFd;
-    std::thread::spawn(move || -> std::io::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        let ns = std::fs::File::open(&p.pin)?;
-        let index = |name: &str| {
-            nix::net::if_::if_nametoindex(name)
-                .map_err(|e| std::io::Error::other(format!("link {name}: {e}")))
-        };
-        // The host side: the pair (unless a crash left it), on the bridge, up; and forget whatever the
-        // host had cached for this address (a previous pod's MAC).
-        rt.block_on(async {
-            let (conn, h, _) = rtnetlink::new_connection()?;
-            tokio::spawn(conn);
-            if !link_exists(&p.veth) {
-                let peer = LinkMessageBuilder::<LinkUnspec>::new()
-                    .name("eth0".to_string())
-                    .setns_by_fd(ns.as_raw_fd())
-                    .build();
-                let pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-                    .name(p.veth.clone())
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                    .build();
-                h.link().add(pair).execute().await.map_err(netlink_err)?;
-            }
-            let set = LinkUnspec::new_with_index(index(&p.veth)?)
-                .controller(index(&p.bridge)?)
-                .up()
+    let ns = std::fs::File::open(&p.pin)?;
+    let pod_ns = ns.try_clone()?;
+    let Plumbing {
+        veth,
+        bridge,
+        ip,
+        prefix_len,
+        gateway,
+        ..
+    } = p;
+    // The host side: the pair (unless a crash left it), on the bridge, up; and forget whatever the host
+    // had cached for this address (a previous pod's MAC).
+    on_netlink(None, move |h| async move {
+        if !link_exists(&veth) {
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name("eth0".to_string())
+                .setns_by_fd(ns.as_raw_fd())
                 .build();
-            h.link().set(set).execute().await.map_err(netlink_err)?;
-            let stale: Vec<_> = h
-                .neighbours()
-                .get()
-                .execute()
-                .try_filter(|n| {
-                    let hit = n.attributes.iter().any(|a| {
-                        matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == p.ip)
-                    });
-                    std::future::ready(hit)
-                })
-                .try_collect()
-                .await
-                .map_err(netlink_err)?;
-            for n in stale {
-                let _ = h.neighbours().del(n).execute().await;
-            }
-            std::io::Result::Ok(())
-        })?;
-        // The pod side, inside its namespace.
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-        rt.block_on(async {
-            let (conn, h, _) = rtnetlink::new_connection()?;
-            tokio::spawn(conn);
-            let (lo, eth0) = (index("lo")?, index("eth0")?);
-            for i in [lo, eth0] {
-                let up = LinkUnspec::new_with_index(i).up().build();
-                h.link().set(up).execute().await.map_err(netlink_err)?;
-            }
-            h.address()
-                .add(eth0, p.ip.into(), p.prefix_len)
-                .replace()
-                .execute()
-                .await
-                .map_err(netlink_err)?;
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(p.gateway)
-                .output_interface(eth0)
+            let pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(veth.clone())
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                 .build();
-            h.route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(netlink_err)
-        })
+            h.link().add(pair).execute().await.map_err(netlink_err)?;
+        }
+        let set = LinkUnspec::new_with_index(index(&veth)?)
+            .controller(index(&bridge)?)
+            .up()
+            .build();
+        h.link().set(set).execute().await.map_err(netlink_err)?;
+        let stale: Vec<_> = h
+            .neighbours()
+            .get()
+            .execute()
+            .try_filter(|n| {
+                let hit = n.attributes.iter().any(
+                    |a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == ip),
+                );
+                std::future::ready(hit)
+            })
+            .try_collect()
+            .await
+            .map_err(netlink_err)?;
+        for n in stale {
+            let _ = h.neighbours().del(n).execute().await;
+        }
+        Ok(())
+    })?;
+    // The pod side, inside its namespace.
+    on_netlink(Some(pod_ns), move |h| async move {
+        let (lo, eth0) = (index("lo")?, index("eth0")?);
+        for i in [lo, eth0] {
+            let up = LinkUnspec::new_with_index(i).up().build();
+            h.link().set(up).execute().await.map_err(netlink_err)?;
+        }
+        h.address()
+            .add(eth0, ip.into(), prefix_len)
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink_err)?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .output_interface(eth0)
+            .build();
+        h.route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink_err)
     })
-    .join()
-    .map_err(|_| std::io::Error::other("netlink thread panicked"))?
 }
 
 /// The pod uid an address file names (its first line).

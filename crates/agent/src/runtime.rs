@@ -381,12 +381,7 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
     };
     let mut pid_pipe = None;
     let mut child = match forked {
-        Ok(init) => {
-            if let Some(d) = &devices_v2 {
-                d.leave();
-            }
-            init
-        }
+        Ok(init) => init,
         Err((why, [child_in, child_out, child_err], fence_w)) => {
             tracing::debug!(reason = %why, "container init: exec instead of fork");
             crate::userns::keep_across_exec(&fence_w)?;
@@ -401,11 +396,8 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
                 init.env(crate::userns::HANDOFF_ENV, h.env_value());
                 pid_pipe = Some((h, r));
             }
-            let spawned = init.spawn();
-            if let Some(d) = &devices_v2 {
-                d.leave();
-            }
-            let child = spawned?;
+            // (A failed spawn leaves the device cgroup through `Entered`'s drop.)
+            let child = init.spawn()?;
             // The builder holds our copies of the child's stdio ends: the log ends only once they are
             // closed.
             drop(init);
@@ -413,6 +405,10 @@ pub fn shim_main(dir: &Path) -> std::io::Result<()> {
             Init::Spawned(child)
         }
     };
+    // The init runs behind the device program; the shim itself need not.
+    if let Some(d) = &devices_v2 {
+        d.leave();
+    }
     // The workload's pid: the init's own, or (user namespace) the one the init reports; the
     // descriptors handed over are closed here once the init has them.
     let workload = match pid_pipe {

@@ -81,7 +81,8 @@ struct Inner {
     caches: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::cacher::Cacher>>>,
     /// The revision of this server's last write, per resource prefix: what a lister read waits for the
     /// watch cache to have seen (read-your-own-writes without a round trip to the store).
-    written: std::sync::Mutex<std::collections::HashMap<String, Revision>>,
+    /// Keyed by (group, plural): no allocation on the write path.
+    written: std::sync::Mutex<std::collections::HashMap<(&'static str, &'static str), Revision>>,
 }
 
 /// Options of a write, from the query string.
@@ -529,7 +530,7 @@ impl Registry {
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let at = written.entry(object::prefix(res, None)).or_default();
+        let at = written.entry((res.group, res.plural)).or_default();
         *at = (*at).max(revision);
     }
 
@@ -544,7 +545,7 @@ impl Registry {
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&object::prefix(res, None))
+            .get(&(res.group, res.plural))
             .copied()
             .unwrap_or(0);
         cacher

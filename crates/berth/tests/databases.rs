@@ -12,7 +12,6 @@ use common::{Server, eventually, pod};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -92,37 +91,6 @@ fn rolled_out(s: &Server, set: &str, replicas: u64, secs: u64) {
 
 const ETCD: [&str; 3] = ["etcd-0", "etcd-1", "etcd-2"];
 
-/// `etcdctl endpoint health --cluster` through etcd-0: every member healthy. etcdctl 3.4 writes the
-/// results to stderr. (An unhealthy answer is printed when it differs from the one before, for the log of
-/// a test that times out.)
-fn etcd_cluster_healthy(s: &Server) -> Option<String> {
-    static LAST: Mutex<String> = Mutex::new(String::new());
-    let out = s.kubectl(&[
-        "exec",
-        "etcd-0",
-        "--",
-        "etcdctl",
-        "endpoint",
-        "health",
-        "--cluster",
-    ]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let healthy = out.status.success()
-        && ETCD
-            .iter()
-            .all(|m| text.contains(&format!("http://{m}.etcd:2379 is healthy")));
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if !healthy && *last != text {
-        eprintln!("etcd: not healthy yet: {text}");
-        last.clone_from(&text);
-    }
-    healthy.then_some(text)
-}
-
 /// Member name → member ID, from `etcdctl member list` (`ID, status, name, peer, client, learner`).
 fn etcd_members(s: &Server) -> Vec<(String, String)> {
     let out = exec(s, "etcd-0", &["etcdctl", "member", "list"]);
@@ -185,7 +153,7 @@ fn etcd_three_members_keep_identity_data_and_quorum() {
 
     // The three members bootstrapped through their stable names; a write through etcd-0 is read through
     // etcd-2.
-    eventually(60, "all members healthy", || etcd_cluster_healthy(&s));
+    eventually(60, "all members healthy", || common::etcd_example_healthy(&s));
     exec(&s, "etcd-0", &["etcdctl", "put", "greeting", "hello"]);
     assert_eq!(
         exec(
@@ -223,7 +191,9 @@ fn etcd_three_members_keep_identity_data_and_quorum() {
         ),
         "hello\n"
     );
-    eventually(30, "all members healthy again", || etcd_cluster_healthy(&s));
+    eventually(30, "all members healthy again", || {
+        common::etcd_example_healthy(&s)
+    });
 
     // A rolling update to another tag of the image, one member at a time: a client writing through the
     // `etcd-client` Service all along sees every write acknowledged. Like etcd's own client, it retries a
@@ -285,7 +255,7 @@ fn etcd_three_members_keep_identity_data_and_quorum() {
     s.restart();
     all_ready(&s, &ETCD, 90);
     eventually(30, "all members healthy after the restart", || {
-        etcd_cluster_healthy(&s)
+        common::etcd_example_healthy(&s)
     });
     assert_eq!(etcd_count(&s, "etcd-2", "rollout/"), writes);
     assert_eq!(

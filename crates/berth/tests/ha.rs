@@ -413,13 +413,7 @@ fn an_agent_learns_every_server_keeps_its_pods_and_reports_through_another_when_
     assert!(agent.log().contains("switched"), "{}", agent.log());
 
     second.ok(&["delete", "pod", "steady", "after", "--wait=false"]);
-    eventually(60, "the agent's pods gone", || {
-        second
-            .ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    second.wait_pods_gone(60);
     drop(agent);
     drop(second);
     drop(first);
@@ -627,13 +621,7 @@ spec:
     );
     drop(rec);
     survivor.ok(&["delete", "sts", "roll"]);
-    eventually(60, "the set's pods gone", || {
-        survivor
-            .ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    survivor.wait_pods_gone(60);
     drop(agent);
     drop(servers);
     drop(etcd);
@@ -693,24 +681,7 @@ fn the_seed_web_set_and_the_etcd_example_run_on_three_servers() {
             .then_some(())
     });
     eventually(60, "a healthy etcd cluster", || {
-        let out = servers[1].kubectl(&[
-            "exec",
-            "etcd-0",
-            "--",
-            "etcdctl",
-            "endpoint",
-            "health",
-            "--cluster",
-        ]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ["etcd-0", "etcd-1", "etcd-2"]
-            .iter()
-            .all(|m| text.contains(&format!("http://{m}.etcd:2379 is healthy")))
-            .then_some(())
+        common::etcd_example_healthy(&servers[1])
     });
     servers[0].ok(&["exec", "etcd-2", "--", "etcdctl", "put", "k", "v"]);
     assert_eq!(
@@ -729,13 +700,7 @@ fn the_seed_web_set_and_the_etcd_example_run_on_three_servers() {
     );
 
     servers[0].ok(&["delete", "sts", "web", "etcd"]);
-    eventually(90, "the examples' pods gone", || {
-        servers[0]
-            .ok(&["get", "pods", "-o", "name"])
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
+    servers[0].wait_pods_gone(90);
     drop(agent);
     drop(servers);
     drop(etcd);

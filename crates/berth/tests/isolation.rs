@@ -516,7 +516,7 @@ fn a_cap_sys_admin_pod_behind_the_v2_device_program_cannot_open_host_devices() {
     if !common::can_run_containers() {
         return;
     }
-    if agent::devicefilter::unified_root().is_none() {
+    if agent::cgroup::unified_root().is_none() {
         eprintln!("skipped: no cgroup v2 hierarchy on this host");
         return;
     }
@@ -555,7 +555,7 @@ spec:
         .as_str()
         .expect("uid")
         .to_string();
-    let cgroup = agent::devicefilter::unified_root()
+    let cgroup = agent::cgroup::unified_root()
         .expect("unified")
         .join("berth")
         .join(&uid);

@@ -528,3 +528,34 @@ pub fn seed(name: &str) -> PathBuf {
         root.join("../shared/examples").join(name)
     }
 }
+
+/// `examples/etcd`'s members `etcd-0..2`: `etcdctl endpoint health --cluster` through etcd-0 finds every
+/// member healthy by its stable DNS name (etcdctl 3.4 writes the results to stderr). An unhealthy answer
+/// is printed when it differs from the one before, for the log of a test that times out.
+pub fn etcd_example_healthy(s: &Server) -> Option<String> {
+    static LAST: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    let out = s.kubectl(&[
+        "exec",
+        "etcd-0",
+        "--",
+        "etcdctl",
+        "endpoint",
+        "health",
+        "--cluster",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let healthy = out.status.success()
+        && ["etcd-0", "etcd-1", "etcd-2"]
+            .iter()
+            .all(|m| text.contains(&format!("http://{m}.etcd:2379 is healthy")));
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if !healthy && *last != text {
+        eprintln!("etcd: not healthy yet: {text}");
+        last.clone_from(&text);
+    }
+    healthy.then_some(text)
+}
