@@ -200,7 +200,14 @@ fn the_daemonset_example_follows_a_second_node_when_it_joins() {
             .then_some(())
     });
     // No kubelet is left to finish node-b's pod: removed as upstream's pod GC does for a gone node.
-    s.ok(&["delete", "pod", &on_b, "--grace-period=0", "--force"]);
+    s.ok(&[
+        "delete",
+        "pod",
+        &on_b,
+        "--grace-period=0",
+        "--force",
+        "--ignore-not-found",
+    ]);
     s.ok(&["delete", "ds", "log-tailer"]);
     s.wait_pods_gone(60);
 }
