@@ -97,21 +97,19 @@ impl Informers {
         let i = self.streams.len();
         let name = kind.clone();
         self.kinds.push(kind);
-        self.streams.push(
-            stream
-                .map(move |ev| {
-                    let signal = match ev {
-                        Ok(watcher::Event::Init) => Signal::Relisting,
-                        Ok(watcher::Event::InitDone) => Signal::Synced,
-                        Ok(_) => Signal::Changed,
-                        Err(e) => {
-                            tracing::warn!(kind = %name, error = %e, "watch failed; retrying");
-                            Signal::Failed
-                        }
-                    };
-                    (i, signal)
-                })
-                .boxed(),
-        );
+        self.streams.push(stream.map(move |ev| (i, signal_of(&name, &ev))).boxed());
+    }
+}
+
+/// The [`Signal`] of one reflector event; a failure is logged at warn with the kind.
+pub(crate) fn signal_of<K>(kind: &str, ev: &Result<watcher::Event<K>, watcher::Error>) -> Signal {
+    match ev {
+        Ok(watcher::Event::Init) => Signal::Relisting,
+        Ok(watcher::Event::InitDone) => Signal::Synced,
+        Ok(_) => Signal::Changed,
+        Err(e) => {
+            tracing::warn!(kind, error = %e, "watch failed; retrying");
+            Signal::Failed
+        }
     }
 }

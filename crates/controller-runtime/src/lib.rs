@@ -23,9 +23,11 @@ mod informers;
 pub mod leader;
 pub mod live;
 mod pass;
+mod shared;
 
 pub use informers::{Informers, Signal};
 pub use pass::{Loop, Pass, Settings};
+pub use shared::SharedInformers;
 
 use std::future::Future;
 use std::time::Duration;

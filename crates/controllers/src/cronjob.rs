@@ -17,7 +17,7 @@
 
 use crate::events;
 use api::wellknown::CRONJOB_SCHEDULED_TIMESTAMP;
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -349,11 +349,11 @@ async fn execute(client: &kube::Client, cj: &CronJob, plan: Plan) -> Result<(), 
 
 /// Run until the process ends: caches of CronJobs and Jobs; a pass on changes and every second (so a
 /// schedule fires within about a second of its time).
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let crons = informers.watch(Api::<CronJob>::all(client.clone()), cfg.clone());
-    let jobs = informers.watch(Api::<Job>::all(client.clone()), cfg);
+    let crons = informers.watch_shared(&shared, Api::<CronJob>::all(client.clone()), cfg.clone());
+    let jobs = informers.watch_shared(&shared, Api::<Job>::all(client.clone()), cfg);
     let settings = Settings {
         resync: Duration::from_secs(1),
         ..Settings::default()

@@ -15,7 +15,7 @@
 
 use crate::workload::intstr::scaled_value;
 use crate::workload::selector_matches;
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -263,15 +263,15 @@ impl Scales for Caches {
 
 /// Run until the process ends: caches of budgets, pods and the workload controllers; each pass writes
 /// the status of every budget whose status differs from what it should be.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let pdbs = informers.watch(Api::<PodDisruptionBudget>::all(client.clone()), cfg.clone());
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg.clone());
-    let rs = informers.watch(Api::<ReplicaSet>::all(client.clone()), cfg.clone());
-    let deploy = informers.watch(Api::<Deployment>::all(client.clone()), cfg.clone());
-    let sts = informers.watch(Api::<StatefulSet>::all(client.clone()), cfg.clone());
-    let rc = informers.watch(Api::<ReplicationController>::all(client.clone()), cfg);
+    let pdbs = informers.watch_shared(&shared, Api::<PodDisruptionBudget>::all(client.clone()), cfg.clone());
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg.clone());
+    let rs = informers.watch_shared(&shared, Api::<ReplicaSet>::all(client.clone()), cfg.clone());
+    let deploy = informers.watch_shared(&shared, Api::<Deployment>::all(client.clone()), cfg.clone());
+    let sts = informers.watch_shared(&shared, Api::<StatefulSet>::all(client.clone()), cfg.clone());
+    let rc = informers.watch_shared(&shared, Api::<ReplicationController>::all(client.clone()), cfg);
     let settings = Settings {
         // Pending disruptions expire on the clock, not on an event.
         resync: Duration::from_secs(15),

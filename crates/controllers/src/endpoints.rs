@@ -22,7 +22,7 @@
 //! no owner and their controller deletes them). Services without a
 //! selector are left to their users, as upstream.
 
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -294,11 +294,11 @@ async fn put(api: &Api<DynamicObject>, name: &str, desired: &Value) -> Result<()
 
 /// Run until the process ends: caches of pods and Services; once both have listed (controller-runtime),
 /// write each Service's Endpoints and EndpointSlices after each burst of changes.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg.clone());
-    let services = informers.watch(Api::<Service>::all(client.clone()), cfg);
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg.clone());
+    let services = informers.watch_shared(&shared, Api::<Service>::all(client.clone()), cfg);
     let settings = Settings {
         resync: Duration::from_secs(10),
         ..Settings::default()

@@ -19,7 +19,7 @@
 //!   `spec.finalizers` through `/finalize`.
 
 use controller_runtime::live::{self, Presence, Unconfirmed};
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
 };
@@ -294,7 +294,7 @@ fn graph_of(caches: &[(usize, Cache)]) -> OwnerGraph {
 /// Run the collector until the process ends: a cache of every served kind, and a pass over the owner
 /// graph once every cache has listed (controller-runtime), each action confirmed live where it rests on
 /// an owner being gone.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let mut informers = Informers::new();
     let mut caches = Vec::new();
     for (i, r) in api::resources::RESOURCES.iter().enumerate() {
@@ -305,11 +305,11 @@ pub async fn run(client: kube::Client) {
         let ar = api_resource(r);
         let cfg = watcher::Config::default().any_semantic();
         let cache = if r.kind == "Namespace" {
-            Cache::Full(informers.watch_with(Api::all_with(client.clone(), &ar), cfg, ar))
+            Cache::Full(informers.watch_shared_with(&shared, Api::all_with(client.clone(), &ar), cfg, ar))
         } else {
             // `Api<PartialObjectMeta<_>>` lists and watches with `as=PartialObjectMetadata[List]`.
             let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &ar);
-            Cache::Metadata(informers.watch_with(api, cfg, ar))
+            Cache::Metadata(informers.watch_shared_with(&shared, api, cfg, ar))
         };
         caches.push((i, cache));
     }

@@ -25,7 +25,7 @@ pub mod statefulset;
 pub mod volume;
 pub mod workload;
 
-use controller_runtime::{Tasks, leader, supervise};
+use controller_runtime::{SharedInformers, Tasks, leader, supervise};
 
 /// The Lease the controller set runs under (upstream's `kube-system/kube-controller-manager`).
 pub const LEASE_NAMESPACE: &str = "kube-system";
@@ -43,44 +43,47 @@ pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
 #[must_use]
 pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std::time::Duration) -> Tasks {
     let mut tasks = Tasks::default();
-    let c = client.clone();
+    // One cache per watched kind for the whole set (client-go's SharedInformerFactory); it stops with the
+    // last loop, when `tasks` is dropped.
+    let shared = SharedInformers::new();
+    let (c, s) = (client.clone(), shared.clone());
     tasks.push(supervise("nodelifecycle", move || {
-        nodelifecycle::run(c.clone(), node_grace)
+        nodelifecycle::run(c.clone(), s.clone(), node_grace)
     }));
-    let (c, cidr) = (client.clone(), cluster_cidr.to_string());
+    let (c, s, cidr) = (client.clone(), shared.clone(), cluster_cidr.to_string());
     tasks.push(supervise("nodeipam", move || {
-        nodeipam::run(c.clone(), cidr.clone())
+        nodeipam::run(c.clone(), s.clone(), cidr.clone())
     }));
-    let c = client.clone();
-    tasks.push(supervise("endpoints", move || endpoints::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("servicelb", move || servicelb::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("garbage-collector", move || gc::run(c.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("endpoints", move || endpoints::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("servicelb", move || servicelb::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("garbage-collector", move || gc::run(c.clone(), s.clone())));
     let c = client.clone();
     tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("replicaset", move || replicaset::run(c.clone())));
-    let c = client.clone();
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("replicaset", move || replicaset::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
     tasks.push(supervise("replicationcontroller", move || {
-        replicaset::run_replication_controllers(c.clone())
+        replicaset::run_replication_controllers(c.clone(), s.clone())
     }));
-    let c = client.clone();
-    tasks.push(supervise("deployment", move || deployment::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("persistentvolume", move || volume::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("job", move || job::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("cronjob", move || cronjob::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("daemonset", move || daemonset::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("scheduler", move || scheduler::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("disruption", move || disruption::run(c.clone())));
-    let c = client.clone();
-    tasks.push(supervise("resourcequota", move || resourcequota::run(c.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("deployment", move || deployment::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("persistentvolume", move || volume::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("job", move || job::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("cronjob", move || cronjob::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("daemonset", move || daemonset::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("scheduler", move || scheduler::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("disruption", move || disruption::run(c.clone(), s.clone())));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("resourcequota", move || resourcequota::run(c.clone(), s.clone())));
     tasks
 }
 

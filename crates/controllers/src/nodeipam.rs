@@ -4,7 +4,7 @@
 //! node builds its bridge and allocates pod IPs from it. A slice is given once and never changed while
 //! the Node exists (upstream's validation forbids changing it).
 
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -44,7 +44,7 @@ pub fn plan(cluster: Ipv4Net, nodes: &[Node]) -> Vec<(String, Ipv4Net)> {
 }
 
 /// Run until the process ends.
-pub async fn run(client: kube::Client, cluster_cidr: String) {
+pub async fn run(client: kube::Client, shared: SharedInformers, cluster_cidr: String) {
     let Ok(cluster) = cluster_cidr.parse::<Ipv4Net>() else {
         tracing::error!(cidr = %cluster_cidr, "--cluster-cidr is not an IPv4 CIDR; no pod CIDRs are assigned");
         std::future::pending::<()>().await;
@@ -52,7 +52,7 @@ pub async fn run(client: kube::Client, cluster_cidr: String) {
     };
     let api: Api<Node> = Api::all(client);
     let mut informers = Informers::new();
-    let store = informers.watch(api.clone(), watcher::Config::default());
+    let store = informers.watch_shared(&shared, api.clone(), watcher::Config::default());
     // Every Node must be listed before a slice is handed out, or a slice already taken could be given twice.
     let mut passes = informers.into_loop("nodeipam", Settings::default());
     while let Some(mut pass) = passes.next_pass().await {

@@ -25,7 +25,7 @@
 //! Deletions are decided on complete caches and confirmed by a live read of the node first (the taint
 //! and readiness they rest on must still be there).
 
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -273,14 +273,14 @@ fn heartbeat(n: &Node, leases: &HashMap<String, String>) -> String {
 }
 
 /// Run until the process ends, with `grace` as the node monitor grace period.
-pub async fn run(client: kube::Client, grace: Duration) {
+pub async fn run(client: kube::Client, shared: SharedInformers, grace: Duration) {
     let nodes_api: Api<Node> = Api::all(client.clone());
     let pods_all: Api<Pod> = Api::all(client.clone());
     let leases_api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut informers = Informers::new();
-    let nodes = informers.watch(nodes_api.clone(), watcher::Config::default());
-    let pods = informers.watch(pods_all, watcher::Config::default());
-    let leases = informers.watch(leases_api, watcher::Config::default());
+    let nodes = informers.watch_shared(&shared, nodes_api.clone(), watcher::Config::default());
+    let pods = informers.watch_shared(&shared, pods_all, watcher::Config::default());
+    let leases = informers.watch_shared(&shared, leases_api, watcher::Config::default());
     // Time-based decisions: a pass at least every second (upstream monitors every 5 s).
     let settings = Settings {
         resync: Duration::from_secs(1),

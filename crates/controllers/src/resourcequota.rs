@@ -4,7 +4,7 @@
 //! when objects go away. Pods come from a cache; the other kinds a quota names (`count/<resource>`,
 //! `configmaps`, …) are listed on each pass, only for the quotas that name them.
 
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
@@ -67,11 +67,11 @@ fn same(a: Option<&Value>, b: &Map<String, Value>) -> bool {
 }
 
 /// Run until the process ends: caches of quotas and pods; each pass recomputes every quota's status.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let quotas = informers.watch(Api::<ResourceQuota>::all(client.clone()), cfg.clone());
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg);
+    let quotas = informers.watch_shared(&shared, Api::<ResourceQuota>::all(client.clone()), cfg.clone());
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg);
     let settings = Settings {
         // Upstream resyncs quotas every 5 minutes; objects other than pods are not watched here.
         resync: Duration::from_secs(15),

@@ -11,7 +11,7 @@
 //! volume binder), so no pod starts on a volume that does not exist yet.
 
 use crate::volume::{self, HOSTNAME_LABEL, SELECTED_NODE};
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::core::v1::{
     Binding, Node, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, PersistentVolume,
     PersistentVolumeClaim, Pod,
@@ -461,14 +461,14 @@ pub fn plan(o: &Observed) -> Vec<Step> {
 
 /// Run the scheduler until the process ends: caches of pods, nodes, claims, volumes and classes; once
 /// all have listed (controller-runtime), plan after each burst of changes.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg.clone());
-    let nodes = informers.watch(Api::<Node>::all(client.clone()), cfg.clone());
-    let claims = informers.watch(Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
-    let volumes = informers.watch(Api::<PersistentVolume>::all(client.clone()), cfg.clone());
-    let classes = informers.watch(Api::<StorageClass>::all(client.clone()), cfg);
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg.clone());
+    let nodes = informers.watch_shared(&shared, Api::<Node>::all(client.clone()), cfg.clone());
+    let claims = informers.watch_shared(&shared, Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
+    let volumes = informers.watch_shared(&shared, Api::<PersistentVolume>::all(client.clone()), cfg.clone());
+    let classes = informers.watch_shared(&shared, Api::<StorageClass>::all(client.clone()), cfg);
     let settings = Settings {
         debounce: Duration::from_millis(10),
         ..Settings::default()

@@ -3,7 +3,7 @@
 //! Ready node, and each node's agent serves the Service's ports on its addresses (`agent::proxy`).
 //! Services of other types have their ingress cleared.
 
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -51,11 +51,11 @@ pub fn desired_ingress(svc: &Service, nodes: &[Node]) -> Option<Value> {
 
 /// Run until the process ends: caches of Services and Nodes; once both have listed (controller-runtime),
 /// write each LoadBalancer Service's ingress after each burst of changes.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let services = informers.watch(Api::<Service>::all(client.clone()), cfg.clone());
-    let nodes = informers.watch(Api::<Node>::all(client.clone()), cfg);
+    let services = informers.watch_shared(&shared, Api::<Service>::all(client.clone()), cfg.clone());
+    let nodes = informers.watch_shared(&shared, Api::<Node>::all(client.clone()), cfg);
     let settings = Settings {
         resync: Duration::from_secs(10),
         ..Settings::default()

@@ -22,7 +22,7 @@
 //!   capacity, then the claim's `status.capacity` (upstream's expansion flow without a resizer sidecar).
 
 use controller_runtime::live::{self, Presence};
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
@@ -520,13 +520,13 @@ pub fn new_volume(
 /// Run the provisioner and binder until the process ends: caches of classes, claims, volumes and nodes;
 /// once all four have listed (controller-runtime), plan over them after each burst of changes (and every
 /// few seconds) and execute.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let classes = informers.watch(Api::<StorageClass>::all(client.clone()), cfg.clone());
-    let claims = informers.watch(Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
-    let volumes = informers.watch(Api::<PersistentVolume>::all(client.clone()), cfg.clone());
-    let nodes = informers.watch(Api::<Node>::all(client.clone()), cfg);
+    let classes = informers.watch_shared(&shared, Api::<StorageClass>::all(client.clone()), cfg.clone());
+    let claims = informers.watch_shared(&shared, Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
+    let volumes = informers.watch_shared(&shared, Api::<PersistentVolume>::all(client.clone()), cfg.clone());
+    let nodes = informers.watch_shared(&shared, Api::<Node>::all(client.clone()), cfg);
     let mut passes = informers.into_loop("persistentvolume", Settings::default());
     let mut recorded: HashSet<(String, String)> = HashSet::new();
     while let Some(mut pass) = passes.next_pass().await {

@@ -24,7 +24,7 @@ pub mod plan;
 mod tests;
 
 use crate::workload::controller_ref::controller_of;
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -117,13 +117,13 @@ async fn execute(
 
 /// Run until the process ends: on every pass (changes, a 2 s resync for `minReadySeconds`), plan and
 /// execute each DaemonSet.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let sets = informers.watch(Api::<DaemonSet>::all(client.clone()), cfg.clone());
-    let nodes = informers.watch(Api::<Node>::all(client.clone()), cfg.clone());
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg.clone());
-    let revisions = informers.watch(Api::<ControllerRevision>::all(client.clone()), cfg);
+    let sets = informers.watch_shared(&shared, Api::<DaemonSet>::all(client.clone()), cfg.clone());
+    let nodes = informers.watch_shared(&shared, Api::<Node>::all(client.clone()), cfg.clone());
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg.clone());
+    let revisions = informers.watch_shared(&shared, Api::<ControllerRevision>::all(client.clone()), cfg);
     let settings = Settings {
         resync: Duration::from_secs(2),
         ..Settings::default()

@@ -21,7 +21,7 @@ mod tests;
 
 pub use plan::{Observed, Plan, Step, plan};
 
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -206,12 +206,12 @@ pub(crate) async fn execute<O: Objects>(
 }
 
 /// Run the Deployment controller until the process ends.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let deployments = informers.watch(Api::<Deployment>::all(client.clone()), cfg.clone());
-    let replica_sets = informers.watch(Api::<ReplicaSet>::all(client.clone()), cfg.clone());
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg);
+    let deployments = informers.watch_shared(&shared, Api::<Deployment>::all(client.clone()), cfg.clone());
+    let replica_sets = informers.watch_shared(&shared, Api::<ReplicaSet>::all(client.clone()), cfg.clone());
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg);
     let settings = Settings {
         resync: Duration::from_secs(1),
         ..Settings::default()

@@ -30,7 +30,7 @@ mod tests;
 use crate::events;
 use api::wellknown::JOB_TRACKING_FINALIZER;
 use controller_runtime::live::{self, Presence};
-use controller_runtime::{Informers, Settings};
+use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
@@ -194,11 +194,11 @@ async fn execute(client: &kube::Client, job: &Job, plan: Plan, exp: &mut Expect)
 /// Run until the process ends: caches of Jobs and Pods; on every pass (changes, and a 1 s resync for
 /// back-offs, deadlines and TTLs), plan and execute each Job, and let go of orphaned pods that still
 /// carry the tracking finalizer once a live read confirms their Job is gone.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let jobs = informers.watch(Api::<Job>::all(client.clone()), cfg.clone());
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg);
+    let jobs = informers.watch_shared(&shared, Api::<Job>::all(client.clone()), cfg.clone());
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg);
     let settings = Settings {
         resync: Duration::from_secs(1),
         ..Settings::default()

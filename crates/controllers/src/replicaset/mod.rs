@@ -25,7 +25,7 @@ mod tests;
 
 pub use plan::{Observed, Plan, plan};
 
-use controller_runtime::{Informers, Settings, live};
+use controller_runtime::{Informers, Settings, SharedInformers, live};
 use execute::{Outcome, PodControl};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -157,25 +157,25 @@ struct NsPods<'a> {
 }
 
 /// Run the ReplicaSet controller until the process ends.
-pub async fn run(client: kube::Client) {
-    run_kind(client, Kind::ReplicaSet).await;
+pub async fn run(client: kube::Client, shared: SharedInformers) {
+    run_kind(client, shared, Kind::ReplicaSet).await;
 }
 
 /// Run the ReplicationController controller until the process ends.
-pub async fn run_replication_controllers(client: kube::Client) {
-    run_kind(client, Kind::ReplicationController).await;
+pub async fn run_replication_controllers(client: kube::Client, shared: SharedInformers) {
+    run_kind(client, shared, Kind::ReplicationController).await;
 }
 
-async fn run_kind(client: kube::Client, kind: Kind) {
+async fn run_kind(client: kube::Client, shared: SharedInformers, kind: Kind) {
     let cfg = watcher::Config::default().any_semantic();
     let ar = kind.resource();
     let mut informers = Informers::new();
-    let sets = informers.watch_with(
+    let sets = informers.watch_shared_with(&shared, 
         Api::<DynamicObject>::all_with(client.clone(), &ar),
         cfg.clone(),
         ar.clone(),
     );
-    let pods = informers.watch(Api::<Pod>::all(client.clone()), cfg);
+    let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg);
     let settings = Settings {
         resync: Duration::from_secs(1),
         ..Settings::default()
