@@ -28,6 +28,7 @@ use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -78,7 +79,7 @@ struct Member<'a> {
     ports: Vec<Value>,
 }
 
-fn members<'a>(svc: &Value, pods: &'a [Pod]) -> Option<Vec<Member<'a>>> {
+fn members<'a, P: Borrow<Pod>>(svc: &Value, pods: &'a [P]) -> Option<Vec<Member<'a>>> {
     let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default();
     let selector: BTreeMap<String, String> = serde_json::from_value(svc["spec"]["selector"].clone()).ok()?;
     if selector.is_empty() {
@@ -87,7 +88,7 @@ fn members<'a>(svc: &Value, pods: &'a [Pod]) -> Option<Vec<Member<'a>>> {
     let tolerate = svc["spec"]["publishNotReadyAddresses"] == true;
     let svc_ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
-    for p in pods {
+    for p in pods.iter().map(Borrow::borrow) {
         if p.metadata.namespace.as_deref() != Some(ns) || !selects(&selector, p) {
             continue;
         }
@@ -172,7 +173,7 @@ fn owner(svc: &Value) -> Value {
 type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
 
 /// The Endpoints object the Service should have (`None` for a Service without a selector).
-pub fn desired_endpoints(svc: &Value, pods: &[Pod]) -> Option<Value> {
+pub fn desired_endpoints<P: Borrow<Pod>>(svc: &Value, pods: &[P]) -> Option<Value> {
     let members = members(svc, pods)?;
     let mut groups: BTreeMap<String, Subset> = BTreeMap::new();
     for m in &members {
@@ -214,7 +215,7 @@ pub fn desired_endpoints(svc: &Value, pods: &[Pod]) -> Option<Value> {
 }
 
 /// The EndpointSlices the Service should have, one per distinct port set (`None` without a selector).
-pub fn desired_slices(svc: &Value, pods: &[Pod]) -> Option<Vec<Value>> {
+pub fn desired_slices<P: Borrow<Pod>>(svc: &Value, pods: &[P]) -> Option<Vec<Value>> {
     let members = members(svc, pods)?;
     let name = svc["metadata"]["name"].as_str().unwrap_or_default();
     let uid = svc["metadata"]["uid"].as_str().unwrap_or_default();
@@ -315,7 +316,7 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
             written.clear();
             forgotten = tokio::time::Instant::now();
         }
-        let all_pods: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
+        let all_pods = pods.state();
         for svc in services.state() {
             let svc = serde_json::to_value(&*svc).unwrap_or_default();
             let ns = svc["metadata"]["namespace"]

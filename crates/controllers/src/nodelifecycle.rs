@@ -32,6 +32,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
+use std::borrow::Borrow;
+use std::sync::Arc;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -149,9 +151,9 @@ fn eviction_time(
 
 /// The steps for `nodes` and `pods`, given how long ago each node's heartbeat was last seen to change
 /// (`ages`, by node name; a node missing there counts as just seen), the grace period and the time.
-pub fn plan(
+pub fn plan<P: Borrow<Pod>>(
     nodes: &[Node],
-    pods: &[Pod],
+    pods: &[P],
     ages: &HashMap<String, Duration>,
     grace: Duration,
     now: jiff::Timestamp,
@@ -201,7 +203,8 @@ pub fn plan(
             .any(|t| t.key == OUT_OF_SERVICE && t.effect == "NoExecute");
         for p in pods
             .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
+            .map(Borrow::borrow)
+            .filter(|p: &&Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
         {
             let (namespace, pod, uid) = (
                 p.metadata.namespace.clone().unwrap_or_default(),
@@ -290,7 +293,7 @@ pub async fn run(client: kube::Client, shared: SharedInformers, grace: Duration)
     let mut passes = informers.into_loop("nodelifecycle", settings);
     while let Some(mut pass) = passes.next_pass().await {
         let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
-        let pod_list: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
+        let pod_list = pods.state();
         let renewals: HashMap<String, String> = leases
             .state()
             .iter()
@@ -331,7 +334,7 @@ async fn execute(
     client: &kube::Client,
     nodes_api: &Api<Node>,
     nodes: &[Node],
-    pods: &[Pod],
+    pods: &[Arc<Pod>],
     step: Step,
 ) -> Result<(), String> {
     let e = |e: kube::Error| e.to_string();

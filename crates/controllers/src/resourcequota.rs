@@ -10,7 +10,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::watcher;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// The `(group, plural)` whose objects a quota's resource name counts (`None`: nothing Berth counts).
@@ -79,11 +79,10 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
     };
     let mut passes = informers.into_loop("resourcequota", settings);
     while let Some(mut pass) = passes.next_pass().await {
-        let all_pods: Vec<Value> = pods
-            .state()
-            .iter()
-            .filter_map(|p| serde_json::to_value(&**p).ok())
-            .collect();
+        // Only the pods of a namespace with a quota are converted, once per pass and namespace (a
+        // cluster without quotas pays nothing per pod).
+        let all_pods = pods.state();
+        let mut pods_by_ns: HashMap<String, Vec<Value>> = HashMap::new();
         for q in quotas.state() {
             let ns = q.metadata.namespace.clone().unwrap_or_default();
             let name = q.metadata.name.clone().unwrap_or_default();
@@ -101,10 +100,16 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
             let mut complete = true;
             for (group, plural) in &kinds {
                 if group.is_empty() && plural == "pods" {
-                    objects.extend(
+                    let in_ns = pods_by_ns.entry(ns.clone()).or_insert_with(|| {
                         all_pods
                             .iter()
-                            .filter(|p| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(&ns))
+                            .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+                            .filter_map(|p| serde_json::to_value(&**p).ok())
+                            .collect()
+                    });
+                    objects.extend(
+                        in_ns
+                            .iter()
                             .map(|p| (String::new(), "pods".to_string(), p.clone())),
                     );
                     continue;

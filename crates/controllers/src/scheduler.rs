@@ -21,16 +21,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// The scheduler's name in `spec.schedulerName` (pods naming another scheduler are left alone).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
-/// Everything the decision needs (all namespaces).
-pub struct Observed<'a> {
+/// Everything the decision needs (all namespaces). Pods are any borrow of a `Pod` (the informer cache's
+/// `Arc<Pod>`s are planned over in place, not copied).
+pub struct Observed<'a, P: Borrow<Pod> = Pod> {
     /// Pods.
-    pub pods: &'a [Pod],
+    pub pods: &'a [P],
     /// Nodes.
     pub nodes: &'a [Node],
     /// PersistentVolumeClaims.
@@ -213,13 +215,13 @@ fn is_unscheduled(p: &Pod) -> bool {
 }
 
 /// Decide bindings for every pending pod, oldest first, accounting each decision against the next.
-pub fn plan(o: &Observed) -> Vec<Step> {
+pub fn plan<P: Borrow<Pod>>(o: &Observed<'_, P>) -> Vec<Step> {
     let mut steps = Vec::new();
     // Requested resources and pod counts per node.
     let mut used: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
     // Host ports in use per node (upstream's NodePorts plugin).
     let mut ports: BTreeMap<String, Vec<api::hostports::HostPort>> = BTreeMap::new();
-    for p in o.pods {
+    for p in o.pods.iter().map(Borrow::borrow) {
         let node = p
             .spec
             .as_ref()
@@ -242,7 +244,7 @@ pub fn plan(o: &Observed) -> Vec<Step> {
         e.1 += mem;
         e.2 += 1;
     }
-    let mut pending: Vec<&Pod> = o.pods.iter().filter(|p| is_unscheduled(p)).collect();
+    let mut pending: Vec<&Pod> = o.pods.iter().map(Borrow::borrow).filter(|p| is_unscheduled(p)).collect();
     pending.sort_by_key(|p| {
         (
             p.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -476,7 +478,7 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
     let mut passes = informers.into_loop("scheduler", settings);
     let mut reported: HashSet<(String, String)> = HashSet::new();
     while let Some(mut pass) = passes.next_pass().await {
-        let p: Vec<Pod> = pods.state().iter().map(|o| (**o).clone()).collect();
+        let p = pods.state();
         let n: Vec<Node> = nodes.state().iter().map(|o| (**o).clone()).collect();
         let c: Vec<PersistentVolumeClaim> = claims.state().iter().map(|o| (**o).clone()).collect();
         let v: Vec<PersistentVolume> = volumes.state().iter().map(|o| (**o).clone()).collect();
