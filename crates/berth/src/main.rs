@@ -1175,6 +1175,11 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
         client.clone(),
         args.cluster_cidr.clone(),
         node.clone(),
+        peer.as_ref().and_then(|(_, ip, port)| {
+            ip.parse::<IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, *port).to_string())
+        }),
         args.node_monitor_grace_period,
         election,
     ));

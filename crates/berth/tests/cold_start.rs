@@ -311,6 +311,77 @@ async fn one_lease_holder_at_a_time_a_restarted_holder_takes_its_lease_back_at_o
 }
 
 #[tokio::test]
+async fn a_candidate_takes_over_early_only_when_the_holders_address_refuses_connections() {
+    use controller_runtime::leader::{Config, Elector, HOLDER_ADDRESS};
+    use k8s_openapi::api::coordination::v1::Lease;
+    let dir = tempfile::tempdir().expect("dir");
+    let router = api_server(dir.path()).await;
+    let client = kube::Client::new(
+        apiserver::server::in_process::<kube::client::Body>(router),
+        "default",
+    );
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    // The holder's "API address": a loopback listener this test owns, closed below to play the holder's
+    // death (nothing listens there any more: the connect is refused).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let cfg = |id: &str, address: Option<String>| Config {
+        lease_duration: Duration::from_secs(30),
+        renew_deadline: Duration::from_secs(20),
+        retry_period: Duration::from_millis(200),
+        address,
+        ..Config::new("kube-system", "berth-controllers", id)
+    };
+    let a = cfg("server-a", Some(address.clone()));
+    let b = cfg("server-b", Some("127.0.0.1:1".into()));
+    let (mut ea, mut eb) = (Elector::default(), Elector::default());
+    assert!(ea.try_acquire_or_renew(&leases, &a).await.expect("a"));
+    let l = leases.get("berth-controllers").await.expect("lease");
+    assert_eq!(
+        l.metadata.annotations.unwrap_or_default().get(HOLDER_ADDRESS),
+        Some(&address),
+        "the holder publishes its address"
+    );
+    // The holder stops renewing but still listens: no early takeover, however long the record is unchanged
+    // (within the lease duration).
+    assert!(!eb.try_acquire_or_renew(&leases, &b).await.expect("b"));
+    tokio::time::sleep(a.dead_after() + Duration::from_millis(200)).await;
+    assert!(
+        !eb.try_acquire_or_renew(&leases, &b).await.expect("b"),
+        "a holder whose address answers keeps its lease until it expires"
+    );
+    // Renewals reset the clock: with the listener gone but the record changing, no takeover either.
+    drop(listener);
+    assert!(ea.try_acquire_or_renew(&leases, &a).await.expect("a renews"));
+    assert!(
+        !eb.try_acquire_or_renew(&leases, &b).await.expect("b"),
+        "a renewing holder is not taken over, whatever its address answers"
+    );
+    // No renewal for two retry periods and nothing listening: taken at once, long before 30 s.
+    tokio::time::sleep(a.dead_after() + Duration::from_millis(200)).await;
+    assert!(
+        eb.try_acquire_or_renew(&leases, &b).await.expect("b"),
+        "a dead holder's lease is taken early"
+    );
+    let l = leases.get("berth-controllers").await.expect("lease");
+    assert_eq!(
+        l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()),
+        Some("server-b")
+    );
+    assert_eq!(
+        l.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(HOLDER_ADDRESS)
+            .map(String::as_str),
+        Some("127.0.0.1:1"),
+        "the new holder's address replaces the old one"
+    );
+    // Had the old holder been alive after all, its next renewal loses the compare-and-swap.
+    assert!(!ea.try_acquire_or_renew(&leases, &a).await.expect("a"));
+}
+
+#[tokio::test]
 async fn a_lagging_cache_never_collects_or_releases_what_a_live_read_still_finds() {
     let dir = tempfile::tempdir().expect("dir");
     let router = api_server(dir.path()).await;

@@ -97,7 +97,8 @@ impl Informers {
         let i = self.streams.len();
         let name = kind.clone();
         self.kinds.push(kind);
-        self.streams.push(stream.map(move |ev| (i, signal_of(&name, &ev))).boxed());
+        self.streams
+            .push(stream.map(move |ev| (i, signal_of(&name, &ev))).boxed());
     }
 }
 

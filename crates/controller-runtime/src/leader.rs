@@ -5,13 +5,25 @@
 //! clock skew between servers cannot shorten a lease); the holder renews every `retry_period` and gives up
 //! leading when it could not renew for `renew_deadline`. Writes are compare-and-swap on the Lease's
 //! resourceVersion, so two candidates can never both win one round.
+//!
+//! One addition to client-go (Berth's, not upstream's): a holder that knows its API address writes it to
+//! the Lease (annotation [`HOLDER_ADDRESS`]), and a candidate that has seen the record unchanged for
+//! [`Config::dead_after`] (two retry periods: a live holder renews every retry period) probes that address
+//! with a TCP connect. Only a refused connection (nothing listens there: the holder's process is gone, as
+//! after `kill -9` or a stop) lets it take the Lease before `lease_duration`; a timeout or an unreachable
+//! host (a partition, a dead machine) changes nothing, so the lease's guarantee still holds there. Should
+//! the holder still be alive after all, its next renewal fails its compare-and-swap and it stops leading.
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The Lease annotation holding the holder's API address (`ip:port`), probed by candidates.
+pub const HOLDER_ADDRESS: &str = "berth.dev/holder-address";
 
 /// Where the Lease is and how long it lasts.
 #[derive(Debug, Clone)]
@@ -29,6 +41,9 @@ pub struct Config {
     pub renew_deadline: Duration,
     /// Time between attempts (upstream default 2 s).
     pub retry_period: Duration,
+    /// This candidate's API address (`ip:port`) that other candidates may probe once it holds the Lease;
+    /// `None` for a server alone on its store.
+    pub address: Option<String>,
 }
 
 impl Config {
@@ -42,8 +57,25 @@ impl Config {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+            address: None,
         }
     }
+
+    /// How long a record must stay unchanged before a candidate probes the holder's address: two retry
+    /// periods, so a live holder has missed at least one renewal.
+    #[must_use]
+    pub fn dead_after(&self) -> Duration {
+        2 * self.retry_period
+    }
+}
+
+/// Whether nothing listens at `address` (`ip:port`): the TCP connect is refused. A timeout (bounded by
+/// `within`), an unreachable host or any other error is not proof and answers `false`.
+pub async fn refuses_connections(address: &str, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, tokio::net::TcpStream::connect(address)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// A candidate's view of the Lease between attempts.
@@ -80,6 +112,10 @@ impl Elector {
                     metadata: ObjectMeta {
                         name: Some(cfg.name.clone()),
                         namespace: Some(cfg.namespace.clone()),
+                        annotations: cfg
+                            .address
+                            .as_ref()
+                            .map(|a| BTreeMap::from([(HOLDER_ADDRESS.to_string(), a.clone())])),
                         ..ObjectMeta::default()
                     },
                     spec: Some(LeaseSpec {
@@ -112,9 +148,34 @@ impl Elector {
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let ours = holder == cfg.identity;
         if !holder.is_empty() && !ours && seen_at.elapsed() < cfg.lease_duration {
-            return Ok(false);
+            let address = current
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(HOLDER_ADDRESS))
+                .filter(|a| Some(*a) != cfg.address.as_ref());
+            let dead = match address {
+                Some(a) if seen_at.elapsed() >= cfg.dead_after() => {
+                    refuses_connections(a, cfg.retry_period / 2).await
+                }
+                _ => false,
+            };
+            if !dead {
+                return Ok(false);
+            }
+            tracing::info!(lease = %cfg.name, %holder, address = ?address,
+                "leader election: the holder stopped renewing and its API address refuses connections; taking the Lease before it expires");
         }
         let mut lease = current;
+        let annotations = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        match &cfg.address {
+            Some(a) => {
+                annotations.insert(HOLDER_ADDRESS.into(), a.clone());
+            }
+            None => {
+                annotations.remove(HOLDER_ADDRESS);
+            }
+        }
         lease.spec = Some(LeaseSpec {
             holder_identity: Some(cfg.identity.clone()),
             lease_duration_seconds: Some(seconds),

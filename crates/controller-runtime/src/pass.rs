@@ -63,7 +63,15 @@ pub struct Loop {
     /// Whether the loop has said it waits for caches (or has not planned yet): the next pass on complete
     /// caches is logged.
     announce: bool,
+    /// When the last pass ended, and how long it spent outside its steps (planning over the caches).
+    last: Option<(Instant, Duration)>,
 }
+
+/// A pass that planned for `d` is followed by at least `PACE × d` of quiet: a loop plans at most about a
+/// quarter of the time, however fast changes come. Upstream's controllers are incremental (a work queue of
+/// changed keys); Berth's passes are level-based over whole caches, so with 10,000 pods one pass costs
+/// milliseconds and a change every few milliseconds would otherwise keep a core busy re-planning.
+const PACE: u32 = 3;
 
 impl Informers {
     /// Start the loop named `name` (used in logs) over these watches.
@@ -81,6 +89,7 @@ impl Informers {
             resync,
             retries: HashMap::new(),
             announce: true,
+            last: None,
         }
     }
 }
@@ -113,8 +122,12 @@ impl Loop {
                 _ = self.resync.tick() => {}
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
             }
-            // Let a burst of changes settle.
-            tokio::time::sleep(self.settings.debounce).await;
+            // Let a burst of changes settle, and space passes by their planning time.
+            let mut until = Instant::now() + self.settings.debounce;
+            if let Some((ended, planned)) = self.last {
+                until = until.max(ended + planned.saturating_mul(PACE));
+            }
+            tokio::time::sleep_until(until).await;
             while let Some(Some(ev)) = self.events.next().now_or_never() {
                 self.apply(ev);
             }
@@ -126,6 +139,8 @@ impl Loop {
                 return Some(Pass {
                     lp: self,
                     seen: HashSet::new(),
+                    started: Instant::now(),
+                    in_steps: Duration::ZERO,
                 });
             }
             if !self.announce {
@@ -151,6 +166,9 @@ impl Loop {
 pub struct Pass<'a> {
     lp: &'a mut Loop,
     seen: HashSet<String>,
+    started: Instant,
+    /// Time spent awaiting steps (API requests), not planning.
+    in_steps: Duration,
 }
 
 impl Pass<'_> {
@@ -164,7 +182,9 @@ impl Pass<'_> {
         if self.lp.retries.get(key).is_some_and(|r| r.not_before > now) {
             return false;
         }
-        match step.await {
+        let result = step.await;
+        self.in_steps += now.elapsed();
+        match result {
             Ok(_) => {
                 self.lp.retries.remove(key);
                 true
@@ -191,6 +211,8 @@ impl Drop for Pass<'_> {
     fn drop(&mut self) {
         let seen = &self.seen;
         self.lp.retries.retain(|k, _| seen.contains(k));
+        let planned = self.started.elapsed().saturating_sub(self.in_steps);
+        self.lp.last = Some((Instant::now(), planned));
     }
 }
 
@@ -308,6 +330,45 @@ mod tests {
                 "due after 50 ms but not run at {waited:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_long_plan_spaces_the_next_pass_but_step_time_does_not() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<(usize, Signal)>();
+        let mut l = Informers {
+            streams: vec![
+                stream::iter([(0, Signal::Relisting), (0, Signal::Synced)])
+                    .chain(rx)
+                    .boxed(),
+            ],
+            kinds: vec!["K0".into()],
+        }
+        .into_loop("test", FAST);
+        // 60 ms of planning: the next pass comes no sooner than 3 × 60 ms after it, changes or not.
+        {
+            let _p = l.next_pass().await.expect("pass");
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        let ended = Instant::now();
+        tx.unbounded_send((0, Signal::Changed)).expect("send");
+        drop(l.next_pass().await.expect("pass"));
+        let gap = ended.elapsed();
+        assert!(gap >= Duration::from_millis(180), "{gap:?}");
+        // 200 ms awaiting a step is not planning: the next pass follows a change after the debounce.
+        {
+            tx.unbounded_send((0, Signal::Changed)).expect("send");
+            let mut p = l.next_pass().await.expect("pass");
+            p.step("a", async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<(), &str>(())
+            })
+            .await;
+        }
+        let ended = Instant::now();
+        tx.unbounded_send((0, Signal::Changed)).expect("send");
+        drop(l.next_pass().await.expect("pass"));
+        let gap = ended.elapsed();
+        assert!(gap < Duration::from_millis(150), "{gap:?}");
     }
 
     #[test]

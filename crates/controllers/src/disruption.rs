@@ -266,7 +266,11 @@ impl Scales for Caches {
 pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
-    let pdbs = informers.watch_shared(&shared, Api::<PodDisruptionBudget>::all(client.clone()), cfg.clone());
+    let pdbs = informers.watch_shared(
+        &shared,
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        cfg.clone(),
+    );
     let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg.clone());
     let rs = informers.watch_shared(&shared, Api::<ReplicaSet>::all(client.clone()), cfg.clone());
     let deploy = informers.watch_shared(&shared, Api::<Deployment>::all(client.clone()), cfg.clone());

@@ -55,35 +55,55 @@ pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std
         nodeipam::run(c.clone(), s.clone(), cidr.clone())
     }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("endpoints", move || endpoints::run(c.clone(), s.clone())));
+    tasks.push(supervise("endpoints", move || {
+        endpoints::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("servicelb", move || servicelb::run(c.clone(), s.clone())));
+    tasks.push(supervise("servicelb", move || {
+        servicelb::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("garbage-collector", move || gc::run(c.clone(), s.clone())));
+    tasks.push(supervise("garbage-collector", move || {
+        gc::run(c.clone(), s.clone())
+    }));
     let c = client.clone();
     tasks.push(supervise("statefulset", move || statefulset::run(c.clone())));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("replicaset", move || replicaset::run(c.clone(), s.clone())));
+    tasks.push(supervise("replicaset", move || {
+        replicaset::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
     tasks.push(supervise("replicationcontroller", move || {
         replicaset::run_replication_controllers(c.clone(), s.clone())
     }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("deployment", move || deployment::run(c.clone(), s.clone())));
+    tasks.push(supervise("deployment", move || {
+        deployment::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("persistentvolume", move || volume::run(c.clone(), s.clone())));
+    tasks.push(supervise("persistentvolume", move || {
+        volume::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
     tasks.push(supervise("job", move || job::run(c.clone(), s.clone())));
     let (c, s) = (client.clone(), shared.clone());
     tasks.push(supervise("cronjob", move || cronjob::run(c.clone(), s.clone())));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("daemonset", move || daemonset::run(c.clone(), s.clone())));
+    tasks.push(supervise("daemonset", move || {
+        daemonset::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("scheduler", move || scheduler::run(c.clone(), s.clone())));
+    tasks.push(supervise("scheduler", move || {
+        scheduler::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("disruption", move || disruption::run(c.clone(), s.clone())));
+    tasks.push(supervise("disruption", move || {
+        disruption::run(c.clone(), s.clone())
+    }));
     let (c, s) = (client.clone(), shared.clone());
-    tasks.push(supervise("resourcequota", move || resourcequota::run(c.clone(), s.clone())));
+    tasks.push(supervise("resourcequota", move || {
+        resourcequota::run(c.clone(), s.clone())
+    }));
     tasks
 }
 
@@ -138,10 +158,14 @@ impl Election {
 /// deadline, 2 s retry), so a second server process on the same datastore never runs a second copy.
 /// `identity` is stable across restarts of one server (its node name), so a single server takes its
 /// Lease back at once. `node_grace` is the node lifecycle controller's `--node-monitor-grace-period`.
+/// `address` is this server's API address (`ip:port`) when it shares a datastore with others: written to
+/// the Lease while it holds it, so the others may take over at once when nothing listens there any more
+/// ([`leader`]'s early takeover) instead of after the whole lease duration.
 pub async fn run_elected(
     client: kube::Client,
     cluster_cidr: String,
     identity: String,
+    address: Option<String>,
     node_grace: std::time::Duration,
     election: Election,
 ) {
@@ -149,6 +173,7 @@ pub async fn run_elected(
         lease_duration: election.lease_duration,
         renew_deadline: election.renew_deadline,
         retry_period: election.retry_period,
+        address,
         ..leader::Config::new(LEASE_NAMESPACE, LEASE_NAME, &identity)
     };
     let c = client.clone();

@@ -33,8 +33,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::borrow::Borrow;
-use std::sync::Arc;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The taint of a node whose Ready condition is `False`.

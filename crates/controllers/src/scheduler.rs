@@ -244,7 +244,12 @@ pub fn plan<P: Borrow<Pod>>(o: &Observed<'_, P>) -> Vec<Step> {
         e.1 += mem;
         e.2 += 1;
     }
-    let mut pending: Vec<&Pod> = o.pods.iter().map(Borrow::borrow).filter(|p| is_unscheduled(p)).collect();
+    let mut pending: Vec<&Pod> = o
+        .pods
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|p| is_unscheduled(p))
+        .collect();
     pending.sort_by_key(|p| {
         (
             p.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -468,7 +473,11 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
     let mut informers = Informers::new();
     let pods = informers.watch_shared(&shared, Api::<Pod>::all(client.clone()), cfg.clone());
     let nodes = informers.watch_shared(&shared, Api::<Node>::all(client.clone()), cfg.clone());
-    let claims = informers.watch_shared(&shared, Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
+    let claims = informers.watch_shared(
+        &shared,
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        cfg.clone(),
+    );
     let volumes = informers.watch_shared(&shared, Api::<PersistentVolume>::all(client.clone()), cfg.clone());
     let classes = informers.watch_shared(&shared, Api::<StorageClass>::all(client.clone()), cfg);
     let settings = Settings {

@@ -524,7 +524,11 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
     let cfg = watcher::Config::default().any_semantic();
     let mut informers = Informers::new();
     let classes = informers.watch_shared(&shared, Api::<StorageClass>::all(client.clone()), cfg.clone());
-    let claims = informers.watch_shared(&shared, Api::<PersistentVolumeClaim>::all(client.clone()), cfg.clone());
+    let claims = informers.watch_shared(
+        &shared,
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        cfg.clone(),
+    );
     let volumes = informers.watch_shared(&shared, Api::<PersistentVolume>::all(client.clone()), cfg.clone());
     let nodes = informers.watch_shared(&shared, Api::<Node>::all(client.clone()), cfg);
     let mut passes = informers.into_loop("persistentvolume", Settings::default());
