@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One object as the collector sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -65,11 +67,13 @@ pub struct Owner {
     pub name: String,
 }
 
-/// Every object of the cluster, by uid.
+/// Every object of the cluster, by uid. The collector keeps one graph for its whole life and updates it
+/// from the caches before each pass ([`Tracker`]): only objects whose resourceVersion changed are
+/// converted again (upstream's graph builder is likewise incremental, fed by its informers' events).
 #[derive(Debug, Default)]
 pub struct OwnerGraph {
-    /// Objects by uid (shared with the collector's memo of unchanged objects).
-    pub nodes: BTreeMap<String, Arc<Node>>,
+    /// Objects by uid.
+    pub nodes: FastMap<String, Arc<Node>>,
 }
 
 /// One step of the collector.
@@ -115,9 +119,18 @@ fn is_namespace(n: &Node) -> bool {
 /// Decide the collector's next actions (pure: no I/O, no clock).
 pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
     let mut actions = Vec::new();
+    // Only objects with owners or being deleted can lead to an action; they are visited in uid order, so
+    // the plan does not depend on the map's order.
+    let mut relevant: Vec<&Node> = graph
+        .nodes
+        .values()
+        .map(|n| &**n)
+        .filter(|n| !n.owners.is_empty() || n.deleting)
+        .collect();
+    relevant.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
     // Which live objects reference which owner uid.
     let mut dependents: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
-    for n in graph.nodes.values() {
+    for n in &relevant {
         for o in &n.owners {
             dependents.entry(o.uid.as_str()).or_default().push(n);
         }
@@ -130,7 +143,7 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
             .map(|o| &**o)
             .filter(|o| o.namespace.is_none() || o.namespace == dep.namespace)
     };
-    for n in graph.nodes.values() {
+    for &n in &relevant {
         if n.owners.is_empty() {
             continue;
         }
@@ -179,7 +192,7 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
             });
         }
     }
-    for o in graph.nodes.values().filter(|o| o.deleting) {
+    for o in relevant.iter().filter(|o| o.deleting) {
         let deps = dependents.get(o.uid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
         if o.finalizers.iter().any(|f| f == "orphan") && deps.is_empty() {
             actions.push(GcAction::RemoveFinalizer {
@@ -199,12 +212,13 @@ pub fn plan(graph: &OwnerGraph) -> Vec<GcAction> {
             }
         }
         if is_namespace(o) && o.spec_finalizers.iter().any(|f| f == "kubernetes") {
-            let contents: Vec<&Node> = graph
+            let mut contents: Vec<&Node> = graph
                 .nodes
                 .values()
                 .map(|n| &**n)
                 .filter(|n| n.namespace.as_deref() == Some(o.name.as_str()))
                 .collect();
+            contents.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
             if contents.is_empty() {
                 actions.push(GcAction::FinalizeNamespace { name: o.name.clone() });
             } else {
@@ -263,28 +277,51 @@ enum Cache {
     Full(reflector::Store<DynamicObject>),
 }
 
-/// Each object's [`Node`] by uid, with the resourceVersion it was made from: an object unchanged since the
-/// last pass is not converted again (a pass over 10,000 pods then allocates almost nothing).
-type Memo = HashMap<String, (String, Arc<Node>), foldhash::fast::RandomState>;
+/// What [`OwnerGraph`]'s nodes were made from: each uid's resource and resourceVersion, and the last
+/// update that saw it. An object unchanged since the last pass costs one map lookup (a pass over 10,000
+/// pods then allocates nothing); an object no longer in any cache is removed.
+#[derive(Debug, Default)]
+struct Tracker {
+    versions: FastMap<String, Version>,
+    update: u64,
+}
 
-/// The owner graph of everything in the caches; `memo` holds the previous pass's nodes and is replaced by
-/// this pass's.
-fn graph_of(caches: &[(usize, Cache)], memo: &mut Memo) -> OwnerGraph {
-    let mut graph = OwnerGraph::default();
-    let mut next = Memo::with_capacity_and_hasher(memo.len(), foldhash::fast::RandomState::default());
+#[derive(Debug)]
+struct Version {
+    resource: usize,
+    resource_version: String,
+    update: u64,
+}
+
+/// Bring `graph` up to date with everything in the caches.
+fn update_graph(caches: &[(usize, Cache)], graph: &mut OwnerGraph, tracker: &mut Tracker) {
+    tracker.update += 1;
+    let update = tracker.update;
+    let versions = &mut tracker.versions;
+    let nodes = &mut graph.nodes;
     let mut add = |i: usize, m: &ObjectMeta, spec_finalizers: &dyn Fn() -> Vec<String>| {
         let (Some(uid), rv) = (m.uid.as_deref(), m.resource_version.as_deref().unwrap_or("")) else {
             return;
         };
-        let node = match memo.remove(uid) {
-            Some((seen, node)) if seen == rv && node.resource == i => node,
-            _ => match node_of(i, m, spec_finalizers()) {
-                Some(n) => Arc::new(n),
-                None => return,
-            },
+        if let Some(v) = versions.get_mut(uid)
+            && v.resource == i
+            && v.resource_version == rv
+        {
+            v.update = update;
+            return;
+        }
+        let Some(node) = node_of(i, m, spec_finalizers()) else {
+            return;
         };
-        graph.nodes.insert(uid.to_string(), node.clone());
-        next.insert(uid.to_string(), (rv.to_string(), node));
+        nodes.insert(uid.to_string(), Arc::new(node));
+        versions.insert(
+            uid.to_string(),
+            Version {
+                resource: i,
+                resource_version: rv.to_string(),
+                update,
+            },
+        );
     };
     for (i, cache) in caches {
         match cache {
@@ -307,8 +344,13 @@ fn graph_of(caches: &[(usize, Cache)], memo: &mut Memo) -> OwnerGraph {
             }
         }
     }
-    *memo = next;
-    graph
+    versions.retain(|uid, v| {
+        let seen = v.update == update;
+        if !seen {
+            nodes.remove(uid);
+        }
+        seen
+    });
 }
 
 /// Run the collector until the process ends: a cache of every served kind, and a pass over the owner
@@ -334,9 +376,10 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
         caches.push((i, cache));
     }
     let mut passes = informers.into_loop("garbage-collector", Settings::default());
-    let mut memo = Memo::default();
+    let mut graph = OwnerGraph::default();
+    let mut tracker = Tracker::default();
     while let Some(mut pass) = passes.next_pass().await {
-        let graph = graph_of(&caches, &mut memo);
+        update_graph(&caches, &mut graph, &mut tracker);
         for action in plan(&graph) {
             let key = match action_uid(&action).and_then(|u| graph.nodes.get(u)) {
                 Some(n) => object_key(n),
@@ -520,6 +563,51 @@ mod tests {
             finalizers: vec![],
             spec_finalizers: vec![],
         }
+    }
+
+    #[test]
+    fn the_graph_converts_only_changed_objects_and_drops_objects_gone_from_the_caches() {
+        use kube::runtime::watcher::Event;
+        let ar = api_resource(&api::resources::RESOURCES[idx("ConfigMap")]);
+        let mut writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(ar);
+        let cm = |name: &str, rv: &str| {
+            let mut o = PartialObjectMeta::<DynamicObject>::default();
+            o.metadata = ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            };
+            o
+        };
+        writer.apply_watcher_event(&Event::Apply(cm("a", "1")));
+        writer.apply_watcher_event(&Event::Apply(cm("b", "2")));
+        let caches = vec![(idx("ConfigMap"), Cache::Metadata(writer.as_reader()))];
+        let (mut graph, mut tracker) = (OwnerGraph::default(), Tracker::default());
+        update_graph(&caches, &mut graph, &mut tracker);
+        assert_eq!(graph.nodes.len(), 2);
+        let (a1, b1) = (graph.nodes["uid-a"].clone(), graph.nodes["uid-b"].clone());
+        // b changes, a does not, c appears.
+        writer.apply_watcher_event(&Event::Apply(cm("b", "3")));
+        writer.apply_watcher_event(&Event::Apply(cm("c", "4")));
+        update_graph(&caches, &mut graph, &mut tracker);
+        assert!(
+            Arc::ptr_eq(&graph.nodes["uid-a"], &a1),
+            "an unchanged object keeps its node"
+        );
+        assert!(
+            !Arc::ptr_eq(&graph.nodes["uid-b"], &b1),
+            "a changed object is converted again"
+        );
+        assert!(graph.nodes.contains_key("uid-c"));
+        // a is deleted: gone from the graph and the tracker.
+        writer.apply_watcher_event(&Event::Delete(cm("a", "5")));
+        update_graph(&caches, &mut graph, &mut tracker);
+        let mut uids: Vec<&str> = graph.nodes.keys().map(String::as_str).collect();
+        uids.sort_unstable();
+        assert_eq!(uids, ["uid-b", "uid-c"]);
+        assert_eq!(tracker.versions.len(), 2);
     }
 
     fn graph(nodes: Vec<Node>) -> OwnerGraph {
