@@ -468,7 +468,7 @@ mod tests {
         assert_eq!(s["ports"][0]["port"], 8080);
         assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Service");
         // No pods: one empty slice.
-        let empty = desired_slices(&svc(json!({})), &[]).expect("slices");
+        let empty = desired_slices::<Pod>(&svc(json!({})), &[]).expect("slices");
         assert_eq!(empty[0]["endpoints"], json!([]));
     }
 }

@@ -570,16 +570,16 @@ mod tests {
         use kube::runtime::watcher::Event;
         let ar = api_resource(&api::resources::RESOURCES[idx("ConfigMap")]);
         let mut writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(ar);
-        let cm = |name: &str, rv: &str| {
-            let mut o = PartialObjectMeta::<DynamicObject>::default();
-            o.metadata = ObjectMeta {
+        let cm = |name: &str, rv: &str| PartialObjectMeta::<DynamicObject> {
+            types: None,
+            metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
                 uid: Some(format!("uid-{name}")),
                 resource_version: Some(rv.into()),
                 ..ObjectMeta::default()
-            };
-            o
+            },
+            _phantom: std::marker::PhantomData,
         };
         writer.apply_watcher_event(&Event::Apply(cm("a", "1")));
         writer.apply_watcher_event(&Event::Apply(cm("b", "2")));

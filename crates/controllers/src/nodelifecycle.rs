@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn a_node_that_reports_again_loses_our_taints_and_keeps_others() {
         let t = json!([{"key": UNREACHABLE, "effect": "NoExecute"}, {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
-        let steps = plan(
+        let steps = plan::<Pod>(
             &[node("a", "True", t)],
             &[],
             &HashMap::new(),
@@ -648,7 +648,7 @@ mod tests {
         assert_eq!(taints.len(), 1);
         assert_eq!(taints[0].key, "dedicated");
         // Ready False: not-ready, not unreachable.
-        let steps = plan(
+        let steps = plan::<Pod>(
             &[node("b", "False", json!([]))],
             &[],
             &HashMap::new(),
