@@ -9,7 +9,7 @@
 //! - lists are ranges over the prefix in key order; every page after the first is read at the first page's
 //!   revision (`GetList` with `WithRev`), so a continued list is one snapshot, and a compacted revision is
 //!   [`Error::Compacted`] (upstream's 410 for an expired continue token);
-//! - watches start at `after + 1` with `prev_kv` and progress notifications (`watcher.go`), on a context
+//! - watches deliver the events after `after` with `prev_kv` and progress notifications (`watcher.go`), on a context
 //!   that requires a leader; `compact_revision` in a response is [`Error::Compacted`], and progress
 //!   notifications (also asked for with [`crate::Watch::request_progress`], etcd's `RequestProgress`)
 //!   advance [`crate::Watch::progress`] for bookmarks;
@@ -17,8 +17,12 @@
 //!   version of the key `compact_rev_key` lets exactly one of them compact per interval (the key's value is
 //!   the revision compacted to), to the revision seen one interval earlier.
 //!
-//! etcd compacts *below* a revision: after `Compact(E)` a watch may still start at `E`. The store's
-//! compacted revision ("a watch after an older revision fails") is therefore `E - 1`.
+//! etcd's `Compact(E)` keeps the state *at* `E` but not the history of `E` itself: a key deleted at `E`
+//! loses its tombstone (etcd's `keyIndex.compact` drops a tombstone at the compaction revision), so a
+//! watch that etcd still lets start at `E` would miss that delete. The store's compacted revision is
+//! therefore `E` itself (a list at `E` still works, a watch must be after `E`), and watches ask etcd to
+//! start one revision early — at `after`, dropping events at `after` — so that etcd's own check
+//! (`start < E` is compacted) is exactly the store's (`after < E`), with no race against a compaction.
 
 use crate::{Error, Event, EventKind, KeyValue, ListResult, Memo, Result, Revision, Watch};
 use etcd_client::{
@@ -276,7 +280,7 @@ impl Etcd {
             .first()
             .and_then(|kv| kv.value_str().ok()?.parse::<i64>().ok())
             .unwrap_or(0);
-        Ok((at - 1).max(0))
+        Ok(at.max(0))
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -439,12 +443,12 @@ impl Etcd {
         })
     }
 
-    /// Compact etcd to `up_to + 1` (clamped to the current revision), recording it in
-    /// [`COMPACT_REV_KEY`] as the compactor does.
+    /// Compact etcd to `up_to` (clamped to the current revision), recording it in [`COMPACT_REV_KEY`] as
+    /// the compactor does.
     pub(crate) async fn compact(&self, up_to: Revision) -> Result<()> {
         let current = self.revision().await?;
-        let target = (up_to + 1).min(current);
-        let recorded = self.compacted_revision().await? + 1;
+        let target = up_to.min(current);
+        let recorded = self.compacted_revision().await?;
         if target <= recorded {
             return Ok(());
         }
@@ -506,7 +510,8 @@ impl Etcd {
     pub(crate) async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
         let opts = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(after + 1)
+            // One early (see the module docs); revision 0 would mean "from now" to etcd.
+            .with_start_revision(after.max(1))
             .with_prev_key()
             .with_progress_notify();
         let stream = self
@@ -613,7 +618,7 @@ async fn next_etcd_event(mut st: EtcdWatch) -> Option<(Result<Arc<Event>>, EtcdW
             return Some((
                 Err(Error::Compacted {
                     requested: st.after,
-                    compacted: resp.compact_revision() - 1,
+                    compacted: resp.compact_revision(),
                 }),
                 st,
             ));
@@ -638,7 +643,12 @@ async fn next_etcd_event(mut st: EtcdWatch) -> Option<(Result<Arc<Event>>, EtcdW
             }
             continue;
         }
-        for ev in resp.events() {
+        // The watch starts at `after` itself (module docs): its events are not the caller's.
+        for ev in resp
+            .events()
+            .iter()
+            .filter(|ev| ev.kv().is_none_or(|kv| kv.mod_revision() > st.after))
+        {
             match convert(ev) {
                 Ok(e) => st.pending.push_back(Arc::new(e)),
                 Err(e) => {

@@ -274,7 +274,7 @@ fn etcd_compactor_compacts_once_per_interval_to_the_revision_seen_an_interval_ea
         }
         let written = a.revision().await.expect("revision");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while b.compacted_revision().await.expect("compacted") < written - 1 {
+        while b.compacted_revision().await.expect("compacted") < written {
             assert!(std::time::Instant::now() < deadline, "no compaction");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -504,12 +504,7 @@ fn model_case(
                     let to = (base + i64::from(*to)).min(rev);
                     store.compact(to).await.expect("compact");
                     let now = store.compacted_revision().await.expect("compacted");
-                    match fx {
-                        Fixture::Embedded(_) => prop_assert_eq!(now, compacted.max(to)),
-                        // etcd cannot compact past its current revision: at most one short of `to`.
-                        Fixture::Etcd(_) if to <= compacted => prop_assert_eq!(now, compacted),
-                        Fixture::Etcd(_) => prop_assert!(now >= to - 1 && now <= to, "{now} for {to}"),
-                    }
+                    prop_assert_eq!(now, compacted.max(to));
                     compacted = now;
                     // etcd records the compaction in its own key: one revision more.
                     rev = store.revision().await.expect("revision");
@@ -542,28 +537,43 @@ fn model_case(
         return Ok(());
     }
     let w = runtime.block_on(store.watch(&prefix, from)).expect("watch");
-    let got: Vec<(i64, String, bool)> = runtime.block_on(
-        w.take(want.len())
-            .map(|e| {
-                let e = e.expect("event");
-                (e.kv.mod_revision, e.kv.key.clone(), e.kind == EventKind::Put)
-            })
-            .collect(),
-    );
+    // A missing event fails the case within seconds instead of waiting forever.
+    let got: Vec<(i64, String, bool)> = runtime.block_on(async {
+        let mut got = Vec::new();
+        let mut w = w.take(want.len());
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(5), w.next()).await {
+            let e = e.expect("event");
+            got.push((e.kv.mod_revision, e.kv.key.clone(), e.kind == EventKind::Put));
+        }
+        got
+    });
     prop_assert_eq!(got, want);
     Ok(())
 }
 
+/// `cases` random cases of [`model_case`], or `STORE_MODEL_CASES` of them (a longer hunt by hand: 1,500
+/// cases on etcd found a delete lost at the compaction revision).
 fn run_model(fx: &Fixture, cases: u32) {
     let runtime = rt();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases,
+        cases: std::env::var("STORE_MODEL_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
+        // A failing case is shrunk for at most a minute (the default shrinks without bound).
+        max_shrink_time: 60_000,
         failure_persistence: None,
         ..ProptestConfig::default()
     });
     let case = std::cell::Cell::new(0usize);
     let result = runner.run(&(model_ops(), 0i64..20), |(ops, watch_from)| {
         case.set(case.get() + 1);
+        eprintln!(
+            "DEBUG case {} ops {:?} watch_from {}",
+            case.get(),
+            ops,
+            watch_from
+        );
         model_case(&runtime, fx, case.get(), &ops, watch_from)
     });
     if let Err(e) = result {
