@@ -9,7 +9,7 @@
 //! - lists are ranges over the prefix in key order; every page after the first is read at the first page's
 //!   revision (`GetList` with `WithRev`), so a continued list is one snapshot, and a compacted revision is
 //!   [`Error::Compacted`] (upstream's 410 for an expired continue token);
-//! - watches deliver the events after `after` with `prev_kv` and progress notifications (`watcher.go`), on a context
+//! - watches start at `after + 1` with `prev_kv` and progress notifications (`watcher.go`), on a context
 //!   that requires a leader; `compact_revision` in a response is [`Error::Compacted`], and progress
 //!   notifications (also asked for with [`crate::Watch::request_progress`], etcd's `RequestProgress`)
 //!   advance [`crate::Watch::progress`] for bookmarks;
@@ -20,9 +20,13 @@
 //! etcd's `Compact(E)` keeps the state *at* `E` but not the history of `E` itself: a key deleted at `E`
 //! loses its tombstone (etcd's `keyIndex.compact` drops a tombstone at the compaction revision), so a
 //! watch that etcd still lets start at `E` would miss that delete. The store's compacted revision is
-//! therefore `E` itself (a list at `E` still works, a watch must be after `E`), and watches ask etcd to
-//! start one revision early — at `after`, dropping events at `after` — so that etcd's own check
-//! (`start < E` is compacted) is exactly the store's (`after < E`), with no race against a compaction.
+//! therefore `E` itself (a list at `E` still works, a watch must be after `E`). A watch reads the recorded
+//! compaction revision first and fails at once when it is after `after`; etcd's own check catches every
+//! older start, so only a compaction to exactly `after + 1` racing the watch's creation could slip
+//! through (the compactor compacts to a revision an interval old; the watch cache watches from a fresh
+//! list). Starting etcd's watch at `after` instead would close that gap, but etcd 3.4 then sends progress
+//! notifications ahead of the events of a watcher it has not yet synced (seen with the watch cache's
+//! consistent reads), so the watch starts at `after + 1` as upstream's does.
 
 use crate::{Error, Event, EventKind, KeyValue, ListResult, Memo, Result, Revision, Watch};
 use etcd_client::{
@@ -508,10 +512,17 @@ impl Etcd {
     }
 
     pub(crate) async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
+        // The delete events at the compaction revision itself are gone (module docs).
+        let compacted = self.compacted_revision().await?;
+        if after < compacted {
+            return Err(Error::Compacted {
+                requested: after,
+                compacted,
+            });
+        }
         let opts = WatchOptions::new()
             .with_prefix()
-            // One early (see the module docs); revision 0 would mean "from now" to etcd.
-            .with_start_revision(after.max(1))
+            .with_start_revision(after + 1)
             .with_prev_key()
             .with_progress_notify();
         let stream = self
@@ -643,12 +654,7 @@ async fn next_etcd_event(mut st: EtcdWatch) -> Option<(Result<Arc<Event>>, EtcdW
             }
             continue;
         }
-        // The watch starts at `after` itself (module docs): its events are not the caller's.
-        for ev in resp
-            .events()
-            .iter()
-            .filter(|ev| ev.kv().is_none_or(|kv| kv.mod_revision() > st.after))
-        {
+        for ev in resp.events() {
             match convert(ev) {
                 Ok(e) => st.pending.push_back(Arc::new(e)),
                 Err(e) => {
