@@ -27,7 +27,7 @@ mod shared;
 
 pub use informers::{Informers, Signal};
 pub use pass::{Loop, Pass, Settings};
-pub use shared::SharedInformers;
+pub use shared::{Interest, SharedInformers, touches_ownership};
 
 use std::future::Future;
 use std::time::Duration;

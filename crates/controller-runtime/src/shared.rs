@@ -25,6 +25,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,8 +35,38 @@ use tokio::task::JoinHandle;
 struct State {
     /// Bumped on every event, so each one is a change to the channel.
     events: u64,
+    /// Bumped on the events that [`touches_ownership`]: what a loop with [`Interest::Ownership`] wakes on.
+    ownership_events: u64,
     /// Whether the cache holds a complete list (between kube watcher's `InitDone` and the next `Init`).
     synced: bool,
+}
+
+/// Which changes of a shared cache wake a loop. Every loop also wakes when the cache starts or ends a
+/// relist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Every event.
+    Every,
+    /// Only the events that can change an owner graph ([`touches_ownership`]): what upstream's garbage
+    /// collector acts on. Its graph builder (`garbagecollector/graph_builder.go` `processGraphChanges`)
+    /// queues an object for `attemptToDelete` only when its ownerReferences changed, it is being deleted,
+    /// or it was removed (its dependents may now dangle); a create or update of an object that has no
+    /// owners, had none and is not being deleted queues nothing. A loop planning over the whole cache
+    /// therefore need not plan again for such events: the next pass reads them from the cache.
+    Ownership,
+}
+
+/// Whether `event` can change an owner graph, given the cached object it replaces (`old`): the object
+/// has ownerReferences or had them, carries a deletionTimestamp, or was removed. Relist events count as
+/// such (a loop wakes at the end of a relist anyway).
+pub fn touches_ownership<K: Resource>(old: Option<&K>, event: &watcher::Event<K>) -> bool {
+    let has_owners = |o: &K| o.meta().owner_references.as_ref().is_some_and(|r| !r.is_empty());
+    match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+            has_owners(o) || o.meta().deletion_timestamp.is_some() || old.is_some_and(has_owners)
+        }
+        watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitDone => true,
+    }
 }
 
 struct Entry {
@@ -137,18 +168,41 @@ impl SharedInformers {
             return (store.clone(), rx.clone());
         }
         let kind = K::kind(&dt).to_string();
-        let writer = reflector::store::Writer::<K>::new(dt);
+        let writer = reflector::store::Writer::<K>::new(dt.clone());
         let store = writer.as_reader();
         let (tx, rx) = watch::channel(State {
             events: 0,
+            ownership_events: 0,
             synced: false,
         });
-        let mut stream = reflector(writer, watcher(api, config)).default_backoff().boxed();
+        // Whether the event the reflector is applying touches ownership, judged before it replaces the
+        // cached object (the stream is sequential: set here, read below once the cache holds the event).
+        let touched = Arc::new(AtomicBool::new(false));
+        let judged = {
+            let (touched, cache) = (touched.clone(), store.clone());
+            watcher(api, config).map(move |ev| {
+                if let Ok(e) = &ev {
+                    let old = match e {
+                        watcher::Event::Apply(o) => {
+                            cache.get(&reflector::ObjectRef::from_obj_with(o, dt.clone()))
+                        }
+                        _ => None,
+                    };
+                    touched.store(touches_ownership(old.as_deref(), e), Ordering::Relaxed);
+                }
+                ev
+            })
+        };
+        let mut stream = reflector(writer, judged).default_backoff().boxed();
         let task = tokio::spawn(async move {
             while let Some(ev) = stream.next().await {
                 let signal = crate::informers::signal_of(&kind, &ev);
+                let ownership = ev.is_ok() && touched.load(Ordering::Relaxed);
                 tx.send_modify(|s| {
                     s.events = s.events.wrapping_add(1);
+                    if ownership {
+                        s.ownership_events = s.ownership_events.wrapping_add(1);
+                    }
                     match signal {
                         Signal::Relisting => s.synced = false,
                         Signal::Synced => s.synced = true,
@@ -197,14 +251,42 @@ impl Informers {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync + Unpin,
     {
+        self.watch_shared_for(shared, api, config, dt, Interest::Every)
+    }
+
+    /// [`Informers::watch_shared_with`], waking the loop only on the changes of `interest`.
+    pub fn watch_shared_for<K>(
+        &mut self,
+        shared: &SharedInformers,
+        api: Api<K>,
+        config: watcher::Config,
+        dt: K::DynamicType,
+        interest: Interest,
+    ) -> reflector::Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync + Unpin,
+    {
         let kind = K::kind(&dt).to_string();
         let (store, rx) = shared.get(api, config, dt);
         let keep = shared.clone();
         let i = self.streams.len();
         self.kinds.push(kind);
-        // Each value the channel holds when the loop looks: the cache's completeness, and a wake-up.
+        let counter = move |s: &State| match interest {
+            Interest::Every => s.events,
+            Interest::Ownership => s.ownership_events,
+        };
+        // Each value the channel holds when the loop looks: the cache's completeness, and a wake-up —
+        // unless neither the completeness nor the counter of the loop's interest moved.
+        let mut last: Option<(bool, u64)> = None;
         self.streams.push(
             tokio_stream_of(rx)
+                .filter(move |s| {
+                    let now = (s.synced, counter(s));
+                    let wake = last != Some(now);
+                    last = Some(now);
+                    std::future::ready(wake)
+                })
                 .map(move |s| {
                     let _ = &keep;
                     (
@@ -231,4 +313,53 @@ fn tokio_stream_of(rx: watch::Receiver<State>) -> impl futures::Stream<Item = St
         let s = *rx.borrow_and_update();
         Some((s, (rx, false)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+    fn cm(owned: bool, deleting: bool) -> ConfigMap {
+        let mut c = ConfigMap::default();
+        c.metadata.name = Some("c".into());
+        if owned {
+            c.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: "p".into(),
+                uid: "u".into(),
+                ..OwnerReference::default()
+            }]);
+        }
+        if deleting {
+            c.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        }
+        c
+    }
+
+    #[test]
+    fn ownership_is_touched_by_owners_before_or_after_deletion_and_removal_only() {
+        let apply = |o: ConfigMap| watcher::Event::Apply(o);
+        // A create or update of an object without owners, before or after, not being deleted: no.
+        assert!(!touches_ownership(None, &apply(cm(false, false))));
+        assert!(!touches_ownership(
+            Some(&cm(false, false)),
+            &apply(cm(false, false))
+        ));
+        // Owners now, owners before (a reference stripped by an orphaning), or a deletionTimestamp: yes.
+        assert!(touches_ownership(None, &apply(cm(true, false))));
+        assert!(touches_ownership(
+            Some(&cm(true, false)),
+            &apply(cm(false, false))
+        ));
+        assert!(touches_ownership(
+            Some(&cm(false, false)),
+            &apply(cm(false, true))
+        ));
+        // A removal may leave dependents dangling, whatever the object.
+        assert!(touches_ownership(None, &watcher::Event::Delete(cm(false, false))));
+        assert!(touches_ownership::<ConfigMap>(None, &watcher::Event::InitDone));
+    }
 }

@@ -8,6 +8,11 @@
 //! `attemptToDeleteItem` → `isDangling`): at a cold start, a cache that lags must never delete a
 //! StatefulSet's pods or claims.
 //!
+//! A pass is woken only by the events that can change the owner graph (`Interest::Ownership`: an object
+//! with ownerReferences now or before, one being deleted, a removal), as upstream's graph builder queues
+//! only such objects; creating a pod or ConfigMap without owners costs the collector nothing until the
+//! next pass, which reads it from the cache.
+//!
 //! Rules (as upstream's `attemptToDeleteItem`, `orphanDependents` and `processDeletingDependentsItem`):
 //! - a dependent whose owners are all gone is deleted (Background);
 //! - a dependent with some owners gone loses the dangling ownerReferences;
@@ -19,7 +24,7 @@
 //!   `spec.finalizers` through `/finalize`.
 
 use controller_runtime::live::{self, Presence, Unconfirmed};
-use controller_runtime::{Informers, Settings, SharedInformers};
+use controller_runtime::{Informers, Interest, Settings, SharedInformers};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
 };
@@ -367,11 +372,12 @@ pub async fn run(client: kube::Client, shared: SharedInformers) {
         let ar = api_resource(r);
         let cfg = watcher::Config::default().any_semantic();
         let cache = if r.kind == "Namespace" {
-            Cache::Full(informers.watch_shared_with(&shared, Api::all_with(client.clone(), &ar), cfg, ar))
+            let api = Api::all_with(client.clone(), &ar);
+            Cache::Full(informers.watch_shared_for(&shared, api, cfg, ar, Interest::Ownership))
         } else {
             // `Api<PartialObjectMeta<_>>` lists and watches with `as=PartialObjectMetadata[List]`.
             let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &ar);
-            Cache::Metadata(informers.watch_shared_with(&shared, api, cfg, ar))
+            Cache::Metadata(informers.watch_shared_for(&shared, api, cfg, ar, Interest::Ownership))
         };
         caches.push((i, cache));
     }

@@ -79,9 +79,10 @@ impl PodSecurity {
     async fn namespace_policy(&self, reg: &Registry, ns: &str) -> ApiResult<Policy> {
         let ns_res = api::resources::find("", "v1", "namespaces")
             .ok_or_else(|| ApiError::Internal("no namespaces resource".into()))?;
-        // A live read, where upstream reads its namespace lister: a level set a moment ago applies to
-        // the very next pod.
-        let ns_obj = reg.get(ns_res, None, ns).await.map_err(|e| match e {
+        // Upstream reads its namespace lister; the registry's lister read waits until the watch cache has
+        // seen this server's last Namespace write, so a level set a moment ago applies to the very next pod
+        // (and falls back to the store when the cache lacks the namespace).
+        let ns_obj = reg.lister_get(ns_res, None, ns).await.map_err(|e| match e {
             ApiError::NotFound(_) => ApiError::Internal(format!("failed to lookup namespace \"{ns}\"")),
             other => other,
         })?;
