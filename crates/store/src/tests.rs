@@ -197,6 +197,43 @@ fn etcd_pages_of_one_list_are_one_snapshot_and_an_expired_revision_is_compacted(
     });
 }
 
+/// A delete at the very revision compacted to: a watch from just before it is refused, never silently
+/// short of the delete (etcd drops the tombstone at its compaction revision; found by the model test).
+#[test]
+fn a_delete_at_the_compaction_revision_is_never_missed_by_a_watch() {
+    for fx in fixtures() {
+        rt().block_on(async {
+            let s = fx.open(1000).await;
+            let created = s.create("/d/a", vec![1]).await.expect("create");
+            let deleted = s
+                .delete("/d/a", Some(created.mod_revision))
+                .await
+                .expect("delete");
+            s.compact(deleted.mod_revision).await.expect("compact");
+            assert_eq!(
+                s.compacted_revision().await.expect("compacted"),
+                deleted.mod_revision,
+                "{}",
+                fx.name()
+            );
+            assert!(
+                watch_is_compacted(&s, "/d/", deleted.mod_revision - 1).await,
+                "{}: a watch from before the delete",
+                fx.name()
+            );
+            // From the compaction revision on, the next change arrives.
+            let mut w = s.watch("/d/", deleted.mod_revision).await.expect("watch");
+            let next = s.create("/d/b", vec![]).await.expect("create");
+            let ev = tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .expect("an event within 5 s")
+                .expect("event")
+                .expect("ok");
+            assert_eq!(ev.kv.mod_revision, next.mod_revision, "{}", fx.name());
+        });
+    }
+}
+
 #[test]
 fn reopen_keeps_revision_data_and_compaction_point() {
     for fx in fixtures() {
