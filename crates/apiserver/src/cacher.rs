@@ -3,9 +3,9 @@
 //! (decrypted, resourceVersion stamped). Lists are served from it **consistently**, as upstream's
 //! consistent-list-from-cache (KEP-2340): the request reads the store's current revision (etcd: one cheap
 //! range request), waits until the cache has seen everything up to it (asking the store for a progress
-//! notification meanwhile, etcd's `RequestProgress`), and then filters and pages in memory. A cache that is
-//! not ready (initial list, a lost watch being re-listed) or does not catch up within [`FRESH_TIMEOUT`]
-//! is bypassed: the list reads the store, as upstream falls back to etcd.
+//! notification meanwhile, etcd's `RequestProgress`), and then filters and pages in memory. A cache that
+//! does not finish its list (first start, a lost watch being re-listed) and catch up within
+//! [`FRESH_TIMEOUT`] is bypassed: the list reads the store, as upstream falls back to etcd.
 //!
 //! Continuations (`continue` tokens) are read from the store at the token's revision (etcd3 `WithRev`),
 //! as upstream serves them.
@@ -15,7 +15,9 @@
 //! a watch from a revision inside the window replays the window's later events and follows the
 //! broadcast, with no gap (both are taken under the cache's lock). Progress (for bookmarks) travels in
 //! the same ordered feed, so a watcher's bookmark never passes an event it has not yet handed out. A
-//! watch from before the window, or from a revision the cache has not reached, is left to the store
+//! watch from a revision the cache has not reached yet waits for it (the registry's `cached_watch`,
+//! upstream's `waitUntilFreshAndBlock`); a watch from before the window, or from a revision the cache
+//! does not reach within [`FRESH_TIMEOUT`], is left to the store
 //! (which replays older history or answers 410 past compaction); a watcher too slow for the broadcast's
 //! buffer is ended, as upstream closes unresponsive watchers, and its client watches again from the
 //! last revision it saw. On etcd this is one etcd watch per resource instead of one per API watch.
@@ -108,6 +110,24 @@ pub struct Cacher {
     wake: Arc<tokio::sync::Notify>,
 }
 
+/// A request waiting for freshness, counted while it waits (the loop asks the store for progress only
+/// then); the count drops when the wait ends or is given up.
+struct Waiting<'a>(&'a Cacher);
+
+impl<'a> Waiting<'a> {
+    fn new(cacher: &'a Cacher) -> Waiting<'a> {
+        cacher.waiting.fetch_add(1, Ordering::SeqCst);
+        cacher.wake.notify_one();
+        Waiting(cacher)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A page served from the cache.
 pub struct Page<T> {
     /// Matching objects in key order, as the caller's `shape` made them.
@@ -145,23 +165,26 @@ impl Cacher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Wait until the cache has applied every store event up to `target` (upstream's
-    /// `waitUntilFreshAndBlock`); false when it is not ready or does not catch up in `timeout`.
+    /// Wait until the cache is ready (its list done: at start, or a re-list after a lost watch) and has
+    /// applied every store event up to `target` (upstream's cacher waits for its initialization, then
+    /// `waitUntilFreshAndBlock`); false when that does not happen within `timeout`.
     pub async fn fresh(&self, target: Revision, timeout: Duration) -> bool {
-        if !self.read().ready {
-            return false;
-        }
-        if *self.revision.borrow() >= target {
-            return true;
-        }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        self.wake.notify_one();
+        // Subscribed before the first check: a list completing (`send_replace` under the state lock,
+        // with `ready`) between the check and the wait is still seen as a change.
         let mut rx = self.revision.subscribe();
-        let caught_up = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= target))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        caught_up && self.read().ready
+        let wait = async {
+            while !self.read().ready {
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+            if *rx.borrow_and_update() >= target {
+                return true;
+            }
+            let _waiting = Waiting::new(self);
+            rx.wait_for(|r| *r >= target).await.is_ok()
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false) && self.read().ready
     }
 
     /// The objects under `prefix` that `keep` accepts, in key order, at most `limit` (0 = all), each

@@ -570,9 +570,30 @@ impl Registry {
     }
 
     /// A watch of `res` (in `ns`) from after revision `after`, served from the watch cache's window when
-    /// it can ([`crate::cacher::Cacher::watch`]); `None` when the store must serve it.
-    pub fn cached_watch(&self, res: &'static Resource, ns: Option<&str>, after: i64) -> Option<store::Watch> {
-        self.cacher(res)?.watch(&object::prefix(res, ns), after)
+    /// it can ([`crate::cacher::Cacher::watch`]); `None` when the store must serve it (no cache, a
+    /// revision before the window, or one the cache does not reach within [`crate::cacher::FRESH_TIMEOUT`]).
+    ///
+    /// A cache still listing, or a revision the cache has not applied yet (a list just read from the
+    /// store, a write acknowledged a moment ago, another server's revision) is waited for, as upstream's
+    /// cacher waits for its initialization and in `waitUntilFreshAndBlock` before it serves such a
+    /// watch: a store watch opened instead would stay for
+    /// the watch's whole life, one more etcd watcher receiving (and one more decode of) every event of
+    /// the resource.
+    pub async fn cached_watch(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        after: i64,
+    ) -> Option<store::Watch> {
+        let cacher = self.cacher(res)?;
+        let prefix = object::prefix(res, ns);
+        if let Some(w) = cacher.watch(&prefix, after) {
+            return Some(w);
+        }
+        if cacher.fresh(after, crate::cacher::FRESH_TIMEOUT).await {
+            return cacher.watch(&prefix, after);
+        }
+        None
     }
 
     /// [`Registry::list`] as one JSON `<Kind>List` body when the watch cache serves it: the cached objects'

@@ -66,7 +66,7 @@ pub async fn serve(
     let mut printer = crate::table::WatchPrinter::new(target.clone(), render, &query);
     // From the watch cache's window when it can (upstream serves every watch from the cacher), else
     // from the store (history before the window, or 410 past compaction).
-    let watch = match reg.cached_watch(res, ns.as_deref(), after) {
+    let watch = match reg.cached_watch(res, ns.as_deref(), after).await {
         Some(w) => Ok(w),
         None => reg.store().watch(&prefix, after).await,
     };

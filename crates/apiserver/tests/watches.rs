@@ -10,6 +10,10 @@
 //! - a watch from the resourceVersion of the client's own last write.
 //!
 //! Run against the watch cache (lists from memory) and without it, on the embedded store.
+//!
+//! With the watch cache, a watch from a revision the cache has not applied yet (its list still running,
+//! or a write acknowledged a moment ago) is served from the cache once it catches up, as upstream's
+//! cacher: no API watch may open a store watch of its own.
 
 use axum::body::Body;
 use futures::StreamExt;
@@ -20,6 +24,10 @@ use tower::ServiceExt;
 
 async fn router(dir: &std::path::Path, watch_cache: bool) -> axum::Router {
     let store = store::Store::open_embedded(&dir.join("store"), store::Options::default()).expect("store");
+    router_on(store, watch_cache).await
+}
+
+async fn router_on(store: store::Store, watch_cache: bool) -> axum::Router {
     let registry = apiserver::registry::Registry::new(
         store,
         apiserver::registry::RegistryConfig {
@@ -205,4 +213,79 @@ async fn no_watch_then_write_round_loses_the_write_with_the_watch_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_watch_then_write_round_loses_the_write_from_the_store() {
     rounds(false).await;
+}
+
+/// Watches that start where the cache has not arrived yet (the resource's first use, while its cache
+/// lists; a revision written a moment ago; a list's revision) are all served by the watch cache: the store
+/// keeps one watch for the resource however many API watches there are, and each API watch still gets
+/// every later write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_ahead_of_the_cache_wait_for_it_instead_of_watching_the_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store =
+        store::Store::open_embedded(&dir.path().join("store"), store::Options::default()).expect("store");
+    let r = router_on(store.clone(), true).await;
+    let before = store.open_watches();
+    // The first request for ConfigMaps is a watch: their cache starts with it and is still listing.
+    let written = call(
+        &r,
+        "POST",
+        CMS,
+        json!({"metadata": {"name": "w0"}, "data": {"n": "0"}}),
+    )
+    .await;
+    let rv = written["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let mut watches = vec![
+        Events::open(
+            &r,
+            &format!("{CMS}?resourceVersion={rv}&watch=true&timeoutSeconds=30"),
+        )
+        .await,
+    ];
+    for i in 1..20 {
+        // A watch from the revision of a write acknowledged a moment ago, then one from a fresh list's.
+        let written = call(
+            &r,
+            "POST",
+            CMS,
+            json!({"metadata": {"name": format!("w{i}")}, "data": {"n": "0"}}),
+        )
+        .await;
+        let rv = written["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("rv")
+            .to_string();
+        watches.push(
+            Events::open(
+                &r,
+                &format!("{CMS}?resourceVersion={rv}&watch=true&timeoutSeconds=30"),
+            )
+            .await,
+        );
+        let list = call(&r, "GET", CMS, Value::Null).await;
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("list rv")
+            .to_string();
+        watches.push(
+            Events::open(
+                &r,
+                &format!("{CMS}?resourceVersion={rv}&watch=true&timeoutSeconds=30"),
+            )
+            .await,
+        );
+    }
+    assert_eq!(
+        store.open_watches(),
+        before + 1,
+        "one store watch for the ConfigMaps' cache, none for the {} API watches",
+        watches.len()
+    );
+    call(&r, "PATCH", &format!("{CMS}/w0"), json!({"data": {"n": "1"}})).await;
+    for (i, w) in watches.iter_mut().enumerate() {
+        w.expect_value(1, &format!("API watch {i}")).await;
+    }
 }

@@ -263,8 +263,8 @@ impl Embedded {
             });
         }
         let progress = Arc::new(AtomicI64::new(after));
-        Ok(Watch {
-            inner: Box::pin(futures::stream::unfold(
+        Ok(Watch::from_parts(
+            Box::pin(futures::stream::unfold(
                 WatchState {
                     shared: self.shared.clone(),
                     rx,
@@ -278,8 +278,8 @@ impl Embedded {
                 next_event,
             )),
             progress,
-            wake: None,
-        })
+            None,
+        ))
     }
 }
 

@@ -544,11 +544,11 @@ impl Etcd {
             wake: wake.clone(),
             done: false,
         };
-        Ok(Watch {
-            inner: Box::pin(futures::stream::unfold(state, next_etcd_event)),
+        Ok(Watch::from_parts(
+            Box::pin(futures::stream::unfold(state, next_etcd_event)),
             progress,
-            wake: Some(wake),
-        })
+            Some(wake),
+        ))
     }
 }
 

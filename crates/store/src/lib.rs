@@ -38,7 +38,7 @@ use futures::Stream;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 /// A store revision: increases with every write (embedded: 0 before the first write, then +1 per write).
@@ -199,6 +199,8 @@ pub struct ListResult {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// Watches open on this store (all clones): see [`Store::open_watches`].
+    open_watches: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -215,6 +217,7 @@ impl Store {
     pub fn open_embedded(path: &Path, opts: Options) -> Result<Store> {
         Ok(Store {
             backend: Backend::Embedded(embedded::Embedded::open(path, opts)?),
+            open_watches: Arc::default(),
         })
     }
 
@@ -226,6 +229,7 @@ impl Store {
     pub async fn open_etcd(config: EtcdConfig) -> Result<Store> {
         Ok(Store {
             backend: Backend::Etcd(etcd::Etcd::connect(config).await?),
+            open_watches: Arc::default(),
         })
     }
 
@@ -373,10 +377,30 @@ impl Store {
     /// it once the watch is set up) as the stream's first item; also as a later item if the watcher falls
     /// behind past a compaction. [`Error::Backend`] when etcd cannot be reached.
     pub async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
-        match &self.backend {
+        let mut watch = match &self.backend {
             Backend::Embedded(e) => e.watch(prefix, after),
             Backend::Etcd(e) => e.watch(prefix, after).await,
-        }
+        }?;
+        self.open_watches.fetch_add(1, Ordering::SeqCst);
+        watch.open = Some(OpenWatch(self.open_watches.clone()));
+        Ok(watch)
+    }
+
+    /// How many watches are open on this store (through any clone) right now: each one costs the
+    /// backend a watcher that receives every event under its prefix (etcd's
+    /// `etcd_debugging_mvcc_watcher_total`, seen from this client). The API server's watch cache holds
+    /// one per cached resource and serves its clients' watches from memory.
+    pub fn open_watches(&self) -> usize {
+        self.open_watches.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a watch in [`Store::open_watches`] while it lives.
+struct OpenWatch(Arc<AtomicUsize>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -390,6 +414,8 @@ pub struct Watch {
     progress: Arc<AtomicI64>,
     /// Asks the backend for a fresh progress notification (etcd's `RequestProgress`).
     wake: Option<Arc<tokio::sync::Notify>>,
+    /// Set for a watch of the store itself (not one made with [`Watch::from_parts`]).
+    open: Option<OpenWatch>,
 }
 
 impl Watch {
@@ -405,6 +431,7 @@ impl Watch {
             inner: stream,
             progress,
             wake,
+            open: None,
         }
     }
 
