@@ -576,9 +576,8 @@ impl Registry {
     /// A cache still listing, or a revision the cache has not applied yet (a list just read from the
     /// store, a write acknowledged a moment ago, another server's revision) is waited for, as upstream's
     /// cacher waits for its initialization and in `waitUntilFreshAndBlock` before it serves such a
-    /// watch: a store watch opened instead would stay for
-    /// the watch's whole life, one more etcd watcher receiving (and one more decode of) every event of
-    /// the resource.
+    /// watch: a store watch opened instead would stay for the watch's whole life, one more etcd watcher
+    /// receiving (and one more decode of) every event of the resource.
     pub async fn cached_watch(
         &self,
         res: &'static Resource,
