@@ -226,57 +226,35 @@ async fn watches_ahead_of_the_cache_wait_for_it_instead_of_watching_the_store() 
         store::Store::open_embedded(&dir.path().join("store"), store::Options::default()).expect("store");
     let r = router_on(store.clone(), true).await;
     let before = store.open_watches();
-    // The first request for ConfigMaps is a watch: their cache starts with it and is still listing.
-    let written = call(
-        &r,
-        "POST",
-        CMS,
-        json!({"metadata": {"name": "w0"}, "data": {"n": "0"}}),
-    )
-    .await;
-    let rv = written["metadata"]["resourceVersion"]
-        .as_str()
-        .expect("rv")
-        .to_string();
-    let mut watches = vec![
-        Events::open(
-            &r,
-            &format!("{CMS}?resourceVersion={rv}&watch=true&timeoutSeconds=30"),
-        )
-        .await,
-    ];
-    for i in 1..20 {
-        // A watch from the revision of a write acknowledged a moment ago, then one from a fresh list's.
-        let written = call(
+    // A watch of ConfigMaps from the resourceVersion of `obj` (an object or a list).
+    let watch_from = |obj: Value| {
+        let r = r.clone();
+        async move {
+            let rv = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .expect("rv")
+                .to_string();
+            Events::open(
+                &r,
+                &format!("{CMS}?resourceVersion={rv}&watch=true&timeoutSeconds=30"),
+            )
+            .await
+        }
+    };
+    let create = |i: usize| {
+        call(
             &r,
             "POST",
             CMS,
             json!({"metadata": {"name": format!("w{i}")}, "data": {"n": "0"}}),
         )
-        .await;
-        let rv = written["metadata"]["resourceVersion"]
-            .as_str()
-            .expect("rv")
-            .to_string();
-        watches.push(
-            Events::open(
-                &r,
-                &format!("{CMS}?resourceVersion={rv}&watch=true&timeoutSeconds=30"),
-            )
-            .await,
-        );
-        let list = call(&r, "GET", CMS, Value::Null).await;
-        let rv = list["metadata"]["resourceVersion"]
-            .as_str()
-            .expect("list rv")
-            .to_string();
-        watches.push(
-            Events::open(
-                &r,
-                &format!("{CMS}?resourceVersion={rv}&watch=true&timeoutSeconds=30"),
-            )
-            .await,
-        );
+    };
+    // The first read of ConfigMaps is a watch: their cache starts with it and is still listing.
+    let mut watches = vec![watch_from(create(0).await).await];
+    for i in 1..20 {
+        // A watch from the revision of a write acknowledged a moment ago, then one from a fresh list's.
+        watches.push(watch_from(create(i).await).await);
+        watches.push(watch_from(call(&r, "GET", CMS, Value::Null).await).await);
     }
     assert_eq!(
         store.open_watches(),
