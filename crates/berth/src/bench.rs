@@ -143,6 +143,13 @@ fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
         .and_then(|i| args.get(i + 1).copied())
 }
 
+/// What a bench server started with `args` puts on `lo`: its `--cluster-dns` address and the ClusterIPs
+/// of its `--service-cidr` (for [`network::drop_lo_addresses`]).
+fn loopback_of(args: &[&str]) -> Option<(std::net::Ipv4Addr, String)> {
+    let dns = flag_value(args, "--cluster-dns")?.parse().ok()?;
+    Some((dns, flag_value(args, "--service-cidr").unwrap_or("").to_string()))
+}
+
 /// `berth server` on `data_dir` with `extra` flags, on an OS-chosen port, its stderr in
 /// `<data_dir>/server.log` (truncated).
 fn spawn_server(data_dir: &std::path::Path, extra: &[&str]) -> Result<std::process::Child> {
@@ -163,10 +170,11 @@ async fn start_server_with(extra: &[&str]) -> Result<(Child, Duration, kube::Cli
     let proc = spawn_server(dir.path(), extra)?;
     // Bench servers name their own cluster DNS and Service range (not the defaults a real server on this
     // machine may use), so that what they put on `lo` can be taken off again.
-    let loopback = flag_value(extra, "--cluster-dns")
-        .and_then(|d| d.parse().ok())
-        .map(|d| (d, flag_value(extra, "--service-cidr").unwrap_or("").to_string()));
-    let child = Child { proc, dir, loopback };
+    let child = Child {
+        proc,
+        dir,
+        loopback: loopback_of(extra),
+    };
     loop {
         if kubeconfig.exists()
             && let Ok(client) = client_for(&kubeconfig).await

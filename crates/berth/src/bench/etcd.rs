@@ -3,8 +3,8 @@
 //! puts/s with as many concurrent clients, and their ratio (the goal: at least 0.6, as the embedded
 //! store reaches against its own conditional creates); beside them, the same against etcd's own create
 //! transaction (`If(create_revision == 0) Then(Put)`, which every create through upstream's etcd3 store
-//! makes too), the like-for-like baseline of the embedded store's figure; the list latency with 10,000 pods read from etcd; the server's
-//! RSS after it. The member is Debian's etcd on loopback (`store::local_etcd`), one member: the raw
+//! makes too), the like-for-like baseline of the embedded store's figure; the list latency with 10,000
+//! pods read from etcd; the server's RSS after it. The member is Debian's etcd on loopback (`store::local_etcd`), one member: the raw
 //! figure is what that member commits, whatever the disk.
 
 use super::{
@@ -16,8 +16,8 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use std::time::Instant;
 
 /// Alternating rounds of API creates and raw puts per client count: one member on a shared machine
-/// drifts by a factor of two between seconds, so each API round is paired with the raw round right
-/// after it and the figure is the median pair's ratio.
+/// drifts by a factor of two between seconds, so each API round is paired with the raw rounds right
+/// after it (puts, then create transactions) and each figure is the median pair's ratio.
 const ROUNDS: usize = 3;
 
 /// What a raw round writes: etcd's plain put (the baseline), or the transaction every API create

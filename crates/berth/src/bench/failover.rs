@@ -26,17 +26,9 @@ impl Drop for Srv {
         self.kill();
         // The server put its cluster DNS address (and any ClusterIP its proxy bound) on `lo`; killed, it
         // cannot take them away (as `super::Child` does for the other suites).
-        let flag = |name: &str| {
-            self.args
-                .iter()
-                .position(|a| a == name)
-                .and_then(|i| self.args.get(i + 1))
-        };
-        if let (Some(dns), Some(cidr)) = (
-            flag("--cluster-dns").and_then(|d| d.parse().ok()),
-            flag("--service-cidr"),
-        ) {
-            super::network::drop_lo_addresses(dns, cidr);
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        if let Some((dns, service_cidr)) = super::loopback_of(&args) {
+            super::network::drop_lo_addresses(dns, &service_cidr);
         }
     }
 }
