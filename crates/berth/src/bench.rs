@@ -306,6 +306,14 @@ async fn watch_fan_out(client: &kube::Client, watchers: usize, changes: usize) -
 async fn list_latency(client: &kube::Client, pods: usize) -> Result<ListFigures> {
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     // Bound to a node (the agent is off in these benches): the lists are timed on a settled server.
+    // The Node exists, so the pod garbage collector leaves its pods alone (gcOrphaned).
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let node = serde_json::from_value(serde_json::json!({"metadata": {"name": "bench-node"}}))?;
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
     create_pods_on(&api, pods, Some("bench-node")).await?;
     list_only(client, pods).await
 }

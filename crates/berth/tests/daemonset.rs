@@ -190,24 +190,34 @@ fn the_daemonset_example_follows_a_second_node_when_it_joins() {
     assert_eq!(ds["status"]["desiredNumberScheduled"], 2, "{ds}");
     assert_eq!(ds["status"]["numberReady"], 2, "{ds}");
 
-    // node-b leaves (its Node deleted): its pod goes with it.
-    s.ok(&["delete", "pod", &on_b, "--wait=false"]);
+    // node-b's machine goes away with its pod still running, and the administrator deletes its Node.
     drop(agent);
+    let deleted = std::time::Instant::now();
     s.ok(&["delete", "node", "node-b"]);
     eventually(60, "one tailer left", || {
         let ds = s.get_json(&["ds", "log-tailer"]);
         (ds["status"]["desiredNumberScheduled"] == 1 && ds["status"]["currentNumberScheduled"] == 1)
             .then_some(())
     });
-    // No kubelet is left to finish node-b's pod: removed as upstream's pod GC does for a gone node.
-    s.ok(&[
-        "delete",
-        "pod",
-        &on_b,
-        "--grace-period=0",
-        "--force",
-        "--ignore-not-found",
-    ]);
+    // The set deleted node-b's tailer, but no kubelet is left to finish it: the pod garbage collector
+    // removes it once node-b has been gone for its quarantine (upstream `gcOrphaned`, 40 s).
+    eventually(90, "no pod left on node-b", || {
+        let pods = s.get_json(&["pods", "-l", "app=log-tailer"]);
+        (!pods["items"]
+            .as_array()?
+            .iter()
+            .any(|p| p["spec"]["nodeName"] == "node-b"))
+        .then_some(())
+    });
+    let collected = deleted.elapsed();
+    eprintln!(
+        "node-b deleted → its tailer collected in {:.1} s",
+        collected.as_secs_f64()
+    );
+    assert!(
+        collected >= std::time::Duration::from_secs(39),
+        "collected before the quarantine: {collected:?}"
+    );
     s.ok(&["delete", "ds", "log-tailer"]);
     s.wait_pods_gone(60);
 }

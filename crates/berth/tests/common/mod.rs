@@ -270,12 +270,18 @@ impl Server {
     /// Wait up to `secs` seconds until `kubectl get pods` lists none.
     #[track_caller]
     pub fn wait_pods_gone(&self, secs: u64) {
-        eventually(secs, "every pod gone", || {
-            self.ok(&["get", "pods", "-o", "name"])
-                .trim()
-                .is_empty()
-                .then_some(())
-        });
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = self.ok(&["get", "pods", "-o", "wide"]);
+            if left.trim().is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs}s waiting for every pod to be gone; left:\n{left}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The process id.
