@@ -495,9 +495,7 @@ async fn execute(
             taint,
         } => {
             // Confirmed live: the node still carries the NoExecute taint the decision rests on.
-            let live = controller_runtime::live::get(nodes_api, &node)
-                .await
-                .map_err(|u| u.0)?;
+            let live = live_node(nodes_api, &node).await?;
             if !live.as_ref().is_some_and(|n| {
                 taints(n)
                     .iter()
@@ -516,9 +514,7 @@ async fn execute(
             node,
         } => {
             // Confirmed live: the node is still out of service and not Ready.
-            let live = controller_runtime::live::get(nodes_api, &node)
-                .await
-                .map_err(|u| u.0)?;
+            let live = live_node(nodes_api, &node).await?;
             if !live.as_ref().is_some_and(|n| {
                 ready_status(n) != "True"
                     && taints(n)
@@ -538,9 +534,7 @@ async fn execute(
             node,
         } => {
             // Confirmed live: the node is still gone (upstream `checkIfNodeExists`).
-            let live = controller_runtime::live::get(nodes_api, &node)
-                .await
-                .map_err(|u| u.0)?;
+            let live = live_node(nodes_api, &node).await?;
             if live.is_some() {
                 return Ok(());
             }
@@ -586,6 +580,13 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// The node `name` as the API server has it now (`None`: gone), for decisions that delete.
+async fn live_node(nodes_api: &Api<Node>, name: &str) -> Result<Option<Node>, String> {
+    controller_runtime::live::get(nodes_api, name)
+        .await
+        .map_err(|u| u.0)
 }
 
 /// Delete the pod `namespace/name` if it is still the one with `uid` (`grace`: `None` for its own
