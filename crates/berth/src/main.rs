@@ -517,6 +517,10 @@ pub struct ServerArgs {
     /// its pods not ready (kube-controller-manager's `--node-monitor-grace-period`: `40s`, `2m`, `1m30s`).
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// How many finished pods (Succeeded or Failed) to keep before the pod garbage collector deletes the
+    /// oldest, evicted ones first (kube-controller-manager's `--terminated-pod-gc-threshold`; 0 keeps all).
+    #[arg(long, default_value_t = controllers::podgc::DEFAULT_TERMINATED_THRESHOLD)]
+    pub terminated_pod_gc_threshold: usize,
     /// How long the controllers' Lease is valid after its last renewal: a server that dies is replaced
     /// as leader after about this long (kube-controller-manager's `--leader-elect-lease-duration`).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
@@ -1180,7 +1184,10 @@ pub async fn start(args: &ServerArgs) -> Result<Running> {
                 .ok()
                 .map(|ip| std::net::SocketAddr::new(ip, *port).to_string())
         }),
-        args.node_monitor_grace_period,
+        controllers::Options {
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        },
         election,
     ));
     // Cluster DNS on `--cluster-dns`, an address of this host (needs root, as the pod network does).

@@ -2,7 +2,8 @@
 //! parallelism to `kubectl wait --for=condition=complete`, an Indexed Job's `JOB_COMPLETION_INDEX` and
 //! hostnames, a failing Job reaching its backoffLimit, `kubectl create job --from=cronjob/x`, a CronJob
 //! starting a Job when due, and a `kill -9` of the server in the middle of a Job whose completions are
-//! then counted once. Needs root and busybox like `pods.rs`.
+//! then counted once; and the pod garbage collector keeping at most `--terminated-pod-gc-threshold`
+//! finished pods. Needs root and busybox like `pods.rs`.
 
 mod common;
 
@@ -278,4 +279,43 @@ spec:
     assert_eq!(succeeded, 8, "one pod per completion, none extra");
     assert!(pods.iter().all(no_finalizer));
     cleanup(&s);
+}
+
+#[test]
+fn finished_pods_beyond_the_threshold_are_collected_oldest_first() {
+    if !common::can_run_containers() {
+        return;
+    }
+    let s = Server::start_with(&["--node-name", "podgc-node", "--terminated-pod-gc-threshold", "2"]);
+    let archive = common::busybox_archive(s.data_dir()).expect("busybox archive");
+    common::import_image(s.data_dir(), &archive);
+    // Created in name order: equal creation seconds are ordered by name, as upstream sorts them.
+    for name in ["done-1", "done-2", "done-3", "done-4"] {
+        s.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: done}}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: c, image: busybox:test, command: ["/bin/true"]}}
+"#
+        ));
+    }
+    // Four finish, two may stay: the two oldest go, whatever order they finished in.
+    let left = eventually(60, "two finished pods left, the newest", || {
+        let pods = s.get_json(&["pods", "-l", "app=done"]);
+        let items = pods["items"].as_array()?.clone();
+        let names: Vec<String> = items
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        (names == ["done-3", "done-4"] && items.iter().all(|p| p["status"]["phase"] == "Succeeded"))
+            .then_some(names)
+    });
+    assert_eq!(left, ["done-3", "done-4"]);
+    s.ok(&["delete", "pods", "-l", "app=done"]);
+    s.wait_pods_gone(30);
 }

@@ -17,6 +17,7 @@ pub mod gc;
 pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod scheduler;
@@ -36,19 +37,42 @@ pub const LEASE_NAME: &str = "berth-controllers";
 /// pod network the node IPAM controller slices. Dropping the returned [`Tasks`] stops them all.
 #[must_use]
 pub fn spawn_all(client: &kube::Client, cluster_cidr: &str) -> Tasks {
-    spawn_all_with(client, cluster_cidr, nodelifecycle::DEFAULT_GRACE)
+    spawn_all_with(client, cluster_cidr, Options::default())
 }
 
-/// [`spawn_all`] with the node monitor grace period of the node lifecycle controller.
+/// Settings of the controller set that come from `berth server` flags (kube-controller-manager's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// `--node-monitor-grace-period`: how long a node may go without a heartbeat (40 s).
+    pub node_monitor_grace_period: std::time::Duration,
+    /// `--terminated-pod-gc-threshold`: how many finished pods the pod garbage collector keeps (12,500;
+    /// 0 keeps all).
+    pub terminated_pod_gc_threshold: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            node_monitor_grace_period: nodelifecycle::DEFAULT_GRACE,
+            terminated_pod_gc_threshold: podgc::DEFAULT_TERMINATED_THRESHOLD,
+        }
+    }
+}
+
+/// [`spawn_all`] with `options`.
 #[must_use]
-pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, node_grace: std::time::Duration) -> Tasks {
+pub fn spawn_all_with(client: &kube::Client, cluster_cidr: &str, options: Options) -> Tasks {
     let mut tasks = Tasks::default();
     // One cache per watched kind for the whole set (client-go's SharedInformerFactory); it stops with the
     // last loop, when `tasks` is dropped.
     let shared = SharedInformers::new();
     let (c, s) = (client.clone(), shared.clone());
     tasks.push(supervise("nodelifecycle", move || {
-        nodelifecycle::run(c.clone(), s.clone(), node_grace)
+        nodelifecycle::run(c.clone(), s.clone(), options.node_monitor_grace_period)
+    }));
+    let (c, s) = (client.clone(), shared.clone());
+    tasks.push(supervise("podgc", move || {
+        podgc::run(c.clone(), s.clone(), options.terminated_pod_gc_threshold)
     }));
     let (c, s, cidr) = (client.clone(), shared.clone(), cluster_cidr.to_string());
     tasks.push(supervise("nodeipam", move || {
@@ -157,7 +181,7 @@ impl Election {
 /// `kube-system/berth-controllers` (`election`: upstream's timings by default, 15 s lease, 10 s renew
 /// deadline, 2 s retry), so a second server process on the same datastore never runs a second copy.
 /// `identity` is stable across restarts of one server (its node name), so a single server takes its
-/// Lease back at once. `node_grace` is the node lifecycle controller's `--node-monitor-grace-period`.
+/// Lease back at once. `options` are the controllers' flags.
 /// `address` is this server's API address (`ip:port`) when it shares a datastore with others: written to
 /// the Lease while it holds it, so the others may take over at once when nothing listens there any more
 /// ([`leader`]'s early takeover) instead of after the whole lease duration.
@@ -166,7 +190,7 @@ pub async fn run_elected(
     cluster_cidr: String,
     identity: String,
     address: Option<String>,
-    node_grace: std::time::Duration,
+    options: Options,
     election: Election,
 ) {
     let cfg = leader::Config {
@@ -177,5 +201,5 @@ pub async fn run_elected(
         ..leader::Config::new(LEASE_NAMESPACE, LEASE_NAME, &identity)
     };
     let c = client.clone();
-    leader::run(client, cfg, move || spawn_all_with(&c, &cluster_cidr, node_grace)).await;
+    leader::run(client, cfg, move || spawn_all_with(&c, &cluster_cidr, options)).await;
 }

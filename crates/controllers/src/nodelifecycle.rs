@@ -20,11 +20,7 @@
 //!   the same ordinal while the first may still run, and a ReplicaSet replaces it elsewhere;
 //! - a terminating pod on a node that is not Ready and carries `node.kubernetes.io/out-of-service`
 //!   (which the administrator adds once the machine is known to be off) is force-deleted, so its
-//!   StatefulSet ordinal can start on another node;
-//! - a pod bound to a node that does not exist (the Node was deleted, or never registered) is marked
-//!   `Failed` with a `DisruptionTarget` condition and force-deleted once the node has been missing for
-//!   the quarantine (upstream's `quarantineTime`, 40 s) and a live read confirms it is gone, as the pod
-//!   garbage collector's `gcOrphaned` does: no kubelet is left to finish such a pod.
+//!   StatefulSet ordinal can start on another node. (Pods of deleted nodes are [`crate::podgc`]'s.)
 //!
 //! Deletions are decided on complete caches and confirmed by a live read of the node first (the taint
 //! and readiness they rest on must still be there).
@@ -49,9 +45,6 @@ pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 /// Upstream's default `--node-monitor-grace-period`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(40);
-/// How long a node its pods name must be missing before they are collected (upstream podgc's
-/// `quarantineTime`): time for a node that is (re-)registering to show up.
-pub const ORPHAN_QUARANTINE: Duration = Duration::from_secs(40);
 
 /// What one pass does.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,17 +90,6 @@ pub enum Step {
         /// uid (the delete's precondition).
         uid: String,
         /// Its node.
-        node: String,
-    },
-    /// Mark the pod `Failed` and delete it now (grace 0): its node no longer exists.
-    DeleteOrphan {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-        /// uid (the delete's precondition).
-        uid: String,
-        /// The missing node.
         node: String,
     },
 }
@@ -279,44 +261,6 @@ pub fn plan<P: Borrow<Pod>>(
     steps
 }
 
-/// The pods to collect because their node is gone (upstream podgc `gcOrphaned`): those bound to a node
-/// that has been missing from `nodes` for at least `quarantine`, by `missing` (how long each missing
-/// node name has been seen missing; a name not there counts as just missed). Terminating pods too: no
-/// kubelet will finish them.
-pub fn orphans<P: Borrow<Pod>>(
-    nodes: &[Node],
-    pods: &[P],
-    missing: &HashMap<String, Duration>,
-    quarantine: Duration,
-) -> Vec<Step> {
-    pods.iter()
-        .map(Borrow::borrow)
-        .filter_map(|p: &Pod| {
-            let node = p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())?;
-            if nodes.iter().any(|n| n.metadata.name.as_deref() == Some(node)) {
-                return None;
-            }
-            if missing.get(node).is_none_or(|m| *m < quarantine) {
-                return None;
-            }
-            Some(Step::DeleteOrphan {
-                namespace: p.metadata.namespace.clone().unwrap_or_default(),
-                name: p.metadata.name.clone().unwrap_or_default(),
-                uid: p.metadata.uid.clone().unwrap_or_default(),
-                node: node.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The node names `pods` are bound to that `nodes` lacks.
-fn missing_nodes<P: Borrow<Pod>>(nodes: &[Node], pods: &[P]) -> std::collections::HashSet<String> {
-    pods.iter()
-        .filter_map(|p| p.borrow().spec.as_ref()?.node_name.clone())
-        .filter(|n| !n.is_empty() && !nodes.iter().any(|x| x.metadata.name.as_deref() == Some(n)))
-        .collect()
-}
-
 /// The heartbeat a node last gave: its Lease's renew time and its Ready condition's heartbeat.
 fn heartbeat(n: &Node, leases: &HashMap<String, String>) -> String {
     let name = n.metadata.name.as_deref().unwrap_or("");
@@ -346,7 +290,6 @@ pub async fn run(client: kube::Client, shared: SharedInformers, grace: Duration)
         ..Settings::default()
     };
     let mut seen: HashMap<String, (String, Instant)> = HashMap::new();
-    let mut gone: HashMap<String, Instant> = HashMap::new();
     let mut passes = informers.into_loop("nodelifecycle", settings);
     while let Some(mut pass) = passes.next_pass().await {
         let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
@@ -372,18 +315,7 @@ pub async fn run(client: kube::Client, shared: SharedInformers, grace: Duration)
             ages.insert(name, now.duration_since(entry.1));
         }
         seen.retain(|k, _| ages.contains_key(k));
-        // How long each node that pods name has been missing, on our clock (upstream's quarantine queue).
-        let absent = missing_nodes(&node_list, &pod_list);
-        gone.retain(|k, _| absent.contains(k));
-        let missing: HashMap<String, Duration> = absent
-            .into_iter()
-            .map(|n| {
-                let since = *gone.entry(n.clone()).or_insert(now);
-                (n, now.duration_since(since))
-            })
-            .collect();
-        let mut steps = plan(&node_list, &pod_list, &ages, grace, jiff::Timestamp::now());
-        steps.extend(orphans(&node_list, &pod_list, &missing, ORPHAN_QUARANTINE));
+        let steps = plan(&node_list, &pod_list, &ages, grace, jiff::Timestamp::now());
         for step in steps {
             let key = format!("{step:?}");
             let c = client.clone();
@@ -525,57 +457,6 @@ async fn execute(
             }
             if delete_pod(client, &namespace, &name, uid, Some(0)).await? {
                 tracing::warn!(pod = %name, %namespace, node = %node, "force-deleted: node out of service");
-            }
-        }
-        Step::DeleteOrphan {
-            namespace,
-            name,
-            uid,
-            node,
-        } => {
-            // Confirmed live: the node is still gone (upstream `checkIfNodeExists`).
-            let live = live_node(nodes_api, &node).await?;
-            if live.is_some() {
-                return Ok(());
-            }
-            let Some(p) = pods
-                .iter()
-                .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-            else {
-                return Ok(());
-            };
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            if !matches!(phase, Some("Succeeded" | "Failed")) {
-                // Failed first, as upstream's `markFailedAndDeletePodWithCondition`: owners (a Job)
-                // see how it ended, and no kubelet is left to say so. The cached resourceVersion is
-                // the precondition (409 when the pod changed: the next pass starts from it).
-                let now = jiff::Timestamp::now().to_string();
-                let mut conditions: Vec<Value> = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|c| c.type_ != "DisruptionTarget")
-                    .map(|c| serde_json::to_value(&c).unwrap_or_default())
-                    .collect();
-                conditions.push(json!({"type": "DisruptionTarget", "status": "True",
-                    "reason": "DeletionByPodGC", "message": "PodGC: node no longer exists",
-                    "lastTransitionTime": now}));
-                let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-                let patch = json!({"metadata": {"resourceVersion": p.metadata.resource_version},
-                                   "status": {"phase": "Failed", "conditions": conditions}});
-                match api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                    Err(err) => return Err(err.to_string()),
-                }
-            }
-            if delete_pod(client, &namespace, &name, uid, Some(0)).await? {
-                tracing::warn!(pod = %name, %namespace, node = %node, "force-deleted: node no longer exists");
             }
         }
     }
@@ -781,44 +662,5 @@ mod tests {
             panic!("{steps:?}")
         };
         assert!(taints.iter().all(|t| t.key == NOT_READY));
-    }
-
-    #[test]
-    fn pods_of_a_gone_node_are_collected_after_the_quarantine_only() {
-        let nodes = [node("a", "True", json!([]))];
-        let pods = [
-            pod("on-a", "a", json!([]), true, false),
-            pod("on-b", "b", json!([]), true, false),
-            pod("on-b-terminating", "b", json!([]), false, true),
-            pod("on-c", "c", json!([]), true, false),
-        ];
-        let missing = HashMap::from([
-            ("b".to_string(), ORPHAN_QUARANTINE),
-            ("c".to_string(), ORPHAN_QUARANTINE - Duration::from_secs(1)),
-        ]);
-        let steps = orphans(&nodes, &pods, &missing, ORPHAN_QUARANTINE);
-        let names: Vec<&str> = steps
-            .iter()
-            .map(|s| match s {
-                Step::DeleteOrphan { name, node, uid, .. } => {
-                    assert_eq!(node, "b");
-                    assert_eq!(uid, &format!("u-{name}"));
-                    name.as_str()
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        // Terminating ones too (no kubelet finishes them); c is still in quarantine; a exists.
-        assert_eq!(names, ["on-b", "on-b-terminating"]);
-        // A name never seen missing counts as just missed.
-        assert!(orphans(&nodes, &pods, &HashMap::new(), ORPHAN_QUARANTINE).is_empty());
-        // An unbound pod has no node to miss.
-        let mut unbound = pod("pending", "", json!([]), false, false);
-        unbound.spec.as_mut().unwrap().node_name = None;
-        assert!(missing_nodes(&nodes, &[unbound]).is_empty());
-        assert_eq!(
-            missing_nodes(&nodes, &pods),
-            ["b".to_string(), "c".to_string()].into_iter().collect()
-        );
     }
 }
