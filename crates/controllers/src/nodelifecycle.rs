@@ -472,7 +472,7 @@ async fn live_node(nodes_api: &Api<Node>, name: &str) -> Result<Option<Node>, St
 
 /// Delete the pod `namespace/name` if it is still the one with `uid` (`grace`: `None` for its own
 /// grace period, `Some(0)` to force). `false` when it was already gone or replaced.
-async fn delete_pod(
+pub(crate) async fn delete_pod(
     client: &kube::Client,
     namespace: &str,
     name: &str,

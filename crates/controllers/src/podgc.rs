@@ -16,9 +16,10 @@
 //! Decisions are made on complete caches (the loop runs only once every cache has listed); every delete
 //! carries the pod's uid as a precondition.
 
+use crate::nodelifecycle::delete_pod;
 use controller_runtime::{Informers, Settings, SharedInformers};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use std::borrow::Borrow;
@@ -215,12 +216,12 @@ async fn execute(
             if !finished(p) && !mark_failed(client, p).await? {
                 return Ok(());
             }
-            if delete_now(client, &namespace, &name, uid).await? {
+            if delete_pod(client, &namespace, &name, uid, Some(0)).await? {
                 tracing::warn!(pod = %name, %namespace, node = %node, "force-deleted: node no longer exists");
             }
         }
         Step::DeleteTerminated { namespace, name, uid } => {
-            if delete_now(client, &namespace, &name, uid).await? {
+            if delete_pod(client, &namespace, &name, uid, Some(0)).await? {
                 tracing::info!(pod = %name, %namespace, "finished pod collected: over the threshold");
             }
         }
@@ -256,25 +257,6 @@ async fn mark_failed(client: &kube::Client, p: &Pod) -> Result<bool, String> {
     {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(err) => Err(err.to_string()),
-    }
-}
-
-/// Delete the pod `namespace/name` with grace period 0 if it is still the one with `uid`. `false` when it
-/// was already gone or replaced.
-async fn delete_now(client: &kube::Client, namespace: &str, name: &str, uid: String) -> Result<bool, String> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let dp = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(name, &dp).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
         Err(err) => Err(err.to_string()),
     }
 }
